@@ -1,0 +1,63 @@
+# Voice Agent Orchestrator — two commands: `make run` and `make test`.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+DATA_DIR ?= $(CURDIR)/.data
+export DATA_DIR
+ROLE ?= admin
+
+.PHONY: help install lock run dev test lint fmt token bench bench-smoke clean
+
+help:
+	@echo "make run     - create the environment, install, start both services (Ctrl-C stops both)"
+	@echo "make test    - run the test suite (needs Postgres on 127.0.0.1:5432 and Redis on 6379)"
+	@echo "make dev     - like run, with auto-reload"
+	@echo "make lint    - ruff + mypy;  make fmt - format"
+	@echo "make token ROLE=admin - print a management JWT for local use"
+	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(UV): $(BIN)/python
+	$(BIN)/pip install --quiet --disable-pip-version-check uv
+
+# Installs the pinned lock (tests and tools included) and the three projects in editable mode.
+$(VENV)/.installed: $(UV) requirements-dev.lock shared/pyproject.toml realtime-gateway/pyproject.toml orchestrator/pyproject.toml
+	$(UV) pip sync --python $(BIN)/python requirements-dev.lock
+	touch $@
+
+install: $(VENV)/.installed
+
+# Re-pin after changing a pyproject: the dev lock and one lock per service image.
+lock: $(UV)
+	$(UV) pip compile requirements-dev.in -o requirements-dev.lock --python-version 3.11 -q
+	for s in realtime-gateway orchestrator; do \
+	  $(UV) pip compile $$s/requirements.in -o $$s/requirements.lock --python-version 3.11 -q \
+	    --no-emit-package vao-shared --no-emit-package $$s; done
+
+run: install
+	$(BIN)/python -m scripts.run
+
+dev: install
+	$(BIN)/python -m scripts.run --reload
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy shared realtime-gateway/realtime_gateway orchestrator/orchestrator
+
+fmt: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+token: install
+	@$(BIN)/python -m scripts.token --role $(ROLE)
+
+clean:
+	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache

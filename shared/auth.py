@@ -1,0 +1,172 @@
+"""JWT helpers for both services: management tokens and the gateway's service token.
+
+HS256 only, pinned on verify (no `none`, no algorithm confusion); `sub` and `exp` required.
+Management tokens carry `role` in admin | operator | viewer. The gateway calls the orchestrator
+with a short-lived token of role `service` and audience `SERVICE_AUDIENCE`.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+
+ALGORITHM = "HS256"
+ROLES = ("admin", "operator", "viewer")
+SERVICE_ROLE = "service"
+SERVICE_AUDIENCE = "vao-orchestrator"
+SERVICE_ISSUER = "realtime-gateway"
+DEV_SECRET_FILE = "jwt_secret"
+MIN_PRODUCTION_SECRET_CHARS = 32
+WEAK_SECRETS = frozenset(
+    {"secret", "changeme", "change-me", "your-production-jwt-secret", "your-jwt-secret", "jwt-secret"}
+)
+
+
+class TokenError(Exception):
+    """The token is missing, malformed, badly signed, expired or lacks a required claim."""
+
+
+class SecretConfigError(ValueError):
+    """`JWT_SECRET` is missing or too weak where it must be strong."""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    sub: str
+    role: str
+    claims: dict[str, Any]
+
+
+def secret_is_weak(secret: str) -> bool:
+    return len(secret) < MIN_PRODUCTION_SECRET_CHARS or secret.lower() in WEAK_SECRETS
+
+
+def load_or_create_dev_secret(data_dir: Path) -> str:
+    """A random secret made once under DATA_DIR and shared by both services started from it."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / DEV_SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        for _ in range(50):  # the other service may be writing it right now
+            value = path.read_text().strip()
+            if value:
+                return value
+            time.sleep(0.01)
+        raise SecretConfigError(f"{path} is empty; delete it to have a new secret made") from None
+    value = secrets.token_urlsafe(48)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    return value
+
+
+def resolve_jwt_secret(configured: str | None, data_dir: Path, production: bool) -> str:
+    if configured:
+        if production and secret_is_weak(configured):
+            raise SecretConfigError(
+                f"JWT_SECRET is too weak for APP_ENV=production "
+                f"(need at least {MIN_PRODUCTION_SECRET_CHARS} random characters)"
+            )
+        return configured
+    if production:
+        raise SecretConfigError("JWT_SECRET is required when APP_ENV=production")
+    return load_or_create_dev_secret(data_dir)
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    role: str,
+    ttl_s: float = 3600,
+    *,
+    audience: str | None = None,
+    issuer: str | None = None,
+    extra: dict[str, Any] | None = None,
+) -> str:
+    now = int(time.time())
+    claims: dict[str, Any] = {"sub": sub, "role": role, "iat": now, "exp": now + int(ttl_s)}
+    if audience:
+        claims["aud"] = audience
+    if issuer:
+        claims["iss"] = issuer
+    if extra:
+        claims.update(extra)
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_token(
+    secret: str, token: str, *, audience: str | None = None, issuer: str | None = None
+) -> Principal:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            issuer=issuer,
+            options={"require": ["sub", "exp"], "verify_aud": audience is not None},
+            leeway=5,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("token expired") from exc
+    except jwt.InvalidTokenError as exc:
+        raise TokenError(f"invalid token: {exc}") from exc
+    role = claims.get("role", "viewer")
+    if not isinstance(role, str) or role not in (*ROLES, SERVICE_ROLE):
+        raise TokenError("invalid token: unknown role")
+    return Principal(sub=str(claims["sub"]), role=role, claims=claims)
+
+
+class ServiceTokenSource:
+    """Mints the gateway's service token and reuses it until shortly before it expires."""
+
+    def __init__(self, secret: str, ttl_s: float = 60.0) -> None:
+        self._secret = secret
+        self._ttl_s = ttl_s
+        self._token = ""
+        self._renew_at = 0.0
+
+    def token(self) -> str:
+        now = time.monotonic()
+        if now >= self._renew_at:
+            self._token = mint_token(
+                self._secret,
+                sub=SERVICE_ISSUER,
+                role=SERVICE_ROLE,
+                ttl_s=self._ttl_s,
+                audience=SERVICE_AUDIENCE,
+                issuer=SERVICE_ISSUER,
+            )
+            self._renew_at = now + self._ttl_s / 2
+        return self._token
+
+
+def verify_service_token(secret: str, token: str) -> Principal:
+    principal = verify_token(secret, token, audience=SERVICE_AUDIENCE, issuer=SERVICE_ISSUER)
+    if principal.role != SERVICE_ROLE:
+        raise TokenError("not a service token")
+    return principal
+
+
+def verify_management_token(
+    secret: str, token: str, *, audience: str | None = None, issuer: str | None = None
+) -> Principal:
+    principal = verify_token(secret, token, audience=audience, issuer=issuer)
+    if principal.role not in ROLES:
+        raise TokenError("invalid token: not a management token")
+    return principal
+
+
+def bearer_from_header(value: str | None) -> str | None:
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        return None
+    return token.strip()
