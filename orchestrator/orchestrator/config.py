@@ -1,0 +1,52 @@
+"""Orchestrator settings, from the spec's environment variable names (see `.env.example`)."""
+
+from __future__ import annotations
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+
+from shared.config import CommonSettings, load_settings
+
+
+class OrchestratorSettings(CommonSettings):
+    port: int = Field(8000, ge=1, le=65535)
+    # No DATABASE_URL: the orchestrator starts and owns a PostgreSQL under DATA_DIR (pgserver).
+    database_url: str | None = None
+    db_pool_min: int = Field(2, ge=1)
+    db_pool_max: int = Field(20, ge=1)
+    db_command_timeout_s: float = Field(5.0, gt=0)
+
+    chroma_host: str | None = None
+    chroma_port: int = Field(8000, ge=1, le=65535)
+    chroma_path: str | None = None  # default: DATA_DIR/chroma
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: AnyHttpUrl | None = None
+    openai_model: str = "gpt-4o-mini"
+    openai_embedding_model: str = "text-embedding-3-small"
+    llm_timeout_s: float = Field(10.0, gt=0)
+
+    memory_retention_days: int = Field(365, ge=1)
+    history_turns: int = Field(10, ge=1, le=100)
+
+    default_agent_name: str = "Receptionist"
+    default_agent_greeting: str = "Hello! Thanks for calling. How can I help you today?"
+    default_agent_system_prompt: str = (
+        "You are a helpful, concise phone agent. Answer in one or two short spoken sentences."
+    )
+    default_transfer_number: str | None = None
+
+    @field_validator("database_url", "chroma_host", "chroma_path", "openai_api_key", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value and not value.startswith(("postgres://", "postgresql://")):
+            raise ValueError("must be a postgresql:// URL")
+        return value
+
+
+def get_settings(**overrides: object) -> OrchestratorSettings:
+    return load_settings(OrchestratorSettings, **overrides)

@@ -1,0 +1,88 @@
+"""Gateway settings, from the spec's environment variable names (see `.env.example`)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+
+from shared.config import CommonSettings, load_settings
+
+ProviderName = Literal["twilio", "vonage", "aws-connect", "generic-http"]
+PROVIDERS: tuple[ProviderName, ...] = ("twilio", "vonage", "aws-connect", "generic-http")
+
+
+class GatewaySettings(CommonSettings):
+    port: int = Field(3000, ge=1, le=65535)
+    voice_provider: ProviderName = "generic-http"
+    public_base_url: AnyHttpUrl | None = None
+    orchestrator_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
+    redis_url: str | None = None
+    trust_proxy: bool = False
+    cors_origin: str | None = None
+    cors_credentials: bool = False
+
+    # Turn budget: below every provider's own limit (Twilio 15 s, Amazon Connect 8 s).
+    turn_timeout_s: float = Field(6.0, gt=0, le=14)
+    orchestrator_connect_timeout_s: float = Field(0.5, gt=0)
+    ws_client_queue: int = Field(256, ge=1)
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    twilio_account_sid: str | None = None
+    twilio_auth_token: SecretStr | None = None
+    twilio_phone_number: str | None = None
+    twilio_webhook_url: AnyHttpUrl | None = None
+
+    vonage_api_key: str | None = None
+    vonage_api_secret: SecretStr | None = None
+    vonage_application_id: str | None = None
+    vonage_private_key: SecretStr | None = None
+    vonage_phone_number: str | None = None
+    vonage_webhook_url: AnyHttpUrl | None = None
+    vonage_signature_secret: SecretStr | None = None
+
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: SecretStr | None = None
+    aws_region: str | None = None
+    aws_connect_instance_id: str | None = None
+    aws_connect_contact_flow_id: str | None = None
+    aws_connect_queue_id: str | None = None
+    aws_connect_phone_number: str | None = None
+    aws_connect_webhook_url: AnyHttpUrl | None = None
+
+    generic_http_secret: SecretStr | None = None
+    generic_http_base_url: AnyHttpUrl | None = None
+
+    supabase_url: AnyHttpUrl | None = None
+    supabase_anon_key: SecretStr | None = None
+    supabase_service_role_key: SecretStr | None = None
+
+    @field_validator(
+        "public_base_url",
+        "twilio_webhook_url",
+        "vonage_webhook_url",
+        "aws_connect_webhook_url",
+        "generic_http_base_url",
+        "supabase_url",
+        "redis_url",
+        "twilio_auth_token",
+        "vonage_api_secret",
+        "vonage_private_key",
+        "vonage_signature_secret",
+        "aws_secret_access_key",
+        "generic_http_secret",
+        "supabase_anon_key",
+        "supabase_service_role_key",
+        mode="before",
+    )
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    def public_url(self) -> str:
+        """Base URL providers use to reach us, without a trailing slash ('' when unknown)."""
+        return str(self.public_base_url).rstrip("/") if self.public_base_url else ""
+
+
+def get_settings(**overrides: object) -> GatewaySettings:
+    return load_settings(GatewaySettings, **overrides)

@@ -1,0 +1,77 @@
+"""Settings both services read the same way: environment variables only (plus `.env` if present).
+
+A missing or malformed value stops start-up with one line naming the variable
+(`load_settings` turns pydantic's report into that line).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Literal, TypeVar
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shared.auth import resolve_jwt_secret
+
+
+class CommonSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    host: str = "0.0.0.0"
+    app_env: Literal["development", "production", "test"] = Field(
+        "development", validation_alias=AliasChoices("APP_ENV", "NODE_ENV")
+    )
+    debug: bool = False
+    log_level: str | None = None
+    data_dir: Path = Path(".data")
+    jwt_secret: SecretStr | None = None
+    jwt_audience: str | None = None
+    jwt_issuer: str | None = None
+    sentry_dsn: SecretStr | None = None
+
+    @field_validator("app_env", mode="before")
+    @classmethod
+    def _normalise_env(cls, value: object) -> object:
+        return value.strip().lower() if isinstance(value, str) else value
+
+    @field_validator("jwt_secret", "sentry_dsn", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    def resolved_jwt_secret(self) -> str:
+        configured = self.jwt_secret.get_secret_value() if self.jwt_secret else None
+        return resolve_jwt_secret(configured, self.data_dir, self.production)
+
+
+S = TypeVar("S", bound=BaseSettings)
+
+
+class ConfigError(SystemExit):
+    """Raised (and printed as one line) when configuration is missing or malformed."""
+
+
+def describe_settings_error(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        name = loc[0].upper() if loc else "?"
+        parts.append(f"{name}: {err.get('msg')}")
+    return "; ".join(parts)
+
+
+def load_settings(cls: type[S], **overrides: object) -> S:
+    try:
+        return cls(**overrides)
+    except ValidationError as exc:
+        line = f"configuration error: {describe_settings_error(exc)}"
+        print(line, file=sys.stderr)
+        raise ConfigError(line) from None
