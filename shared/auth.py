@@ -21,10 +21,17 @@ ROLES = ("admin", "operator", "viewer")
 SERVICE_ROLE = "service"
 SERVICE_AUDIENCE = "vao-orchestrator"
 SERVICE_ISSUER = "realtime-gateway"
-DEV_SECRET_FILE = "jwt_secret"
+DEV_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
 MIN_PRODUCTION_SECRET_CHARS = 32
 WEAK_SECRETS = frozenset(
-    {"secret", "changeme", "change-me", "your-production-jwt-secret", "your-jwt-secret", "jwt-secret"}
+    {
+        "secret",
+        "changeme",
+        "change-me",
+        "your-production-jwt-secret",
+        "your-jwt-secret",
+        "jwt-secret",
+    }
 )
 
 

@@ -40,7 +40,7 @@ def error_response(
 
 
 def describe_validation_errors(errors: list[Any]) -> str:
-    """`body.context.call_id: Field required; message: String should have at most 4000 characters`."""
+    """E.g. `context.call_id: Field required; message: String should have at most 4000 chars`."""
     parts = []
     for err in errors[:5]:
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
@@ -72,7 +72,8 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
     if exc.status_code in (204, 304):
         return Response(status_code=exc.status_code, headers=exc.headers)
     code = _HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+    headers = dict(exc.headers) if exc.headers else None
+    return error_response(exc.status_code, code, str(exc.detail), headers)
 
 
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
