@@ -62,6 +62,19 @@ class ProviderConfigError(Exception):
     """The provider's configuration is missing or invalid (names the variables)."""
 
 
+class ProviderError(Exception):
+    """The provider's API refused or failed a request (`make_call`, `end_call`).
+
+    `status` is the HTTP status to answer our own API client with (400 when the provider
+    rejected what we sent, e.g. a number it cannot dial; 502 when the provider failed);
+    `message` is safe to show (no secrets, numbers masked)."""
+
+    def __init__(self, message: str, status: int = 502, code: str = "provider_error") -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 @dataclass(slots=True)
 class WebhookRequest:
     """A provider request as the driver needs it, independent of Starlette."""
