@@ -54,10 +54,13 @@ def secret_is_weak(secret: str) -> bool:
     return len(secret) < MIN_PRODUCTION_SECRET_CHARS or secret.lower() in WEAK_SECRETS
 
 
-def load_or_create_dev_secret(data_dir: Path) -> str:
-    """A random secret made once under DATA_DIR and shared by both services started from it."""
+def load_or_create_dev_secret(data_dir: Path, filename: str = DEV_SECRET_FILE) -> str:
+    """A random secret made once under DATA_DIR and shared by both services started from it.
+
+    `filename` names the secret (`jwt_secret` by default; the gateway keeps its development
+    generic-http secret as `generic_http_secret` the same way)."""
     data_dir.mkdir(parents=True, exist_ok=True)
-    path = data_dir / DEV_SECRET_FILE
+    path = data_dir / filename
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:

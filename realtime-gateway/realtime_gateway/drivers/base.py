@@ -35,7 +35,9 @@ CallStatus = Literal[
     "no-answer",
     "canceled",
 ]
-TERMINAL_STATUSES: frozenset[str] = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "busy", "failed", "no-answer", "canceled"}
+)
 # Forward order; a callback that would move a call backwards is ignored.
 STATUS_ORDER: dict[str, int] = {
     "queued": 0,
@@ -53,9 +55,10 @@ STATUS_ORDER: dict[str, int] = {
 class SignatureError(Exception):
     """The request is unsigned, badly signed, stale or replayed: answer 401/403, change nothing."""
 
-    def __init__(self, message: str, status: int = 403) -> None:
+    def __init__(self, message: str, status: int = 403, code: str | None = None) -> None:
         super().__init__(message)
         self.status = status
+        self.code = code  # the JSON error code; the route picks one from `status` when None
 
 
 class ProviderConfigError(Exception):
@@ -159,7 +162,9 @@ class CallFlow(Protocol):
         On orchestrator failure returns an apology + listen again (`fallback=True`)."""
         ...
 
-    async def status(self, call_id: str, status: str, extra: Mapping[str, Any] | None = None) -> None:
+    async def status(
+        self, call_id: str, status: str, extra: Mapping[str, Any] | None = None
+    ) -> None:
         """Record a status; ignores backward transitions; a terminal one ends the call once."""
         ...
 
@@ -171,6 +176,11 @@ class CallFlow(Protocol):
 
     async def first_time(self, key: str, ttl_s: float = 86400) -> bool:
         """True the first time `key` is seen (across instances when Redis is configured)."""
+        ...
+
+    async def ensure_call(self, call: CallInfo) -> bool:
+        """Track a call this gateway does not know yet (e.g. a turn arriving after a restart
+        without Redis); emits `call.started` and returns True only when it was new."""
         ...
 
 

@@ -1,0 +1,221 @@
+"""The realtime-gateway Starlette app: `create_app()` (uvicorn `--factory`).
+
+Nothing happens at import: settings are read in `create_app` (tests pass their own), and the
+lifespan opens what the process holds for its life: one pooled `httpx.AsyncClient` for the
+orchestrator (explicit timeouts inside the turn budget), one for provider REST calls, the call
+store and event bus (in process, or Redis when `REDIS_URL` is set), the call flow and the lazy
+driver registry. Provider SDKs are imported only by the driver of a provider in use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from realtime_gateway import __version__
+from realtime_gateway.calls import CallStore, MemoryCallStore, RedisCallStore
+from realtime_gateway.config import GatewaySettings, get_settings
+from realtime_gateway.drivers.base import DriverDeps
+from realtime_gateway.drivers.registry import DriverRegistry, DriverUnavailable
+from realtime_gateway.events import EventBus, FanoutHub, LocalEventBus, RedisEventBus
+from realtime_gateway.management_auth import ManagementAuthMiddleware
+from realtime_gateway.orchestrator_client import OrchestratorClient
+from realtime_gateway.routes import build_routes
+from realtime_gateway.runtime import GatewayRuntime
+from realtime_gateway.turns import GatewayFlow
+from shared.auth import SecretConfigError, ServiceTokenSource
+from shared.config import ConfigError
+from shared.errors import ApiError, on_api_error, on_http_exception, on_unexpected_error
+from shared.logging import RequestIdMiddleware, setup_logging
+
+log = logging.getLogger("realtime_gateway")
+
+SERVICE_TOKEN_TTL_S = 120.0
+PROVIDER_HTTP_TIMEOUT_S = 10.0
+
+
+def _config_error(message: str) -> ConfigError:
+    line = f"configuration error: {message}"
+    log.error(line)
+    return ConfigError(line)
+
+
+def create_app(
+    settings: GatewaySettings | None = None,
+    *,
+    orchestrator_transport: httpx.AsyncBaseTransport | None = None,
+    provider_transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """Build the app. The transports are test seams: e.g. the real orchestrator app served
+    in process through `httpx.ASGITransport`."""
+    settings = settings or get_settings()
+    setup_logging("realtime-gateway", settings.debug, settings.log_level)
+    try:
+        jwt_secret = settings.resolved_jwt_secret()
+    except SecretConfigError as exc:
+        raise _config_error(str(exc)) from None
+    if (
+        settings.production
+        and settings.voice_provider == "generic-http"
+        and settings.generic_http_secret is None
+    ):
+        raise _config_error(
+            "GENERIC_HTTP_SECRET is required when APP_ENV=production "
+            "and VOICE_PROVIDER=generic-http"
+        )
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        runtime = await _open_runtime(
+            settings, jwt_secret, orchestrator_transport, provider_transport
+        )
+        app.state.runtime = runtime
+        try:
+            await _load_current_driver(runtime)
+            log.info(
+                "realtime-gateway ready",
+                extra={
+                    "version": __version__,
+                    "voice_provider": settings.voice_provider,
+                    "call_store": runtime.calls.backend,
+                    "orchestrator_url": str(settings.orchestrator_url),
+                },
+            )
+            yield
+        finally:
+            app.state.runtime = None
+            await _close_runtime(runtime)
+
+    middleware = [Middleware(RequestIdMiddleware)]
+    if settings.cors_origin:
+        origins = [o.strip() for o in settings.cors_origin.split(",") if o.strip()]
+        middleware.insert(
+            0,
+            Middleware(
+                CORSMiddleware,
+                allow_origins=origins,
+                allow_credentials=settings.cors_credentials,
+                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            ),
+        )
+    middleware.append(
+        Middleware(
+            ManagementAuthMiddleware,
+            secret=jwt_secret,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+        )
+    )
+    app = Starlette(
+        debug=False,
+        routes=build_routes(),
+        middleware=middleware,
+        exception_handlers={
+            ApiError: on_api_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected_error,
+        },
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.runtime = None
+    return app
+
+
+async def _open_runtime(
+    settings: GatewaySettings,
+    jwt_secret: str,
+    orchestrator_transport: httpx.AsyncBaseTransport | None,
+    provider_transport: httpx.AsyncBaseTransport | None,
+) -> GatewayRuntime:
+    budget = settings.turn_timeout_s
+    orchestrator_http = httpx.AsyncClient(
+        base_url=str(settings.orchestrator_url).rstrip("/"),
+        timeout=httpx.Timeout(budget, connect=min(settings.orchestrator_connect_timeout_s, budget)),
+        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+        transport=orchestrator_transport,
+    )
+    provider_http = httpx.AsyncClient(
+        timeout=httpx.Timeout(PROVIDER_HTTP_TIMEOUT_S, connect=2.0),
+        transport=provider_transport,
+    )
+    redis_client = None
+    calls: CallStore
+    bus: EventBus
+    hub = FanoutHub(settings.ws_client_queue)
+    if settings.redis_url:
+        import redis.asyncio as aioredis  # only when configured
+
+        redis_client = aioredis.from_url(
+            settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
+        )
+        calls = RedisCallStore(redis_client)
+        bus = RedisEventBus(redis_client, hub)
+    else:
+        calls = MemoryCallStore()
+        bus = LocalEventBus(hub)
+    await bus.start()
+    orchestrator = OrchestratorClient(
+        orchestrator_http,
+        ServiceTokenSource(jwt_secret, ttl_s=SERVICE_TOKEN_TTL_S),
+        budget_s=budget,
+        connect_timeout_s=settings.orchestrator_connect_timeout_s,
+    )
+    flow = GatewayFlow(calls, bus, orchestrator)
+    drivers = DriverRegistry(
+        DriverDeps(settings=settings, http=provider_http, flow=flow), settings.voice_provider
+    )
+    return GatewayRuntime(
+        settings=settings,
+        jwt_secret=jwt_secret,
+        orchestrator_http=orchestrator_http,
+        provider_http=provider_http,
+        calls=calls,
+        bus=bus,
+        orchestrator=orchestrator,
+        flow=flow,
+        drivers=drivers,
+        redis=redis_client,
+    )
+
+
+async def _load_current_driver(rt: GatewayRuntime) -> None:
+    """Load the current provider's driver now (not on the first call). A driver that cannot be
+    loaded is logged and leaves the other providers working; in production a misconfigured
+    current provider stops start-up, naming the variables."""
+    name = rt.drivers.current_name
+    try:
+        driver = await rt.drivers.current()
+    except DriverUnavailable as exc:
+        if rt.settings.production:
+            raise _config_error(str(exc)) from None
+        log.error(
+            "current voice provider unavailable", extra={"provider": name, "reason": exc.reason}
+        )
+        return
+    report = await driver.validate_configuration()
+    if report.ok:
+        return
+    detail = ", ".join(report.missing + report.problems)
+    if rt.settings.production:
+        raise _config_error(f"VOICE_PROVIDER={name} is not configured: {detail}")
+    log.warning(
+        "current voice provider is not fully configured", extra={"provider": name, "detail": detail}
+    )
+
+
+async def _close_runtime(rt: GatewayRuntime) -> None:
+    await rt.flow.aclose()
+    await rt.drivers.aclose()
+    await rt.bus.aclose()
+    await rt.calls.aclose()  # closes the shared Redis client too
+    await rt.orchestrator_http.aclose()
+    await rt.provider_http.aclose()

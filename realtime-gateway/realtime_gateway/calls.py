@@ -1,0 +1,375 @@
+"""Live call state: what the gateway knows of each call while it lasts.
+
+Two stores behind one `CallStore` Protocol. `MemoryCallStore` (the default) keeps calls in this
+process. `RedisCallStore` (when `REDIS_URL` is set) keeps them in Redis, so several gateway
+instances behind a load balancer act as one: a webhook retried on another instance sees the same
+call, `mark_ended` is an atomic `SET NX` (so `call.ended` is emitted exactly once across
+instances), and `first_time` dedupes event ids and idempotency tokens with `SET NX EX`.
+
+Durable data (conversations, messages) belongs to the orchestrator; this is only live state, kept
+for a day after a call starts.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from realtime_gateway.drivers.base import STATUS_ORDER, TERMINAL_STATUSES
+
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+
+CALL_TTL_S = 86_400
+ENDED_TTL_S = 86_400
+MAX_MEMORY_CALLS = 10_000
+MAX_RECENT = 1_000
+_TERMINAL_RANK = max(STATUS_ORDER.values())
+
+
+@dataclass(slots=True)
+class LiveCall:
+    call_id: str
+    provider: str
+    direction: str = "inbound"
+    caller: str | None = None
+    callee: str | None = None
+    agent_id: str | None = None
+    status: str = "in-progress"
+    started_at: float = field(default_factory=time.time)
+    ended_at: float | None = None
+    end_reason: str | None = None
+    turns: int = 0
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    @property
+    def duration_s(self) -> float:
+        end = self.ended_at if self.ended_at is not None else time.time()
+        return round(max(0.0, end - self.started_at), 3)
+
+    def to_public(self) -> dict[str, Any]:
+        """The shape `GET /voice/calls/{callId}/status` answers."""
+        return {
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "direction": self.direction,
+            "status": self.status,
+            "from": self.caller,
+            "to": self.callee,
+            "agent_id": self.agent_id,
+            "started_at": _iso(self.started_at),
+            "ended_at": _iso(self.ended_at) if self.ended_at is not None else None,
+            "end_reason": self.end_reason,
+            "duration_s": self.duration_s,
+            "turns": self.turns,
+            "metadata": self.metadata,
+        }
+
+
+def _iso(ts: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ts)) + f".{int(ts % 1 * 1000):03d}Z"
+
+
+def status_moves_forward(current: str, new: str) -> bool:
+    """A status update applies only if it moves the call forward; terminal is final."""
+    if new == current or new not in STATUS_ORDER:
+        return False
+    cur_rank = STATUS_ORDER.get(current, -1)
+    return cur_rank < _TERMINAL_RANK and STATUS_ORDER[new] >= cur_rank
+
+
+class CallStore(Protocol):
+    backend: str  # "memory" | "redis"
+
+    async def create(self, call: LiveCall) -> bool:
+        """Store `call` unless one with its id exists; True when this call created it."""
+        ...
+
+    async def get(self, call_id: str) -> LiveCall | None: ...
+
+    async def update_status(self, call_id: str, status: str) -> bool:
+        """Apply `status` if it moves the call forward (see `status_moves_forward`)."""
+        ...
+
+    async def next_turn(self, call_id: str) -> int:
+        """Count one more caller turn; returns the new count."""
+        ...
+
+    async def mark_ended(self, call_id: str, reason: str, ended_at: float | None = None) -> bool:
+        """True only the first time for this call id (across instances with Redis)."""
+        ...
+
+    async def first_time(self, key: str, ttl_s: float) -> bool:
+        """True the first time `key` is seen within `ttl_s`."""
+        ...
+
+    async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
+        """Most recently started first; `status="active"` means not ended."""
+        ...
+
+    async def health(self) -> str:
+        """ "in-memory", "connected" or "unavailable"."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def _matches(call: LiveCall, status: str | None) -> bool:
+    if status is None:
+        return True
+    if status == "active":
+        return not call.ended
+    if status == "ended":
+        return call.ended
+    return call.status == status
+
+
+class MemoryCallStore:
+    """In-process store; bounded (oldest calls are forgotten past `max_calls`)."""
+
+    backend = "memory"
+
+    def __init__(self, max_calls: int = MAX_MEMORY_CALLS) -> None:
+        self._calls: OrderedDict[str, LiveCall] = OrderedDict()
+        self._ended: dict[str, float] = {}
+        self._seen: dict[str, float] = {}
+        self._max_calls = max_calls
+
+    async def create(self, call: LiveCall) -> bool:
+        if call.call_id in self._calls:
+            return False
+        self._calls[call.call_id] = call
+        while len(self._calls) > self._max_calls:
+            old_id, _ = self._calls.popitem(last=False)
+            self._ended.pop(old_id, None)
+        return True
+
+    async def get(self, call_id: str) -> LiveCall | None:
+        return self._calls.get(call_id)
+
+    async def update_status(self, call_id: str, status: str) -> bool:
+        call = self._calls.get(call_id)
+        if call is None or not status_moves_forward(call.status, status):
+            return False
+        call.status = status
+        return True
+
+    async def next_turn(self, call_id: str) -> int:
+        call = self._calls.get(call_id)
+        if call is None:
+            return 0
+        call.turns += 1
+        return call.turns
+
+    async def mark_ended(self, call_id: str, reason: str, ended_at: float | None = None) -> bool:
+        now = time.time()
+        self._expire(self._ended, now - ENDED_TTL_S)
+        if call_id in self._ended:
+            return False
+        self._ended[call_id] = now
+        call = self._calls.get(call_id)
+        if call is not None:
+            call.ended_at = ended_at or now
+            call.end_reason = reason
+            if call.status not in TERMINAL_STATUSES:
+                call.status = "completed"
+        return True
+
+    async def first_time(self, key: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        if len(self._seen) > 10_000:
+            self._expire(self._seen, now)
+        expires = self._seen.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._seen[key] = now + ttl_s
+        return True
+
+    async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
+        out: list[LiveCall] = []
+        for call in reversed(self._calls.values()):
+            if _matches(call, status):
+                out.append(call)
+                if len(out) >= limit:
+                    break
+        return out
+
+    async def health(self) -> str:
+        return "in-memory"
+
+    async def aclose(self) -> None:
+        return None
+
+    @staticmethod
+    def _expire(table: dict[str, float], before: float) -> None:
+        for key in [k for k, t in table.items() if t <= before]:
+            del table[key]
+
+
+# KEYS[1] call hash, KEYS[2] recent zset;
+# ARGV[1] id, ARGV[2] started_at, ARGV[3] ttl, ARGV[4..] field/value pairs
+_CREATE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+local fields = {}
+for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[1])
+return 1
+"""
+
+# KEYS[1] call hash; ARGV[1] new status, ARGV[2] its rank, ARGV[3] terminal rank
+_STATUS_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local cur = redis.call('HGET', KEYS[1], 'status')
+local rank = tonumber(redis.call('HGET', KEYS[1], 'status_rank') or '-1')
+local new_rank = tonumber(ARGV[2])
+if cur == ARGV[1] or rank >= tonumber(ARGV[3]) or new_rank < rank then return 0 end
+redis.call('HSET', KEYS[1], 'status', ARGV[1], 'status_rank', ARGV[2])
+return 1
+"""
+
+# KEYS[1] ended marker, KEYS[2] call hash; ARGV[1] reason, ARGV[2] ended_at, ARGV[3] ttl,
+# ARGV[4] terminal rank
+_END_LUA = """
+if not redis.call('SET', KEYS[1], ARGV[2], 'NX', 'EX', tonumber(ARGV[3])) then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  redis.call('HSET', KEYS[2], 'ended_at', ARGV[2], 'end_reason', ARGV[1])
+  local rank = tonumber(redis.call('HGET', KEYS[2], 'status_rank') or '-1')
+  if rank < tonumber(ARGV[4]) then
+    redis.call('HSET', KEYS[2], 'status', 'completed', 'status_rank', ARGV[4])
+  end
+end
+return 1
+"""
+
+
+class RedisCallStore:
+    """Call state in Redis (hash per call + a sorted set of recent call ids)."""
+
+    backend = "redis"
+
+    def __init__(self, client: aioredis.Redis, prefix: str = "vao:gw:") -> None:
+        self._r = client
+        self._p = prefix
+        self._create = client.register_script(_CREATE_LUA)
+        self._status = client.register_script(_STATUS_LUA)
+        self._end = client.register_script(_END_LUA)
+
+    def _key(self, call_id: str) -> str:
+        return f"{self._p}call:{call_id}"
+
+    async def create(self, call: LiveCall) -> bool:
+        fields = _to_hash(call)
+        argv: list[str | float | int] = [call.call_id, call.started_at, CALL_TTL_S]
+        for k, v in fields.items():
+            argv += [k, v]
+        created = await self._create(keys=[self._key(call.call_id), f"{self._p}recent"], args=argv)
+        if created:
+            await self._r.zremrangebyrank(f"{self._p}recent", 0, -MAX_RECENT - 1)
+        return bool(created)
+
+    async def get(self, call_id: str) -> LiveCall | None:
+        raw = await self._r.hgetall(self._key(call_id))
+        return _from_hash(raw) if raw else None
+
+    async def update_status(self, call_id: str, status: str) -> bool:
+        if status not in STATUS_ORDER:
+            return False
+        changed = await self._status(
+            keys=[self._key(call_id)], args=[status, STATUS_ORDER[status], _TERMINAL_RANK]
+        )
+        return bool(changed)
+
+    async def next_turn(self, call_id: str) -> int:
+        key = self._key(call_id)
+        if not await self._r.exists(key):
+            return 0
+        return int(await self._r.hincrby(key, "turns", 1))
+
+    async def mark_ended(self, call_id: str, reason: str, ended_at: float | None = None) -> bool:
+        done = await self._end(
+            keys=[f"{self._p}ended:{call_id}", self._key(call_id)],
+            args=[reason, ended_at or time.time(), ENDED_TTL_S, _TERMINAL_RANK],
+        )
+        return bool(done)
+
+    async def first_time(self, key: str, ttl_s: float) -> bool:
+        ok = await self._r.set(f"{self._p}seen:{key}", "1", nx=True, ex=max(1, int(ttl_s)))
+        return bool(ok)
+
+    async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
+        ids = await self._r.zrevrange(f"{self._p}recent", 0, MAX_RECENT - 1)
+        out: list[LiveCall] = []
+        batch = 100
+        for start in range(0, len(ids), batch):
+            pipe = self._r.pipeline(transaction=False)
+            for raw_id in ids[start : start + batch]:
+                cid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+                pipe.hgetall(self._key(cid))
+            for raw in await pipe.execute():
+                if raw:
+                    call = _from_hash(raw)
+                    if _matches(call, status):
+                        out.append(call)
+                        if len(out) >= limit:
+                            return out
+        return out
+
+    async def health(self) -> str:
+        try:
+            await self._r.ping()
+        except Exception:  # any Redis or socket failure means the same to a health check
+            return "unavailable"
+        return "connected"
+
+    async def aclose(self) -> None:
+        await self._r.aclose()
+
+
+def _to_hash(call: LiveCall) -> dict[str, str | float | int]:
+    data = asdict(call)
+    out: dict[str, str | float | int] = {}
+    for key, value in data.items():
+        if value is None:
+            continue
+        if key == "metadata":
+            out[key] = json.dumps(value)
+        else:
+            out[key] = value
+    out["status_rank"] = STATUS_ORDER.get(call.status, 3)
+    return out
+
+
+def _from_hash(raw: dict[Any, Any]) -> LiveCall:
+    d = {
+        (k.decode() if isinstance(k, bytes) else k): (v.decode() if isinstance(v, bytes) else v)
+        for k, v in raw.items()
+    }
+
+    def opt(name: str) -> str | None:
+        value = d.get(name)
+        return str(value) if value not in (None, "") else None
+
+    ended_at = opt("ended_at")
+    return LiveCall(
+        call_id=d["call_id"],
+        provider=d.get("provider", ""),
+        direction=d.get("direction", "inbound"),
+        caller=opt("caller"),
+        callee=opt("callee"),
+        agent_id=opt("agent_id"),
+        status=d.get("status", "in-progress"),
+        started_at=float(d.get("started_at", 0.0)),
+        ended_at=float(ended_at) if ended_at else None,
+        end_reason=opt("end_reason"),
+        turns=int(d.get("turns", 0)),
+        metadata=json.loads(d.get("metadata") or "{}"),
+    )

@@ -1,0 +1,373 @@
+"""The generic-http provider: our own JSON protocol for any SIP/web bridge (PROTOCOLS.md).
+
+Inbound, the bridge POSTs JSON events to `/voice/webhook/generic-http`, each signed:
+
+    X-Gateway-Timestamp: <unix seconds>
+    X-Gateway-Signature: v1=<hex HMAC-SHA256(GENERIC_HTTP_SECRET, timestamp + "." + raw_body)>
+
+Several `v1=` values (comma or space separated) are accepted, so a secret can be rotated.
+Answers to a request that fails a check (nothing is changed, no event emitted):
+
+- 401 `invalid_signature`: signature header missing, malformed or wrong (constant-time compare);
+- 401 `stale_request`: timestamp missing, not a number, or more than 300 s from our clock;
+- 400 `bad_request` / `validation_error`: body not JSON, a field missing or malformed (named),
+  or an unknown event `type`;
+- 409 `replayed_event`: an `event_id` already seen (kept for a day, across gateway instances when
+  Redis is configured).
+
+Events: `call.started` (`from, to, direction, metadata`), `call.input` (`turn_id`, `input`:
+`{type: speech|dtmf|timeout|text, text, confidence, digits}`), `call.status` (`status`, Twilio's
+words), `call.ended` (`reason, duration_s`); all carry `event_id, type, call_id, timestamp`.
+The answer is always `{"actions": [...]}` (`shared.contract.Action`s, unset fields left out);
+`call.input` for a call this gateway does not know (e.g. after a restart) creates it.
+
+Outbound, the gateway signs its own requests the same way: `POST {GENERIC_HTTP_BASE_URL}/calls`
+with `{to, from, callback_url, idempotency_key}`, and `POST /calls/{id}/hangup`.
+
+In development with no `GENERIC_HTTP_SECRET` a random one is made once as
+`DATA_DIR/generic_http_secret` (its path is logged, never its value); in production the secret is
+required while generic-http is the current provider.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+import time
+import uuid
+from typing import Annotated, Any, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from starlette.responses import JSONResponse, Response
+
+from realtime_gateway.config import GatewaySettings
+from realtime_gateway.drivers.base import (
+    BaseDriver,
+    CallerInput,
+    CallInfo,
+    CallOptions,
+    CallStatus,
+    ConfigReport,
+    DriverDeps,
+    OutboundCall,
+    ProviderConfigError,
+    ProviderError,
+    SignatureError,
+    WebhookRequest,
+)
+from shared.auth import load_or_create_dev_secret
+from shared.contract import MAX_MESSAGE_CHARS, Action, Identifier
+from shared.errors import ApiError, describe_validation_errors
+from shared.logging import call_id_var, mask_phone
+
+log = logging.getLogger(__name__)
+
+PROVIDER = "generic-http"
+SECRET_FILE = "generic_http_secret"  # noqa: S105 - a file name, not a secret
+TIMESTAMP_HEADER = "X-Gateway-Timestamp"
+SIGNATURE_HEADER = "X-Gateway-Signature"
+TOLERANCE_S = 300
+EVENT_ID_TTL_S = 86_400
+OUTBOUND_TIMEOUT_S = 10.0
+_SIG_RE = re.compile(r"v1=([0-9a-fA-F]{64})")
+
+
+# -- signatures ------------------------------------------------------------------------------
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """`v1=<hex>` for `timestamp + "." + body`."""
+    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return f"v1={mac.hexdigest()}"
+
+
+def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
+    ts = str(int(now if now is not None else time.time()))
+    return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, body)}
+
+
+def verify_signature(
+    secret: str,
+    timestamp: str | None,
+    signature: str | None,
+    body: bytes,
+    now: float | None = None,
+    tolerance_s: int = TOLERANCE_S,
+) -> None:
+    """Raise `SignatureError` (401) unless one `v1=` matches and the timestamp is fresh."""
+    if not signature:
+        raise SignatureError(f"missing {SIGNATURE_HEADER} header", status=401)
+    candidates = _SIG_RE.findall(signature)
+    if not candidates:
+        raise SignatureError(f"malformed {SIGNATURE_HEADER} header (want v1=<hex>)", status=401)
+    if not timestamp:
+        raise SignatureError(f"missing {TIMESTAMP_HEADER} header", status=401, code="stale_request")
+    try:
+        ts = int(timestamp.strip())
+    except ValueError:
+        raise SignatureError(
+            f"{TIMESTAMP_HEADER} is not unix seconds", status=401, code="stale_request"
+        ) from None
+    expected = sign(secret, timestamp.strip(), body)[3:]
+    matched = False
+    for candidate in candidates:  # compare every candidate: no early exit on a match
+        matched |= hmac.compare_digest(candidate.lower(), expected)
+    if not matched:
+        raise SignatureError("bad signature", status=401)
+    current = now if now is not None else time.time()
+    if abs(current - ts) > tolerance_s:
+        raise SignatureError(
+            f"stale request: {TIMESTAMP_HEADER} is more than {tolerance_s}s from now",
+            status=401,
+            code="stale_request",
+        )
+
+
+def resolve_secret(settings: GatewaySettings) -> str | None:
+    """The configured secret; in development, one made once under DATA_DIR; else None."""
+    if settings.generic_http_secret is not None:
+        return settings.generic_http_secret.get_secret_value()
+    if settings.production:
+        return None
+    secret = load_or_create_dev_secret(settings.data_dir, SECRET_FILE)
+    log.info(
+        "generic-http: no GENERIC_HTTP_SECRET set; using the development secret file",
+        extra={"path": str(settings.data_dir / SECRET_FILE)},
+    )
+    return secret
+
+
+# -- events ----------------------------------------------------------------------------------
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+    event_id: Identifier
+    call_id: Identifier
+    timestamp: float | str | None = None
+
+
+class CallStartedEvent(_Event):
+    type: Literal["call.started"]
+    from_: str | None = Field(None, alias="from", max_length=64)
+    to: str | None = Field(None, max_length=64)
+    direction: Literal["inbound", "outbound"] = "inbound"
+    agent_id: str | None = Field(None, max_length=128)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class InputPayload(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    type: Literal["speech", "dtmf", "timeout", "text"] = "speech"
+    text: str = Field("", max_length=MAX_MESSAGE_CHARS)
+    confidence: float | None = Field(None, ge=0.0, le=1.0)
+    digits: str | None = Field(None, max_length=64, pattern=r"^[0-9*#wW]*$")
+
+
+class CallInputEvent(_Event):
+    type: Literal["call.input"]
+    turn_id: Identifier
+    input: InputPayload
+
+
+class CallStatusEvent(_Event):
+    type: Literal["call.status"]
+    status: CallStatus
+    duration_s: float | None = Field(None, ge=0)
+
+
+class CallEndedEvent(_Event):
+    type: Literal["call.ended"]
+    reason: str = Field("completed", max_length=64)
+    duration_s: float | None = Field(None, ge=0)
+
+
+GenericEvent = Annotated[
+    CallStartedEvent | CallInputEvent | CallStatusEvent | CallEndedEvent,
+    Field(discriminator="type"),
+]
+EVENT_TYPES = ("call.started", "call.input", "call.status", "call.ended")
+_EVENT_ADAPTER: TypeAdapter[GenericEvent] = TypeAdapter(GenericEvent)
+
+
+def parse_event(body: bytes) -> GenericEvent:
+    """Parse and validate one event; `ApiError` 400/422 naming the field otherwise."""
+    try:
+        raw = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "bad_request", "body is not valid JSON") from None
+    if not isinstance(raw, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    kind = raw.get("type")
+    if kind not in EVENT_TYPES:
+        raise ApiError(
+            400,
+            "bad_request",
+            f"type: unknown event type {kind!r}; expected one of {', '.join(EVENT_TYPES)}",
+        )
+    try:
+        return _EVENT_ADAPTER.validate_python(raw)
+    except ValidationError as exc:
+        errors = [{**e, "loc": tuple(e["loc"][1:])} for e in exc.errors()]  # drop the tag
+        raise ApiError(400, "validation_error", describe_validation_errors(errors)) from None
+
+
+def actions_body(actions: list[Action]) -> dict[str, Any]:
+    return {"actions": [a.model_dump(exclude_none=True) for a in actions]}
+
+
+# -- driver ----------------------------------------------------------------------------------
+
+
+class GenericHttpDriver(BaseDriver):
+    name = PROVIDER
+    display_name = "Generic HTTP"
+
+    def __init__(self, deps: DriverDeps) -> None:
+        super().__init__(deps)
+        self._secret: str | None = None
+
+    async def initialize(self) -> None:
+        self._secret = resolve_secret(self.settings)
+
+    def _require_secret(self) -> str:
+        if not self._secret:
+            raise ProviderConfigError(
+                "GENERIC_HTTP_SECRET is required for the generic-http provider"
+            )
+        return self._secret
+
+    def get_capabilities(self) -> list[str]:
+        caps = ["voice", "inbound", "dtmf", "transfer", "hangup"]
+        if self.settings.generic_http_base_url:
+            caps.append("outbound")
+        return caps
+
+    async def validate_configuration(self, check_reachability: bool = False) -> ConfigReport:
+        missing = [] if self._secret else ["GENERIC_HTTP_SECRET"]
+        problems: list[str] = []
+        reachable: bool | None = None
+        base = self.settings.generic_http_base_url
+        if check_reachability and base:
+            try:
+                r = await self.deps.http.get(str(base), timeout=httpx.Timeout(2.0))
+                reachable = r.status_code < 500
+            except httpx.HTTPError as exc:
+                reachable = False
+                problems.append(f"GENERIC_HTTP_BASE_URL unreachable: {type(exc).__name__}")
+        return ConfigReport(ok=not missing, missing=missing, problems=problems, reachable=reachable)
+
+    async def verify_request(self, request: WebhookRequest) -> None:
+        if request.method != "POST":
+            raise SignatureError("generic-http events are POSTed", status=405)
+        secret = self._require_secret()
+        verify_signature(
+            secret,
+            request.header(TIMESTAMP_HEADER),
+            request.header(SIGNATURE_HEADER),
+            request.body,
+        )
+        event = parse_event(request.body)
+        if not await self.flow.first_time(f"generic-http:event:{event.event_id}", EVENT_ID_TTL_S):
+            raise SignatureError(
+                f"event_id {event.event_id!r} was already received",
+                status=409,
+                code="replayed_event",
+            )
+
+    async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
+        if step not in ("", "status", "events"):
+            raise ApiError(404, "not_found", f"no generic-http webhook step {step!r}")
+        event = parse_event(request.body)
+        call_id_var.set(event.call_id)
+        if isinstance(event, CallStartedEvent):
+            reply = await self.flow.start(
+                CallInfo(
+                    call_id=event.call_id,
+                    provider=PROVIDER,
+                    direction=event.direction,
+                    caller=event.from_,
+                    callee=event.to,
+                    agent_id=event.agent_id,
+                    metadata=event.metadata,
+                )
+            )
+            return JSONResponse(actions_body(reply.actions))
+        if isinstance(event, CallInputEvent):
+            await self.flow.ensure_call(CallInfo(call_id=event.call_id, provider=PROVIDER))
+            heard = CallerInput(
+                turn_id=event.turn_id,
+                type=event.input.type,
+                text=event.input.text,
+                digits=event.input.digits,
+                confidence=event.input.confidence,
+            )
+            reply = await self.flow.turn(event.call_id, heard)
+            return JSONResponse(actions_body(reply.actions))
+        if isinstance(event, CallStatusEvent):
+            await self.flow.status(event.call_id, event.status, {"duration_s": event.duration_s})
+            return JSONResponse(actions_body([]))
+        await self.flow.end(event.call_id, reason=event.reason, duration_s=event.duration_s)
+        return JSONResponse(actions_body([]))
+
+    async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
+        base = self._base_url()
+        secret = self._require_secret()
+        key = options.idempotency_key or uuid.uuid4().hex
+        payload = {
+            "to": to,
+            "from": options.from_number,
+            "callback_url": self.webhook_url(),
+            "idempotency_key": key,
+            "agent_id": options.agent_id,
+            "recording": options.recording,
+        }
+        body = json.dumps(payload).encode()
+        r = await self._post(f"{base}/calls", body, secret)
+        try:
+            data = r.json()
+        except ValueError:
+            data = {}
+        call_id = str(data.get("call_id") or data.get("id") or "") if isinstance(data, dict) else ""
+        if not call_id:
+            raise ProviderError("generic-http bridge answered without a call_id", status=502)
+        log.info("outbound call placed", extra={"to": mask_phone(to), "call_id": call_id})
+        return OutboundCall(
+            call_id=call_id,
+            provider=PROVIDER,
+            status=str(data.get("status") or "queued"),
+            raw=data,
+        )
+
+    async def end_call(self, call_id: str) -> None:
+        base = self._base_url()
+        secret = self._require_secret()
+        body = json.dumps({"call_id": call_id}).encode()
+        await self._post(f"{base}/calls/{call_id}/hangup", body, secret, ok_statuses=(404, 409))
+
+    def _base_url(self) -> str:
+        base = self.settings.generic_http_base_url
+        if base is None:
+            raise ProviderConfigError("GENERIC_HTTP_BASE_URL is required to place or end calls")
+        return str(base).rstrip("/")
+
+    async def _post(
+        self, url: str, body: bytes, secret: str, ok_statuses: tuple[int, ...] = ()
+    ) -> httpx.Response:
+        headers = {"Content-Type": "application/json", **signed_headers(secret, body)}
+        try:
+            r = await self.deps.http.post(
+                url, content=body, headers=headers, timeout=httpx.Timeout(OUTBOUND_TIMEOUT_S)
+            )
+        except httpx.HTTPError as exc:
+            raise ProviderError(f"generic-http bridge unreachable: {type(exc).__name__}") from exc
+        if r.status_code in ok_statuses or r.is_success:
+            return r
+        status = 400 if 400 <= r.status_code < 500 else 502
+        raise ProviderError(f"generic-http bridge answered {r.status_code}", status=status)

@@ -1,0 +1,86 @@
+"""Management auth, deny by default: every route needs a management JWT except the ones a
+provider or a load balancer must reach without one (provider webhooks and streams, which carry the
+provider's own signature, and health checks).
+
+Pure ASGI, so it covers HTTP and WebSocket alike: `Authorization: Bearer <JWT>`, or `?token=` on
+a WebSocket handshake (browsers cannot set headers there). The verified principal is left in
+`scope["state"]["principal"]` for later role checks.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import parse_qs
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from shared.auth import TokenError, bearer_from_header, verify_management_token
+from shared.errors import error_body
+
+PUBLIC_PREFIXES = ("/voice/webhook/", "/voice/stream/", "/health/")
+PUBLIC_PATHS = frozenset({"/health", "/voice/webhook"})
+CLOSE_POLICY_VIOLATION = 1008
+
+
+def is_public(path: str) -> bool:
+    return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
+
+
+class ManagementAuthMiddleware:
+    def __init__(
+        self,
+        app: ASGIApp,
+        secret: str,
+        audience: str | None = None,
+        issuer: str | None = None,
+    ) -> None:
+        self.app = app
+        self._secret = secret
+        self._audience = audience
+        self._issuer = issuer
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket") or is_public(scope.get("path", "")):
+            await self.app(scope, receive, send)
+            return
+        if scope["type"] == "http" and scope.get("method") == "OPTIONS":
+            await self.app(scope, receive, send)  # CORS preflight carries no credentials
+            return
+        token = None
+        for name, value in scope.get("headers", ()):
+            if name == b"authorization":
+                token = bearer_from_header(value.decode("latin-1"))
+                break
+        if token is None and scope["type"] == "websocket":
+            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+            token = (query.get("token") or [None])[0]
+        try:
+            if token is None:
+                raise TokenError("missing bearer token (Authorization: Bearer <JWT>)")
+            principal = verify_management_token(
+                self._secret, token, audience=self._audience, issuer=self._issuer
+            )
+        except TokenError as exc:
+            if scope["type"] == "websocket":
+                await receive()  # the handshake's websocket.connect, before answering it
+            await self._deny(scope, send, str(exc))
+            return
+        scope.setdefault("state", {})["principal"] = principal
+        await self.app(scope, receive, send)
+
+    @staticmethod
+    async def _deny(scope: Scope, send: Send, message: str) -> None:
+        body = json.dumps(error_body("unauthorized", message)).encode()
+        headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"www-authenticate", b"Bearer"),
+        ]
+        if scope["type"] == "http":
+            await send({"type": "http.response.start", "status": 401, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+        elif "websocket.http.response" in scope.get("extensions", {}):
+            await send({"type": "websocket.http.response.start", "status": 401, "headers": headers})
+            await send({"type": "websocket.http.response.body", "body": body})
+        else:
+            await send({"type": "websocket.close", "code": CLOSE_POLICY_VIOLATION})

@@ -1,0 +1,151 @@
+"""The gateway's side of the HTTP contract in `shared/contract.py`.
+
+One pooled `httpx.AsyncClient` (opened by the app's lifespan) with explicit timeouts; every request
+carries a short-lived service JWT and the current `X-Request-ID`. A whole call (both attempts) fits
+in `TURN_TIMEOUT_S`, so a provider always gets its answer before its own deadline. One retry, on a
+connect error or a 5xx only, with the same `Idempotency-Key`: the orchestrator answers a repeated
+turn from its stored reply, so a retry can never store a turn twice. Any failure is raised as one
+`OrchestratorUnavailable`, which the call flow turns into a spoken apology.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, ValidationError
+
+from shared.auth import ServiceTokenSource
+from shared.contract import (
+    IDEMPOTENCY_HEADER,
+    REQUEST_ID_HEADER,
+    CallEnd,
+    CallStart,
+    ConversationEnded,
+    TurnReply,
+    TurnRequest,
+    idempotency_key,
+)
+from shared.logging import request_id_var
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=BaseModel)
+
+RETRY_PAUSE_S = 0.05
+MIN_ATTEMPT_S = 0.2  # no point retrying with less budget than this left
+
+
+class OrchestratorUnavailable(Exception):
+    """The orchestrator did not answer usefully in time (down, slow, 5xx, refused, bad reply)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class OrchestratorClient:
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        tokens: ServiceTokenSource,
+        budget_s: float,
+        connect_timeout_s: float,
+    ) -> None:
+        self._http = http
+        self._tokens = tokens
+        self._budget_s = budget_s
+        self._connect_s = min(connect_timeout_s, budget_s)
+
+    async def start(self, call_id: str, body: CallStart) -> TurnReply:
+        return await self._post(f"/conversations/{_seg(call_id)}/start", body, TurnReply)
+
+    async def post_turn(self, call_id: str, turn_id: str, body: TurnRequest) -> TurnReply:
+        return await self._post(
+            f"/conversations/{_seg(call_id)}/messages",
+            body,
+            TurnReply,
+            idempotency=idempotency_key(call_id, turn_id),
+        )
+
+    async def end(self, call_id: str, body: CallEnd) -> ConversationEnded:
+        return await self._post(f"/conversations/{_seg(call_id)}/end", body, ConversationEnded)
+
+    async def health(self, timeout_s: float = 1.0) -> str:
+        """ "connected" when the orchestrator's `/health` answers 200 within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                r = await self._http.get("/health", timeout=httpx.Timeout(timeout_s))
+        except (httpx.HTTPError, TimeoutError):
+            return "unavailable"
+        return "connected" if r.status_code == 200 else f"unhealthy ({r.status_code})"
+
+    async def _post(
+        self, path: str, body: BaseModel, model: type[M], idempotency: str | None = None
+    ) -> M:
+        headers = {"Authorization": f"Bearer {self._tokens.token()}"}
+        rid = request_id_var.get()
+        if rid:
+            headers[REQUEST_ID_HEADER] = rid
+        if idempotency:
+            headers[IDEMPOTENCY_HEADER] = idempotency
+        content = body.model_dump_json().encode()
+        headers["Content-Type"] = "application/json"
+        deadline = time.monotonic() + self._budget_s
+        last: OrchestratorUnavailable | None = None
+        for attempt in (1, 2):
+            remaining = deadline - time.monotonic()
+            if remaining < (MIN_ATTEMPT_S if attempt > 1 else 0.001):
+                break
+            try:
+                async with asyncio.timeout(remaining):
+                    r = await self._http.post(
+                        path,
+                        content=content,
+                        headers=headers,
+                        timeout=httpx.Timeout(remaining, connect=min(self._connect_s, remaining)),
+                    )
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                last = OrchestratorUnavailable(f"orchestrator unreachable: {type(exc).__name__}")
+                log.warning("orchestrator unreachable", extra={"path": path, "attempt": attempt})
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            except (TimeoutError, httpx.TimeoutException) as exc:
+                raise OrchestratorUnavailable(
+                    f"orchestrator timed out after {self._budget_s}s"
+                ) from exc
+            except httpx.HTTPError as exc:
+                raise OrchestratorUnavailable(
+                    f"orchestrator request failed: {type(exc).__name__}"
+                ) from exc
+            if r.status_code >= 500:
+                last = OrchestratorUnavailable(
+                    f"orchestrator answered {r.status_code}", r.status_code
+                )
+                log.warning(
+                    "orchestrator error",
+                    extra={"path": path, "status": r.status_code, "attempt": attempt},
+                )
+                await asyncio.sleep(RETRY_PAUSE_S)
+                continue
+            if r.status_code >= 400:
+                log.error(
+                    "orchestrator refused the request",
+                    extra={"path": path, "status": r.status_code, "body": r.text[:300]},
+                )
+                raise OrchestratorUnavailable(
+                    f"orchestrator refused the request ({r.status_code})", r.status_code
+                )
+            try:
+                return model.model_validate_json(r.content)
+            except ValidationError as exc:
+                raise OrchestratorUnavailable("orchestrator sent a malformed reply") from exc
+        raise last or OrchestratorUnavailable(f"orchestrator timed out after {self._budget_s}s")
+
+
+def _seg(value: str) -> str:
+    return quote(value, safe="")

@@ -1,0 +1,25 @@
+"""HTTP and WebSocket routes: thin; each parses, calls the runtime's parts, renders."""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
+from realtime_gateway.routes import calls, health, providers, webhooks, ws
+
+
+def build_routes() -> list[BaseRoute]:
+    return [
+        Route("/health", health.health, methods=["GET"]),
+        Route("/health/database", health.database, methods=["GET"]),
+        Route("/voice/webhook", webhooks.current_provider_webhook, methods=["GET", "POST"]),
+        Route("/voice/webhook/{provider}", webhooks.provider_webhook, methods=["GET", "POST"]),
+        Route(
+            "/voice/webhook/{provider}/{step:path}",
+            webhooks.provider_webhook,
+            methods=["GET", "POST"],
+        ),
+        Route("/voice/providers/current", providers.current, methods=["GET"]),
+        Route("/voice/calls/{call_id}/status", calls.status, methods=["GET"]),
+        Route("/ws/status", ws.status, methods=["GET"]),
+        WebSocketRoute("/ws", ws.events),
+    ]

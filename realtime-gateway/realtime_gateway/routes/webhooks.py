@@ -1,0 +1,125 @@
+"""Provider webhooks: build a provider-neutral `WebhookRequest`, verify, hand to the driver.
+
+The URL given to the driver is the one the provider requested, since signatures cover it:
+`PUBLIC_BASE_URL` + path + query, else (with `TRUST_PROXY`) the `X-Forwarded-Proto`/`-Host`
+the proxy saw, else the URL this process received.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from realtime_gateway.config import GatewaySettings
+from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, WebhookRequest
+from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
+from realtime_gateway.runtime import get_runtime
+from shared.errors import ApiError, error_response
+
+log = logging.getLogger(__name__)
+
+_SIGNATURE_CODES = {
+    401: "invalid_signature",
+    403: "forbidden",
+    405: "method_not_allowed",
+    409: "replayed_event",
+}
+
+
+async def current_provider_webhook(request: Request) -> Response:
+    return await _dispatch(request, get_runtime(request).drivers.current_name, "")
+
+
+async def provider_webhook(request: Request) -> Response:
+    provider = request.path_params["provider"]
+    step = str(request.path_params.get("step", "")).strip("/")
+    return await _dispatch(request, provider, step)
+
+
+async def _dispatch(request: Request, provider: str, step: str) -> Response:
+    rt = get_runtime(request)
+    try:
+        driver = await rt.drivers.get(provider)
+    except UnknownProvider as exc:
+        return error_response(404, "unknown_provider", str(exc))
+    except DriverUnavailable as exc:
+        log.error(
+            "webhook for an unavailable provider",
+            extra={"provider": provider, "reason": exc.reason},
+        )
+        return error_response(503, "provider_unavailable", str(exc))
+    webhook = await build_webhook_request(request, rt.settings)
+    try:
+        await driver.verify_request(webhook)
+    except SignatureError as exc:
+        log.warning(
+            "webhook rejected",
+            extra={"provider": provider, "status": exc.status, "reason": str(exc)},
+        )
+        code = exc.code or _SIGNATURE_CODES.get(exc.status, "rejected")
+        return error_response(exc.status, code, str(exc))
+    except ProviderConfigError as exc:
+        log.error(
+            "webhook for a misconfigured provider", extra={"provider": provider, "reason": str(exc)}
+        )
+        return error_response(503, "provider_not_configured", str(exc))
+    try:
+        return await driver.handle_webhook(webhook, step)
+    except ProviderConfigError as exc:
+        return error_response(503, "provider_not_configured", str(exc))
+
+
+async def build_webhook_request(request: Request, settings: GatewaySettings) -> WebhookRequest:
+    body = await read_body(request, settings.max_body_bytes)
+    headers: dict[str, str] = {}
+    for name, value in request.headers.items():
+        key = name.lower()
+        headers[key] = f"{headers[key]}, {value}" if key in headers else value
+    form: dict[str, str] = {}
+    if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+        try:
+            for key, value in parse_qsl(body.decode("utf-8"), keep_blank_values=True):
+                form.setdefault(key, value)
+        except UnicodeDecodeError:
+            raise ApiError(400, "bad_request", "form body is not UTF-8") from None
+    return WebhookRequest(
+        method=request.method,
+        url=public_url(request, settings),
+        headers=headers,
+        query=dict(request.query_params),
+        body=body,
+        form=form,
+        client_ip=request.client.host if request.client else None,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def public_url(request: Request, settings: GatewaySettings) -> str:
+    """The URL the provider requested (what its signature covers)."""
+    path = request.url.path
+    query = request.url.query
+    if settings.public_base_url:
+        base = settings.public_url()
+    else:
+        proto = request.headers.get("x-forwarded-proto") if settings.trust_proxy else None
+        host = request.headers.get("x-forwarded-host") if settings.trust_proxy else None
+        scheme = proto.split(",")[0].strip() if proto else request.url.scheme
+        netloc = host.split(",")[0].strip() if host else request.url.netloc
+        base = f"{scheme}://{netloc}"
+    return f"{base}{path}?{query}" if query else f"{base}{path}"

@@ -1,0 +1,291 @@
+"""The provider-neutral call flow every driver drives (`CallFlow` in `drivers/base.py`).
+
+Live call state (`calls.py`), `/ws` events (`events.py`) and orchestrator turns
+(`orchestrator_client.py`) meet here, so each driver only parses and renders its provider's
+format. The rules the drivers rely on:
+
+- `start` is idempotent: a retried "call started" webhook creates nothing twice and emits
+  `call.started` once.
+- a turn whose orchestrator call fails is answered with a short apology and a new listen
+  (`fallback=True`), never an error: the caller just says it again.
+- `end` emits `call.ended` exactly once per call, across instances when Redis is used; the
+  orchestrator is told, and if it cannot be reached the telling is retried in the background.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from realtime_gateway.calls import CallStore, LiveCall
+from realtime_gateway.drivers.base import TERMINAL_STATUSES, CallerInput, CallInfo, FlowReply
+from realtime_gateway.events import EventBus
+from realtime_gateway.orchestrator_client import OrchestratorClient, OrchestratorUnavailable
+from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnRequest
+from shared.events import CallEvent, EventType
+from shared.logging import call_id_var
+
+log = logging.getLogger(__name__)
+
+APOLOGY = "Sorry, one moment please — could you say that again?"
+FALLBACK_GREETING = "Hello! How can I help you today?"
+GOODBYE = "Thank you for calling. Goodbye."
+TURN_SEEN_TTL_S = 86_400
+END_RETRY_DELAYS_S = (1.0, 5.0, 30.0)
+
+
+class GatewayFlow:
+    def __init__(
+        self,
+        calls: CallStore,
+        bus: EventBus,
+        orchestrator: OrchestratorClient,
+        end_retry_delays_s: tuple[float, ...] = END_RETRY_DELAYS_S,
+    ) -> None:
+        self.calls = calls
+        self.bus = bus
+        self.orchestrator = orchestrator
+        self._end_retry_delays_s = end_retry_delays_s
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- CallFlow -------------------------------------------------------------------------------
+
+    async def start(self, call: CallInfo) -> FlowReply:
+        call_id_var.set(call.call_id)
+        created = await self.ensure_call(call)
+        live = await self.calls.get(call.call_id)
+        if live is not None and live.ended:
+            return FlowReply(actions=[Action.hangup("call already ended")])
+        body = CallStart(
+            call_id=call.call_id,
+            provider=call.provider,
+            direction=call.direction,
+            caller=call.caller,
+            callee=call.callee,
+            agent_id=call.agent_id,
+            metadata=call.metadata,
+        )
+        try:
+            reply = await self.orchestrator.start(call.call_id, body)
+        except OrchestratorUnavailable as exc:
+            await self._error(call.call_id, "greeting", exc)
+            return FlowReply(
+                actions=[Action.say(FALLBACK_GREETING), Action.gather()],
+                text=FALLBACK_GREETING,
+                fallback=True,
+            )
+        actions = reply.actions or [Action.say(reply.reply), Action.gather()]
+        log.info("call greeted", extra={"created": created, "provider": call.provider})
+        return FlowReply(actions=actions, text=reply.reply, turn_id=reply.turn_id)
+
+    async def ensure_call(self, call: CallInfo) -> bool:
+        """Create the live call if it is new (emitting `call.started`); True when created.
+
+        Drivers call this for a turn on a call this gateway does not know (e.g. after a restart
+        without Redis), so the call is tracked and ended like any other."""
+        call_id_var.set(call.call_id)
+        live = LiveCall(
+            call_id=call.call_id,
+            provider=call.provider,
+            direction=call.direction,
+            caller=call.caller,
+            callee=call.callee,
+            agent_id=call.agent_id,
+            metadata=dict(call.metadata),
+        )
+        created = await self.calls.create(live)
+        if created:
+            await self._emit(
+                EventType.CALL_STARTED,
+                call.call_id,
+                {
+                    "provider": call.provider,
+                    "direction": call.direction,
+                    "from": call.caller,
+                    "to": call.callee,
+                    "agent_id": call.agent_id,
+                },
+            )
+        return created
+
+    async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
+        call_id_var.set(call_id)
+        live = await self.calls.get(call_id)
+        if live is not None and live.ended:
+            return FlowReply(actions=[Action.hangup("call already ended")], turn_id=heard.turn_id)
+        first = await self.calls.first_time(f"turn:{call_id}:{heard.turn_id}", TURN_SEEN_TTL_S)
+        message = heard.text if heard.text else (heard.digits or "")
+        if first:
+            await self.calls.next_turn(call_id)
+            await self._emit(
+                EventType.MESSAGE_RECEIVED,
+                call_id,
+                {
+                    "turn_id": heard.turn_id,
+                    "input_type": heard.type,
+                    "text": heard.text,
+                    "digits": heard.digits,
+                    "confidence": heard.confidence,
+                },
+            )
+        body = TurnRequest(
+            message=message,
+            turn_id=heard.turn_id,
+            context=TurnContext(
+                call_id=call_id,
+                session_id=call_id,
+                caller=live.caller if live else None,
+                callee=live.callee if live else None,
+                agent_id=live.agent_id if live else None,
+                provider=live.provider if live else None,
+                input_type=heard.type,
+                confidence=heard.confidence,
+            ),
+        )
+        started = time.perf_counter()
+        try:
+            reply = await self.orchestrator.post_turn(call_id, heard.turn_id, body)
+        except OrchestratorUnavailable as exc:
+            await self._error(call_id, "turn", exc, turn_id=heard.turn_id)
+            return FlowReply(
+                actions=[Action.say(APOLOGY), Action.gather()],
+                text=APOLOGY,
+                fallback=True,
+                turn_id=heard.turn_id,
+            )
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        actions = reply.actions or [Action.say(reply.reply), Action.gather()]
+        if await self.calls.first_time(f"sent:{call_id}:{heard.turn_id}", TURN_SEEN_TTL_S):
+            await self._emit(
+                EventType.MESSAGE_SENT,
+                call_id,
+                {
+                    "turn_id": heard.turn_id,
+                    "text": reply.reply,
+                    "actions": [a.model_dump(exclude_none=True) for a in actions],
+                    "replayed": reply.replayed,
+                    "latency_ms": latency_ms,
+                    "timings_ms": reply.timings_ms,
+                },
+            )
+        log.info(
+            "turn answered",
+            extra={"turn_id": heard.turn_id, "latency_ms": latency_ms, "replayed": reply.replayed},
+        )
+        return FlowReply(actions=actions, text=reply.reply, turn_id=heard.turn_id)
+
+    async def status(
+        self, call_id: str, status: str, extra: Mapping[str, Any] | None = None
+    ) -> None:
+        call_id_var.set(call_id)
+        changed = await self.calls.update_status(call_id, status)
+        if changed:
+            log.info("call status", extra={"status": status})
+        if status in TERMINAL_STATUSES:
+            duration = _float_or_none((extra or {}).get("duration_s"))
+            await self.end(call_id, reason=status, duration_s=duration)
+
+    async def end(
+        self, call_id: str, reason: str = "completed", duration_s: float | None = None
+    ) -> bool:
+        call_id_var.set(call_id)
+        if not await self.calls.mark_ended(call_id, reason):
+            return False
+        live = await self.calls.get(call_id)
+        if duration_s is None and live is not None:
+            duration_s = live.duration_s
+        status = live.status if live is not None else "completed"
+        await self._emit(
+            EventType.CALL_ENDED,
+            call_id,
+            {
+                "reason": reason,
+                "status": status,
+                "duration_s": duration_s,
+                "turns": live.turns if live else None,
+            },
+        )
+        body = CallEnd(reason=reason[:64], status=status, duration_s=duration_s)
+        try:
+            await self.orchestrator.end(call_id, body)
+        except OrchestratorUnavailable as exc:
+            log.warning(
+                "orchestrator not told of the call end; retrying in the background",
+                extra={"error": str(exc)},
+            )
+            self._hold(asyncio.create_task(self._retry_end(call_id, body)))
+        log.info("call ended", extra={"reason": reason, "duration_s": duration_s})
+        return True
+
+    async def first_time(self, key: str, ttl_s: float = 86400) -> bool:
+        return await self.calls.first_time(key, ttl_s)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    async def get_call(self, call_id: str) -> LiveCall | None:
+        return await self.calls.get(call_id)
+
+    async def _retry_end(self, call_id: str, body: CallEnd) -> None:
+        call_id_var.set(call_id)
+        for delay in self._end_retry_delays_s:
+            await asyncio.sleep(delay)
+            try:
+                await self.orchestrator.end(call_id, body)
+            except OrchestratorUnavailable:
+                continue
+            log.info("orchestrator told of the call end after a retry")
+            return
+        log.error("orchestrator never told of the call end; its conversation stays open")
+
+    def _hold(self, task: asyncio.Task[None]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending_tasks(self) -> int:
+        return len(self._tasks)
+
+    async def _emit(self, type_: EventType, call_id: str, data: dict[str, Any]) -> None:
+        await self.bus.publish(CallEvent(type=type_, call_id=call_id, data=data))
+
+    async def _error(
+        self, call_id: str, stage: str, exc: OrchestratorUnavailable, turn_id: str | None = None
+    ) -> None:
+        log.warning(
+            "orchestrator unavailable; caller gets the fallback",
+            extra={"stage": stage, "error": str(exc)},
+        )
+        await self._emit(
+            EventType.ERROR_OCCURRED,
+            call_id,
+            {
+                "stage": stage,
+                "code": "orchestrator_unavailable",
+                "message": str(exc),
+                "turn_id": turn_id,
+            },
+        )
+
+    async def aclose(self, grace_s: float = 5.0) -> None:
+        """Give background end-retries a moment, then cancel what is left."""
+        if not self._tasks:
+            return
+        _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
+        for task in pending:
+            task.cancel()
+        for task in pending:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+
+def _float_or_none(value: object) -> float | None:
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None
