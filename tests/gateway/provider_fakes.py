@@ -35,6 +35,7 @@ class RecordingFlow:
     statuses: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
     ends: list[tuple[str, str]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
+    ensured: list[str] = field(default_factory=list)
     _answers: dict[tuple[str, str], FlowReply] = field(default_factory=dict)
     _started: dict[str, FlowReply] = field(default_factory=dict)
 
@@ -45,6 +46,12 @@ class RecordingFlow:
                 actions=[Action.say(self.greeting), Action.gather()], text=self.greeting
             )
         return self._started[call.call_id]
+
+    async def ensure_call(self, call: CallInfo) -> bool:
+        if call.call_id in self._started or call.call_id in self.ensured:
+            return False
+        self.ensured.append(call.call_id)
+        return True
 
     async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
         key = (call_id, heard.turn_id)

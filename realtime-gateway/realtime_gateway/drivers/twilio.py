@@ -342,6 +342,8 @@ class TwilioDriver(BaseDriver):
             digits=digits or None,
             confidence=_float(params.get("Confidence")),
         )
+        # A turn for a call this instance does not know (restart without Redis) is tracked.
+        await self.flow.ensure_call(self._call_info(request, params))
         reply = await self.flow.turn(call_sid, heard)
         return twiml(self._render(request, reply, next_turn=turn + 1, params=params))
 
@@ -405,14 +407,11 @@ class TwilioDriver(BaseDriver):
             "channels": params.get("RecordingChannels"),
             "source": params.get("RecordingSource"),
         }
-        # The recording belongs to the call record; `status` here is the call's own last
-        # status as Twilio reports it (a recording completes when the call does).
-        call_status = params.get("CallStatus") or "completed"
-        if call_status not in _CALL_STATUSES:
-            call_status = "completed"
+        # "in-progress": a recording exists only once the call was answered, and a status
+        # that is not terminal can never end the call early (a later "completed" does).
         await self.flow.status(
             call_sid,
-            call_status,
+            "in-progress",
             {"recording": {k: v for k, v in recording.items() if v is not None}},
         )
         return twiml(VoiceResponse())
