@@ -61,3 +61,36 @@ token: install
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
+
+# ---- ops: containers and cloud deploys (owned with docker-compose*.yml, deploy.sh, deploy/) ----
+# `docker compose` (v2 plugin) when present, else the standalone `docker-compose`; both need v2.24.4+.
+COMPOSE ?= $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+COMPOSE_PROD := -f docker-compose.yml -f docker-compose.prod.yml
+COMPOSE_DEBUG := -f docker-compose.yml -f docker-compose.debug.yml
+# Cloud deploys only print their plan unless CONFIRM=1.
+DEPLOY_FLAGS = $(if $(filter 1,$(CONFIRM)),,--dry-run)
+
+.PHONY: docker-build up up-prod up-debug down deploy-ecs deploy-cloud-run
+
+docker-build:
+	$(COMPOSE) build node-backend python-backend
+
+up:
+	$(COMPOSE) up -d
+
+up-prod:
+	$(COMPOSE) $(COMPOSE_PROD) up -d --build
+
+up-debug:
+	$(COMPOSE) $(COMPOSE_DEBUG) up --build
+
+# Stops the stack from any of the three files (the prod-only load balancer goes as an orphan).
+down:
+	$(COMPOSE) down --remove-orphans
+
+deploy-ecs:
+	./deploy.sh $(DEPLOY_FLAGS) aws-ecs
+
+deploy-cloud-run:
+	./deploy.sh $(DEPLOY_FLAGS) google-cloud-run
+# ---- end ops ----
