@@ -94,3 +94,10 @@ deploy-ecs:
 deploy-cloud-run:
 	./deploy.sh $(DEPLOY_FLAGS) google-cloud-run
 # ---- end ops ----
+
+# Benchmarks (BENCHMARKS.md): both services under load beside a bare two-hop floor.
+bench: install
+	$(BIN)/python -m bench
+
+bench-smoke: install
+	$(BIN)/python -m bench --smoke --json bench/results/smoke.json

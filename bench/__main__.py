@@ -1,0 +1,484 @@
+"""`python -m bench [--smoke] [--json PATH] [--only a,b]`: run every scenario, print the table,
+write the JSON (default bench/results/latest.json). See BENCHMARKS.md.
+
+Everything runs as separate processes: the fake LLM, the floor's two apps, the two services
+(uvicorn, as `make run` starts them), the load generators and the memory probe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import secrets
+import shutil
+import statistics
+import sys
+import tempfile
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bench import report
+from bench.services import (
+    ROOT,
+    ServiceProcess,
+    create_database,
+    drop_database,
+    run_loadgen,
+    start_uvicorn,
+)
+from bench.stats import summary
+
+SCENARIOS = ("startup", "floor", "turn", "stream", "fanout", "memory")
+GENERIC_SECRET = "bench-generic-http-secret-" + "g" * 16
+TWILIO_TOKEN = "bench" + "0" * 27
+TWILIO_SID = "AC" + "0" * 32
+PUBLIC_BASE_URL = "https://gateway.bench.example"
+
+
+@dataclass(frozen=True)
+class Plan:
+    smoke: bool
+    levels: tuple[int, ...]
+    warmup_s: float
+    window_s: float
+    startup_runs: int
+    stream_requests: int
+    fan_subscribers: int
+    fan_observers: int
+    fan_rate: int
+    fan_duration_s: float
+    memories: int
+    memory_callers: int
+    memory_queries: int
+    store_writes: int
+
+    @classmethod
+    def make(cls, smoke: bool) -> Plan:
+        if smoke:
+            return cls(True, (1, 2), 0.3, 1.0, 1, 5, 4, 2, 50, 1.0, 200, 20, 20, 20)
+        return cls(
+            False, (1, 50, 200), 2.0, 8.0, 3, 300, 200, 10, 1000, 6.0, 10_000, 1000, 300, 300
+        )
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import psutil
+
+    mem_gb = psutil.virtual_memory().total / 1e9
+    cores = os.cpu_count() or 0
+    load = os.getloadavg()[0]
+    return {
+        "summary": f"{cores} cores, {cpu}, {mem_gb:.0f} GB, Python {platform.python_version()}, "
+        f"load avg at start {load:.2f}",
+        "cores": cores,
+        "cpu": cpu,
+        "memory_gb": mem_gb,
+        "python": platform.python_version(),
+        "load_avg_start": load,
+    }
+
+
+class RssSampler:
+    """Peak RSS of some processes while a load runs (sampled every 100 ms)."""
+
+    def __init__(self, services: dict[str, ServiceProcess]) -> None:
+        self.services = services
+        self.peak: dict[str, float] = {name: 0.0 for name in services}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for name, svc in self.services.items():
+                rss = svc.rss_mb()
+                if rss == rss:  # not NaN
+                    self.peak[name] = max(self.peak[name], rss)
+            self._stop.wait(0.1)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Bench:
+    def __init__(self, plan: Plan, only: set[str], work: Path, logs: Path) -> None:
+        self.plan = plan
+        self.only = only
+        self.work = work
+        self.logs = logs
+        self.jwt_secret = secrets.token_urlsafe(48)
+        self.results: dict[str, Any] = {
+            "mode": "smoke" if plan.smoke else "full",
+            "started_at": datetime.now(UTC).isoformat(),
+            "machine": machine(),
+            "levels": list(plan.levels),
+            "scenarios": {},
+        }
+        self.started: list[ServiceProcess] = []
+        self.admin_dsn = os.environ.get(
+            "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
+        )
+        self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+        self.dsn: str | None = None
+        self.fake_llm: ServiceProcess | None = None
+
+    # -- processes --------------------------------------------------------------------------
+
+    def spawn(
+        self, name: str, factory: str, env: dict[str, str], cwd: Path | None = None
+    ) -> ServiceProcess:
+        svc = start_uvicorn(name, factory, env, self.logs, cwd)
+        self.started.append(svc)
+        return svc
+
+    def stop(self, svc: ServiceProcess) -> None:
+        svc.stop()
+        if svc in self.started:
+            self.started.remove(svc)
+
+    def orchestrator_env(self) -> dict[str, str]:
+        assert self.fake_llm is not None
+        env = {
+            "APP_ENV": "production",
+            "DATA_DIR": str(self.work / "orchestrator-data"),
+            "JWT_SECRET": self.jwt_secret,
+            "OPENAI_API_KEY": "sk-bench",
+            "OPENAI_BASE_URL": f"{self.fake_llm.url}/v1",
+            "LOG_LEVEL": "WARNING",
+        }
+        if self.dsn:
+            env["DATABASE_URL"] = self.dsn
+        return env
+
+    def gateway_env(self, orchestrator_url: str, redis: bool = False) -> dict[str, str]:
+        env = {
+            "APP_ENV": "production",
+            "DATA_DIR": str(self.work / "gateway-data"),
+            "JWT_SECRET": self.jwt_secret,
+            "ORCHESTRATOR_URL": orchestrator_url,
+            "VOICE_PROVIDER": "generic-http",
+            "GENERIC_HTTP_SECRET": GENERIC_SECRET,
+            "TWILIO_ACCOUNT_SID": TWILIO_SID,
+            "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "TWILIO_PHONE_NUMBER": "+15550002222",
+            "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
+            "LOG_LEVEL": "WARNING",
+        }
+        if redis:
+            env["REDIS_URL"] = self.redis_url
+        return env
+
+    def start_orchestrator(self) -> ServiceProcess:
+        svc = self.spawn(
+            "orchestrator",
+            "orchestrator.main:create_app",
+            self.orchestrator_env(),
+            ROOT / "orchestrator",
+        )
+        svc.wait_ready(120)
+        return svc
+
+    def start_gateway(self, orchestrator_url: str, redis: bool = False) -> ServiceProcess:
+        name = "gateway-redis" if redis else "gateway"
+        svc = self.spawn(
+            name,
+            "realtime_gateway.app:create_app",
+            self.gateway_env(orchestrator_url, redis),
+            ROOT / "realtime-gateway",
+        )
+        svc.wait_ready(60)
+        return svc
+
+    @contextmanager
+    def scenario(self, name: str) -> Iterator[dict[str, Any]]:
+        block: dict[str, Any] = {}
+        self.results["scenarios"][name] = block
+        started = time.monotonic()
+        print(f"[bench] {name} ...", file=sys.stderr, flush=True)
+        try:
+            yield block
+        except Exception as exc:
+            block["status"] = f"error: {type(exc).__name__}: {str(exc)[:500]}"
+            block["traceback"] = traceback.format_exc()[-4000:]
+            print(f"[bench] {name} failed: {exc}", file=sys.stderr, flush=True)
+        block["duration_s"] = round(time.monotonic() - started, 2)
+        block.setdefault("status", "ok")
+
+    def wanted(self, name: str) -> bool:
+        return not self.only or name in self.only
+
+    # -- run ----------------------------------------------------------------------------------
+
+    def run(self) -> dict[str, Any]:
+        self.fake_llm = self.spawn("fake-llm", "bench.fake_llm:create_app", {})
+        self.fake_llm.wait_ready()
+        self.dsn = create_database(self.admin_dsn)
+        self.results["database"] = (
+            "postgres (fresh bench database)"
+            if self.dsn
+            else "embedded (BENCH_DATABASE_URL unreachable)"
+        )
+        try:
+            if self.wanted("startup"):
+                self.startup()
+            orch = gw = None
+            needs_services = {"turn", "stream", "fanout"} & (self.only or set(SCENARIOS))
+            if needs_services:
+                with self.scenario("services") as block:
+                    orch = self.start_orchestrator()
+                    gw = self.start_gateway(orch.url)
+                    time.sleep(1.0)
+                    block["rss_idle_mb"] = {"gateway": gw.rss_mb(), "orchestrator": orch.rss_mb()}
+            if self.wanted("floor") or self.wanted("turn"):
+                self.floor_and_turn(orch, gw)
+            if self.wanted("stream"):
+                self.stream(orch)
+            if self.wanted("fanout"):
+                self.fanout(orch)
+            if self.wanted("memory"):
+                self.memory()
+        finally:
+            for svc in list(reversed(self.started)):
+                self.stop(svc)
+            if self.dsn:
+                try:
+                    drop_database(self.admin_dsn, self.dsn)
+                except Exception as exc:
+                    print(f"[bench] could not drop {self.dsn}: {exc}", file=sys.stderr)
+        self.results["checks"] = [c.as_dict() for c in report.checks(self.results)]
+        self.results["finished_at"] = datetime.now(UTC).isoformat()
+        return self.results
+
+    def startup(self) -> None:
+        with self.scenario("startup") as block:
+            for name in ("orchestrator", "gateway"):
+                runs: list[float] = []
+                orch_for_gw: ServiceProcess | None = None
+                try:
+                    if name == "gateway":
+                        orch_for_gw = self.start_orchestrator()
+                    for _ in range(self.plan.startup_runs):
+                        if name == "orchestrator":
+                            svc = self.spawn(
+                                "orchestrator-cold",
+                                "orchestrator.main:create_app",
+                                self.orchestrator_env(),
+                                ROOT / "orchestrator",
+                            )
+                            ready = svc.wait_ready(120)
+                        else:
+                            assert orch_for_gw is not None
+                            svc = self.spawn(
+                                "gateway-cold",
+                                "realtime_gateway.app:create_app",
+                                self.gateway_env(orch_for_gw.url),
+                                ROOT / "realtime-gateway",
+                            )
+                            ready = svc.wait_ready(60)
+                        runs.append(ready)
+                        self.stop(svc)
+                finally:
+                    if orch_for_gw is not None:
+                        self.stop(orch_for_gw)
+                block[name] = {"runs_s": runs, "median_s": statistics.median(runs)}
+
+    def load(self, workload: str, url: str, level: int, tag: str) -> dict[str, Any]:
+        plan = self.plan
+        spec = {
+            "kind": "turns",
+            "workload": workload,
+            "url": url,
+            "concurrency": level,
+            "warmup_s": plan.warmup_s,
+            "duration_s": plan.window_s,
+            "ramp_s": min(1.0, plan.warmup_s / 2),
+            "turns_per_call": 10,
+            "tag": tag,
+            "secret": GENERIC_SECRET,
+            "twilio_token": TWILIO_TOKEN,
+            "twilio_account_sid": TWILIO_SID,
+            "public_base_url": PUBLIC_BASE_URL,
+        }
+        raw = run_loadgen(spec, timeout_s=plan.warmup_s + plan.window_s + 120)
+        lat = raw["latencies_ms"]
+        out = summary(lat)
+        out["throughput"] = len(lat) / raw["window_s"] if raw["window_s"] else 0.0
+        out["errors"] = raw["errors"]
+        out["degraded"] = raw["degraded"]
+        out["error_samples"] = raw["error_samples"]
+        return out
+
+    def floor_and_turn(self, orch: ServiceProcess | None, gw: ServiceProcess | None) -> None:
+        floor_block: dict[str, Any] = {"levels": {}}
+        self.results["scenarios"]["floor"] = floor_block
+        turn_block: dict[str, Any] = {p: {"levels": {}} for p in ("generic-http", "twilio")}
+        self.results["scenarios"]["turn"] = turn_block
+        rss = self.results["scenarios"].setdefault("rss", {})
+        back = self.spawn("floor-back", "bench.floor:create_back", {})
+        back.wait_ready()
+        front = self.spawn("floor-front", "bench.floor:create_front", {"FLOOR_BACK_URL": back.url})
+        front.wait_ready()
+        started = time.monotonic()
+        try:
+            for level in self.plan.levels:
+                print(f"[bench] floor/turn @{level}", file=sys.stderr, flush=True)
+                floor = self.load("floor", front.url, level, f"floor{level}")
+                floor_block["levels"][str(level)] = floor
+                if not self.wanted("turn") or gw is None or orch is None:
+                    continue
+                top = level == self.plan.levels[-1]
+                for provider in ("generic-http", "twilio"):
+                    sampler = RssSampler({"gateway": gw, "orchestrator": orch})
+                    with sampler if top else _null():
+                        r = self.load(provider, gw.url, level, f"{provider[:1]}{level}")
+                    if top:
+                        for name, peak in sampler.peak.items():
+                            entry = rss.setdefault(name, {})
+                            entry["load_mb"] = max(entry.get("load_mb", 0.0), peak)
+                    r["ratio_p50"] = _ratio(r["p50"], floor["p50"])
+                    r["ratio_p99"] = _ratio(r["p99"], floor["p99"])
+                    turn_block[provider]["levels"][str(level)] = r
+        finally:
+            self.stop(front)
+            self.stop(back)
+        floor_block["duration_s"] = round(time.monotonic() - started, 2)
+        floor_block["status"] = "ok"
+        turn_block["status"] = "ok" if gw is not None else "n/a (services did not start)"
+        turn_block["duration_s"] = floor_block["duration_s"]
+        idle = self.results["scenarios"].get("services", {}).get("rss_idle_mb", {})
+        for name, value in idle.items():
+            rss.setdefault(name, {})["idle_mb"] = value
+        rss.setdefault("status", "ok")
+        rss.setdefault("duration_s", 0.0)
+
+    def stream(self, orch: ServiceProcess | None) -> None:
+        with self.scenario("stream") as block:
+            if orch is None or self.fake_llm is None:
+                block["status"] = "n/a (orchestrator did not start)"
+                return
+            spec = {
+                "kind": "stream",
+                "url": orch.url,
+                "fake_llm_url": self.fake_llm.url,
+                "jwt_secret": self.jwt_secret,
+                "requests": self.plan.stream_requests,
+                "concurrency": 1,
+                "duration_s": 5.0 if self.plan.smoke else 60.0,
+            }
+            raw = run_loadgen(spec, timeout_s=180)
+            block.update(
+                {k: raw[k] for k in ("unmatched", "errors", "error_samples", "content_types")}
+            )
+            if "text/event-stream" not in raw["content_types"]:
+                got = ", ".join(raw["content_types"]) or "no answer"
+                block["status"] = f"n/a (not implemented: Accept: text/event-stream answered {got})"
+                return
+            s = summary(raw["added_ms"])
+            block.update(
+                {"n": s["n"], "added_p50": s["p50"], "added_p99": s["p99"], "added_max": s["max"]}
+            )
+            if not raw["added_ms"]:
+                block["status"] = "n/a (no streamed reply carried the LLM's first token)"
+
+    def fanout(self, orch: ServiceProcess | None) -> None:
+        from bench.fanout_run import run_fanout
+
+        with self.scenario("fanout") as block:
+            if orch is None:
+                block["status"] = "n/a (orchestrator did not start)"
+                return
+            run_fanout(self, orch, block)
+
+    def memory(self) -> None:
+        with self.scenario("memory") as block:
+            assert self.fake_llm is not None
+            spec = {
+                "data_dir": str(self.work / "memory-data"),
+                "openai_api_key": "sk-bench",
+                "openai_base_url": f"{self.fake_llm.url}/v1",
+                "database_url": self.dsn,
+                "memories": self.plan.memories,
+                "callers": self.plan.memory_callers,
+                "queries": self.plan.memory_queries,
+                "writes": self.plan.store_writes,
+            }
+            raw = run_loadgen(spec, timeout_s=300, module="bench.memory_probe")
+            recall, chroma = summary(raw["recall_ms"]), summary(raw["chroma_query_ms"])
+            block.update(
+                {
+                    "memories": raw["memories"],
+                    "embedding": raw["embedding"],
+                    "seed_s": raw.get("seed_s"),
+                    "recall_p50": recall["p50"],
+                    "recall_p99": recall["p99"],
+                    "chroma_p50": chroma["p50"],
+                    "chroma_p99": chroma["p99"],
+                    "recall_hits_per_query": raw["recall_hits_per_query"],
+                }
+            )
+            if "store_write_ms" in raw:
+                w = summary(raw["store_write_ms"])
+                block.update({"store_write_p50": w["p50"], "store_write_p99": w["p99"]})
+            else:
+                block["store_write_note"] = "n/a (no Postgres reachable)"
+
+
+@contextmanager
+def _null() -> Iterator[None]:
+    yield
+
+
+def _ratio(a: float, b: float) -> float | None:
+    if not b or a != a or b != b:
+        return None
+    return a / b
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--smoke", action="store_true", help="each scenario ~1 s, tiny load (CI)")
+    parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument("--only", default="", help=f"comma list of {', '.join(SCENARIOS)}")
+    args = parser.parse_args(argv)
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = only - set(SCENARIOS)
+    if unknown:
+        parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
+    plan = Plan.make(args.smoke)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    logs = args.json.parent / f"{args.json.stem}-logs"
+    shutil.rmtree(logs, ignore_errors=True)
+    logs.mkdir(parents=True)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="vao-bench-") as tmp:
+        results = Bench(plan, only, Path(tmp), logs).run()
+    results["total_s"] = round(time.monotonic() - started, 1)
+    args.json.write_text(json.dumps(results, indent=2, default=str))
+    print(report.table(results))
+    print(f"\n{results['total_s']:.0f} s; JSON: {args.json}; service logs: {logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,136 @@
+"""The fan-out scenario's driver (main process): a gateway on Redis, the subscriber and publisher
+processes from `bench.fanout`, and the gateway's own `/ws/status` counters before and after."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from bench.services import ROOT, ServiceProcess, base_env
+from bench.stats import summary
+from shared.auth import mint_token
+
+if TYPE_CHECKING:
+    from bench.__main__ import Bench
+
+
+def redis_reachable(url: str) -> bool:
+    import redis.asyncio as aioredis
+
+    async def ping() -> bool:
+        r = aioredis.from_url(url, socket_connect_timeout=2)
+        try:
+            return bool(await r.ping())
+        finally:
+            await r.aclose()
+
+    try:
+        return asyncio.run(ping())
+    except Exception:
+        return False
+
+
+def spawn(role: str, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.fanout", role, json.dumps(spec)],
+        cwd=ROOT,
+        env=base_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+def collect(proc: subprocess.Popen[bytes], timeout_s: float) -> Any:
+    out, err = proc.communicate(timeout=timeout_s)
+    if proc.returncode != 0:
+        raise RuntimeError(f"fan-out process failed: {err.decode()[-2000:]}")
+    return json.loads(out.decode().strip().splitlines()[-1])
+
+
+def ws_status(gw: ServiceProcess, token: str) -> dict[str, Any]:
+    r = httpx.get(f"{gw.url}/ws/status", headers={"Authorization": f"Bearer {token}"}, timeout=5)
+    return dict(r.json()) if r.status_code == 200 else {"http_status": r.status_code}
+
+
+def run_mode(bench: Bench, gw: ServiceProcess, mode: str, token: str) -> dict[str, Any]:
+    plan = bench.plan
+    n = plan.fan_subscribers
+    connect_s = 1.0 if plan.smoke else 4.0
+    grace_s = 2.0
+    start_at = time.monotonic() + connect_s
+    common = {"subscribers": n, "start_at": start_at, "duration_s": plan.fan_duration_s}
+    before = ws_status(gw, token)
+    subs = spawn(
+        "subscribe",
+        {
+            **common,
+            "url": gw.url,
+            "token": token,
+            "mode": mode,
+            "observers": plan.fan_observers,
+            "grace_s": grace_s,
+        },
+    )
+    pub = spawn("publish", {**common, "redis_url": bench.redis_url, "rate": plan.fan_rate})
+    timeout = connect_s + plan.fan_duration_s + grace_s + 60
+    published = collect(pub, timeout)
+    received = collect(subs, timeout)
+    after = ws_status(gw, token)
+    lat = summary(received["latencies_ms"])
+    ids = [f"bench-fan-{i}" for i in range(n)]
+    per_call = published["per_call"]
+    observers = [int(i) for i in received["received"]]
+    if mode == "all":
+        expected = published["published"] * len(observers)
+    else:
+        expected = sum(per_call.get(ids[i], 0) for i in observers)
+    got = sum(received["received"].values())
+    dropped = None
+    if "clients_dropped" in after and "clients_dropped" in before:
+        dropped = after["clients_dropped"] - before["clients_dropped"]
+    stalled_outcome = "dropped by the gateway" if dropped else "still connected (not dropped)"
+    return {
+        "mode": mode,
+        "subscribers": n,
+        "observers": len(observers),
+        "rate_target": plan.fan_rate,
+        "rate_achieved": published["published"] / max(published["elapsed_s"], 1e-9),
+        "published": published["published"],
+        "p50": lat["p50"],
+        "p99": lat["p99"],
+        "max": lat["max"],
+        "n": lat["n"],
+        "delivered_ratio": got / expected if expected else None,
+        "observers_closed_by_gateway": len(received["observers_closed"]),
+        "connect_errors": received["connect_errors"],
+        "connect_error_samples": received["errors"],
+        "dropped": dropped,
+        "stalled_outcome": stalled_outcome,
+        "drained_mb": received["drained_bytes"] / 1e6,
+        "ws_status_after": after,
+        "status": "ok",
+    }
+
+
+def run_fanout(bench: Bench, orch: ServiceProcess, block: dict[str, Any]) -> None:
+    if not redis_reachable(bench.redis_url):
+        block["status"] = f"n/a (no Redis at {bench.redis_url}: events enter through it)"
+        return
+    gw = bench.start_gateway(orch.url, redis=True)
+    try:
+        token = mint_token(bench.jwt_secret, sub="bench", role="admin")
+        status = ws_status(gw, token)
+        if status.get("backend") != "redis":
+            block["status"] = f"n/a (gateway event bus is {status.get('backend')!r}, not redis)"
+            return
+        for mode in ("all", "per_call"):
+            block[mode] = run_mode(bench, gw, mode, token)
+            time.sleep(1.0)
+    finally:
+        bench.stop(gw)

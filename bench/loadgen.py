@@ -1,0 +1,347 @@
+"""The load generator. Runs in its own process (`python -m bench.loadgen '<json spec>'`) so it
+never shares an event loop with what it measures; prints one JSON result line on stdout.
+
+Closed loop: each virtual caller holds one keep-alive connection and sends its next request
+when the previous answer arrived. Only requests that start after the warm-up and finish before
+the end of the window count.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import html
+import json
+import re
+import sys
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from bench.fake_llm import REPLY
+from bench.rawhttp import RawConnection
+
+REPLY_MARK = REPLY.split(",")[0].encode()  # what a real (not apologetic) answer contains
+QUESTION = "What are your opening hours on Saturday?"
+CALLER = "+15550001111"
+CALLEE = "+15550002222"
+
+
+@dataclass
+class Recorder:
+    window_start: float
+    window_end: float
+    latencies_ms: list[float] = field(default_factory=list)
+    ok: int = 0
+    errors: int = 0
+    degraded: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, what: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < 5:
+            self.error_samples.append(what[:300])
+
+    async def measure(self, send: Callable[[], Awaitable[tuple[int, bytes]]]) -> bytes | None:
+        start = time.monotonic()
+        try:
+            status, body = await send()
+        except Exception as exc:  # counted, never raised: a caller keeps calling
+            end = time.monotonic()
+            if self.window_start <= start and end <= self.window_end:
+                self.error(f"{type(exc).__name__}: {exc}")
+            return None
+        end = time.monotonic()
+        if not (self.window_start <= start and end <= self.window_end):
+            return body if status == 200 else None
+        if status != 200:
+            self.error(f"HTTP {status}: {body[:200]!r}")
+            return None
+        self.latencies_ms.append((end - start) * 1000)
+        if REPLY_MARK in body:
+            self.ok += 1
+        else:
+            self.degraded += 1
+            if len(self.error_samples) < 5:
+                self.error_samples.append(f"degraded: {body[:200]!r}")
+        return body
+
+    def result(self) -> dict[str, Any]:
+        return {
+            "latencies_ms": self.latencies_ms,
+            "ok": self.ok,
+            "errors": self.errors,
+            "degraded": self.degraded,
+            "window_s": self.window_end - self.window_start,
+            "error_samples": self.error_samples,
+        }
+
+
+def generic_signed(secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
+    body = json.dumps(event).encode()
+    ts = str(int(time.time()))
+    sig = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
+    headers = {
+        "Content-Type": "application/json",
+        "X-Gateway-Timestamp": ts,
+        "X-Gateway-Signature": f"v1={sig}",
+    }
+    return body, headers
+
+
+def generic_event(type_: str, call_id: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "event_id": uuid.uuid4().hex,
+        "type": type_,
+        "call_id": call_id,
+        "timestamp": int(time.time()),
+        **fields,
+    }
+
+
+async def caller_floor(spec: dict[str, Any], conn: RawConnection, rec: Recorder, i: int) -> None:
+    body = json.dumps({"message": QUESTION}).encode()
+    headers = {"Content-Type": "application/json"}
+
+    async def send() -> tuple[int, bytes]:
+        r = await conn.request("POST", "/turn", headers, body)
+        return r.status, r.body
+
+    while time.monotonic() < rec.window_end:
+        await rec.measure(send)
+
+
+async def caller_generic(spec: dict[str, Any], conn: RawConnection, rec: Recorder, i: int) -> None:
+    secret = spec["secret"]
+    path = "/voice/webhook/generic-http"
+
+    async def post(event: dict[str, Any]) -> tuple[int, bytes]:
+        body, headers = generic_signed(secret, event)
+        r = await conn.request("POST", path, headers, body)
+        return r.status, r.body
+
+    while time.monotonic() < rec.window_end:
+        call_id = f"bench-{spec['tag']}-{i}-{uuid.uuid4().hex[:8]}"
+        started = generic_event(
+            "call.started",
+            call_id,
+            **{"from": CALLER, "to": CALLEE, "direction": "inbound", "metadata": {}},
+        )
+        try:
+            await post(started)
+        except Exception as exc:
+            rec.error(f"call.started: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.05)
+            continue
+        for turn in range(1, spec["turns_per_call"] + 1):
+            if time.monotonic() >= rec.window_end:
+                break
+            ev = generic_event(
+                "call.input",
+                call_id,
+                turn_id=str(turn),
+                input={"type": "speech", "text": QUESTION, "confidence": 0.93},
+            )
+            body, headers = generic_signed(secret, ev)
+
+            async def send(
+                body: bytes = body, headers: dict[str, str] = headers
+            ) -> tuple[int, bytes]:
+                r = await conn.request("POST", path, headers, body)
+                return r.status, r.body
+
+            await rec.measure(send)
+        with contextlib.suppress(Exception):
+            await post(generic_event("call.ended", call_id, reason="hangup", duration_s=30.0))
+
+
+ACTION = re.compile(rb'action="([^"]+)"')
+
+
+async def caller_twilio(spec: dict[str, Any], conn: RawConnection, rec: Recorder, i: int) -> None:
+    from twilio.request_validator import RequestValidator
+
+    validator = RequestValidator(spec["twilio_token"])
+    public = spec["public_base_url"].rstrip("/")
+
+    def signed(path_qs: str, form: dict[str, str]) -> tuple[bytes, dict[str, str]]:
+        sig = validator.compute_signature(public + path_qs, form)
+        headers = {
+            "Content-Type": "application/x-www-form-urlencoded",
+            "X-Twilio-Signature": sig,
+        }
+        return urlencode(form).encode(), headers
+
+    while time.monotonic() < rec.window_end:
+        sid = "CA" + uuid.uuid4().hex
+        base = {
+            "CallSid": sid,
+            "AccountSid": spec["twilio_account_sid"],
+            "From": CALLER,
+            "To": CALLEE,
+            "Direction": "inbound",
+            "ApiVersion": "2010-04-01",
+        }
+        body, headers = signed("/voice/webhook/twilio", {**base, "CallStatus": "ringing"})
+        try:
+            r = await conn.request("POST", "/voice/webhook/twilio", headers, body)
+        except Exception as exc:
+            rec.error(f"voice webhook: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.05)
+            continue
+        reply = r.body
+        for turn in range(1, spec["turns_per_call"] + 1):
+            if time.monotonic() >= rec.window_end:
+                break
+            found = ACTION.search(reply or b"")
+            if found:
+                action = html.unescape(found.group(1).decode())
+                parts = urlsplit(action)
+                path_qs = parts.path + (f"?{parts.query}" if parts.query else "")
+            else:
+                path_qs = f"/voice/webhook/twilio/gather?turn={turn}"
+            form = {
+                **base,
+                "CallStatus": "in-progress",
+                "SpeechResult": QUESTION,
+                "Confidence": "0.93",
+            }
+            body, headers = signed(path_qs, form)
+
+            async def send(
+                path_qs: str = path_qs, body: bytes = body, headers: dict[str, str] = headers
+            ) -> tuple[int, bytes]:
+                r = await conn.request("POST", path_qs, headers, body)
+                return r.status, r.body
+
+            reply = await rec.measure(send) or b""
+        form = {**base, "CallStatus": "completed", "CallDuration": "30"}
+        body, headers = signed("/voice/webhook/twilio/status", form)
+        with contextlib.suppress(Exception):
+            await conn.request("POST", "/voice/webhook/twilio/status", headers, body)
+
+
+CALLERS = {"floor": caller_floor, "generic-http": caller_generic, "twilio": caller_twilio}
+
+
+async def run_turns(spec: dict[str, Any]) -> dict[str, Any]:
+    url = urlsplit(spec["url"])
+    now = time.monotonic()
+    rec = Recorder(now + spec["warmup_s"], now + spec["warmup_s"] + spec["duration_s"])
+    caller = CALLERS[spec["workload"]]
+    conns = [
+        RawConnection(url.hostname or "127.0.0.1", url.port or 80)
+        for _ in range(spec["concurrency"])
+    ]
+
+    async def one(i: int) -> None:
+        await asyncio.sleep(i * spec.get("ramp_s", 0.0) / max(1, spec["concurrency"]))
+        try:
+            await caller(spec, conns[i], rec, i)
+        finally:
+            await conns[i].close()
+
+    await asyncio.gather(*(one(i) for i in range(spec["concurrency"])))
+    return rec.result()
+
+
+async def run_stream(spec: dict[str, Any]) -> dict[str, Any]:
+    """LLM first token (the fake LLM's clock) -> first byte of that text in the SSE reply."""
+    from shared.auth import ServiceTokenSource
+
+    tokens = ServiceTokenSource(spec["jwt_secret"])
+    url = urlsplit(spec["url"])
+    llm = urlsplit(spec["fake_llm_url"])
+    first_text = REPLY.split(" ")[0].encode()
+    arrivals: dict[str, float] = {}
+    errors: list[str] = []
+    content_types: set[str] = set()
+    deadline = time.monotonic() + spec["duration_s"]
+
+    async def worker(w: int) -> None:
+        conn = RawConnection(url.hostname or "127.0.0.1", url.port or 80)
+        call_id = f"bench-stream-{w}-{uuid.uuid4().hex[:8]}"
+        auth = {"Authorization": f"Bearer {tokens.token()}", "Content-Type": "application/json"}
+        start_body = json.dumps({"call_id": call_id, "provider": "generic-http"}).encode()
+        try:
+            await conn.request("POST", f"/conversations/{call_id}/start", auth, start_body)
+            turn = 0
+            while time.monotonic() < deadline and len(arrivals) + len(errors) < spec["requests"]:
+                turn += 1
+                nonce = f"bench-{uuid.uuid4().hex[:12]}"
+                body = json.dumps(
+                    {"message": f"{QUESTION} ref {nonce}", "turn_id": str(turn)}
+                ).encode()
+                headers = {
+                    **auth,
+                    "Accept": "text/event-stream",
+                    "Idempotency-Key": f"{call_id}:{turn}",
+                    "Authorization": f"Bearer {tokens.token()}",
+                }
+                seen: list[float] = []
+                buf = bytearray()
+
+                def on_chunk(
+                    t: float, data: bytes, seen: list[float] = seen, buf: bytearray = buf
+                ) -> None:
+                    buf.extend(data)
+                    if not seen and first_text in buf:
+                        seen.append(t)
+
+                try:
+                    r = await conn.request(
+                        "POST", f"/conversations/{call_id}/messages", headers, body, on_chunk
+                    )
+                except Exception as exc:
+                    errors.append(f"{type(exc).__name__}: {exc}")
+                    continue
+                content_types.add(r.headers.get("content-type", "").split(";")[0])
+                if r.status != 200:
+                    errors.append(f"HTTP {r.status}: {r.body[:200]!r}")
+                elif seen:
+                    arrivals[nonce] = seen[0]
+                else:
+                    errors.append(f"no reply text in stream: {bytes(buf[:200])!r}")
+        finally:
+            await conn.close()
+
+    await asyncio.gather(*(worker(w) for w in range(spec["concurrency"])))
+    llm_conn = RawConnection(llm.hostname or "127.0.0.1", llm.port or 80)
+    marks_resp = await llm_conn.request("GET", "/bench/marks")
+    await llm_conn.close()
+    marks: dict[str, float] = json.loads(marks_resp.body)["marks"]
+    added = [(arrivals[n] - marks[n]) * 1000 for n in arrivals if n in marks]
+    return {
+        "added_ms": added,
+        "unmatched": len([n for n in arrivals if n not in marks]),
+        "errors": len(errors),
+        "error_samples": errors[:5],
+        "content_types": sorted(content_types),
+    }
+
+
+def main() -> None:
+    spec = json.loads(sys.argv[1])
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    kind = spec["kind"]
+    if kind == "turns":
+        result = asyncio.run(run_turns(spec))
+    elif kind == "stream":
+        result = asyncio.run(run_stream(spec))
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+    sys.stdout.write(json.dumps(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,207 @@
+"""Targets (issue 7), the printed table and the JSON written to bench/results/."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    figure: str
+    value: float | None  # None: not measured (see note)
+    target: str
+    met: bool | None
+    unit: str = "ms"
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "figure": self.figure,
+            "value": self.value,
+            "unit": self.unit,
+            "target": self.target,
+            "met": self.met,
+            "note": self.note,
+        }
+
+
+def fmt(value: float | None, unit: str = "ms") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if unit == "x":
+        return f"{value:.2f}x"
+    if unit == "s":
+        return f"{value:.2f} s"
+    if unit == "MB":
+        return f"{value:.0f} MB"
+    if unit == "/s":
+        return f"{value:.0f}/s"
+    return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
+
+
+def _get(d: dict[str, Any], *path: str) -> Any:
+    for p in path:
+        if not isinstance(d, dict) or p not in d:
+            return None
+        d = d[p]
+    return d
+
+
+def checks(results: dict[str, Any]) -> list[Check]:
+    out: list[Check] = []
+    s = results["scenarios"]
+    mid, top = results["levels"][1], results["levels"][-1]
+    for provider in ("generic-http", "twilio"):
+        ratio = _get(s, "turn", provider, "levels", str(mid), "ratio_p50")
+        note = _get(s, "turn", provider, "note") or ""
+        out.append(
+            Check(
+                f"turn {provider} p50 / floor p50 @{mid}",
+                ratio,
+                "<= 4x",
+                None if ratio is None else ratio <= 4,
+                "x",
+                note,
+            )
+        )
+        p99 = _get(s, "turn", provider, "levels", str(top), "p99")
+        out.append(
+            Check(
+                f"turn {provider} p99 @{top}",
+                p99,
+                "<= 50 ms",
+                None if p99 is None else p99 <= 50,
+                note=note,
+            )
+        )
+    stream = s.get("stream", {})
+    p99 = stream.get("added_p99")
+    out.append(
+        Check(
+            "stream: LLM first token -> first SSE byte, added p99",
+            p99,
+            "<= 5 ms",
+            None if p99 is None else p99 <= 5,
+            note=stream.get("status", ""),
+        )
+    )
+    for key, label in (("all", "every event"), ("per_call", "own call")):
+        fan = _get(s, "fanout", key) or {}
+        p99 = fan.get("p99")
+        delivered = fan.get("delivered_ratio")
+        met = None if p99 is None else (p99 <= 50 and (delivered or 0) >= 0.999)
+        note = fan.get("status", "")
+        if delivered is not None:
+            note = f"{delivered:.1%} delivered to live subscribers; {note}".strip("; ")
+        out.append(
+            Check(
+                f"fan-out p99, {fan.get('subscribers', '?')} subscribers ({label})",
+                p99,
+                "<= 50 ms",
+                met,
+                note=note,
+            )
+        )
+    mem = s.get("memory", {})
+    p50 = mem.get("recall_p50")
+    out.append(
+        Check(
+            f"memory retrieval p50 @{mem.get('memories', 'n/a')}",
+            p50,
+            "<= 10 ms",
+            None if p50 is None else p50 <= 10,
+            note=mem.get("status", ""),
+        )
+    )
+    for svc, limit in (("gateway", 1.5), ("orchestrator", 4.0)):
+        ready = _get(s, "startup", svc, "median_s")
+        out.append(
+            Check(
+                f"{svc} cold start -> /health 200 (median of runs)",
+                ready,
+                f"<= {limit} s",
+                None if ready is None else ready <= limit,
+                "s",
+                _get(s, "startup", svc, "status") or "",
+            )
+        )
+    return out
+
+
+def table(results: dict[str, Any]) -> str:
+    lines: list[str] = []
+    s = results["scenarios"]
+    lines.append(f"machine: {results['machine']['summary']}")
+    lines.append(f"mode: {results['mode']}   (absolute figures are noisy on a shared machine;")
+    lines.append("       ratios to the floor measured in the same run are the stable figures)")
+    lines.append("")
+    head = f"{'load':<22}{'conc':>5}{'p50':>10}{'p99':>10}{'max':>10}{'thru':>9}"
+    head += f"{'err':>6}{'degr':>6}{'p50/floor':>11}{'p99/floor':>11}"
+    lines.append(head)
+    lines.append("-" * len(head))
+    rows = [("floor", _get(s, "floor"))]
+    rows += [(f"turn {p}", _get(s, "turn", p)) for p in ("generic-http", "twilio")]
+    for name, block in rows:
+        if not block:
+            continue
+        if block.get("status") and not block.get("levels"):
+            lines.append(f"{name:<22}{block['status']}")
+            continue
+        for level, r in (block.get("levels") or {}).items():
+            lines.append(
+                f"{name:<22}{level:>5}{fmt(r['p50']):>10}{fmt(r['p99']):>10}{fmt(r['max']):>10}"
+                f"{fmt(r['throughput'], '/s'):>9}{r['errors']:>6}{r.get('degraded', 0):>6}"
+                f"{fmt(r.get('ratio_p50'), 'x'):>11}{fmt(r.get('ratio_p99'), 'x'):>11}"
+            )
+    lines.append("")
+    extra = []
+    stream = s.get("stream", {})
+    if stream.get("added_p50") is not None:
+        extra.append(
+            f"stream added: p50 {fmt(stream['added_p50'])}, p99 {fmt(stream['added_p99'])}, "
+            f"max {fmt(stream.get('added_max'))} (n={stream.get('n')})"
+        )
+    mem = s.get("memory", {})
+    if mem.get("recall_p50") is not None:
+        extra.append(
+            f"memory @{mem.get('memories')}: recall p50 {fmt(mem['recall_p50'])} p99 "
+            f"{fmt(mem.get('recall_p99'))}; bare Chroma query p50 {fmt(mem.get('chroma_p50'))} "
+            f"p99 {fmt(mem.get('chroma_p99'))}; store write p50 {fmt(mem.get('store_write_p50'))} "
+            f"p99 {fmt(mem.get('store_write_p99'))}"
+        )
+    for key in ("all", "per_call"):
+        fan = _get(s, "fanout", key)
+        if fan and fan.get("p50") is not None:
+            extra.append(
+                f"fan-out ({key}): {fan.get('rate_achieved', 0):.0f} events/s published, "
+                f"p50 {fmt(fan['p50'])} p99 {fmt(fan['p99'])} max {fmt(fan.get('max'))}, "
+                f"delivered {fan.get('delivered_ratio', 0):.1%}, stalled subscriber "
+                f"{fan.get('stalled_outcome', '?')}, dropped {fan.get('dropped', 0)}"
+            )
+    rss = s.get("rss", {})
+    for svc in ("gateway", "orchestrator"):
+        r = rss.get(svc)
+        if r:
+            extra.append(
+                f"RSS {svc}: idle {fmt(r.get('idle_mb'), 'MB')}, "
+                f"under {results['levels'][-1]}-call load {fmt(r.get('load_mb'), 'MB')}"
+            )
+    for svc in ("gateway", "orchestrator"):
+        st = _get(s, "startup", svc)
+        if st and st.get("runs_s"):
+            runs = ", ".join(f"{x:.2f}" for x in st["runs_s"])
+            extra.append(f"start-up {svc}: runs {runs} s")
+    lines += extra
+    lines.append("")
+    head = f"{'target check':<58}{'value':>11}  {'target':<10}{'status':<8}note"
+    lines.append(head)
+    lines.append("-" * len(head))
+    for c in results["checks"]:
+        status = {True: "met", False: "MISSED", None: "n/a"}[c["met"]]
+        lines.append(
+            f"{c['figure']:<58}{fmt(c['value'], c['unit']):>11}  {c['target']:<10}{status:<8}"
+            f"{c['note']}"
+        )
+    return "\n".join(lines)
