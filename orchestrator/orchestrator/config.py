@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommonSettings, load_settings
 
 
 class OrchestratorSettings(CommonSettings):
+    # `NAME=` (as in .env.example) means "unset": the default applies.
+    model_config = SettingsConfigDict(env_ignore_empty=True)  # merged with CommonSettings
+
     port: int = Field(8000, ge=1, le=65535)
     # No DATABASE_URL: the orchestrator starts and owns a PostgreSQL under DATA_DIR (pgserver).
     database_url: str | None = None
     db_pool_min: int = Field(2, ge=1)
     db_pool_max: int = Field(20, ge=1)
     db_command_timeout_s: float = Field(5.0, gt=0)
+    # How long start-up waits for DATABASE_URL's server (e.g. a compose Postgres still booting).
+    db_connect_wait_s: float = Field(30.0, ge=0)
 
     chroma_host: str | None = None
     chroma_port: int = Field(8000, ge=1, le=65535)

@@ -1,0 +1,110 @@
+"""`/conversations/{conversation_id}/…`: the gateway's turn contract (shared.contract) and a read
+view for operators. Thin: parse, call `ConversationService`, render."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Path
+
+from orchestrator.api.schemas import ConversationView
+from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep
+from shared.contract import (
+    IDEMPOTENCY_HEADER,
+    MAX_ID_CHARS,
+    CallEnd,
+    CallStart,
+    ConversationEnded,
+    TurnReply,
+    TurnRequest,
+)
+from shared.errors import ApiError
+from shared.logging import call_id_var
+
+router = APIRouter(prefix="/conversations", tags=["conversations"])
+
+_ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
+_ID = re.compile(_ID_PATTERN)
+ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN)]
+
+
+@router.post("/{conversation_id}/start", response_model=TurnReply, response_model_exclude_none=True)
+async def start_conversation(
+    conversation_id: ConversationId, body: CallStart, service: ServiceDep, _: WriterDep
+) -> TurnReply:
+    call_id_var.set(body.call_id)
+    return await service.start(conversation_id, body)
+
+
+@router.post(
+    "/{conversation_id}/messages", response_model=TurnReply, response_model_exclude_none=True
+)
+async def post_message(
+    conversation_id: ConversationId,
+    body: TurnRequest,
+    service: ServiceDep,
+    _: WriterDep,
+    idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
+) -> TurnReply:
+    call_id_var.set(body.context.call_id or conversation_id)
+    turn_id = resolve_turn_id(conversation_id, body.turn_id, idempotency_key)
+    return await service.message(conversation_id, turn_id, body.message, body.context)
+
+
+@router.post("/{conversation_id}/end", response_model=ConversationEnded)
+async def end_conversation(
+    conversation_id: ConversationId,
+    service: ServiceDep,
+    _: WriterDep,
+    body: CallEnd | None = None,
+) -> ConversationEnded:
+    call_id_var.set(conversation_id)
+    _conversation, ended_now = await service.end(conversation_id, body or CallEnd())
+    return ConversationEnded(conversation_id=conversation_id, already_ended=not ended_now)
+
+
+@router.get("/{conversation_id}", response_model=ConversationView)
+async def get_conversation(
+    conversation_id: ConversationId, store: StoreDep, _: ReaderDep
+) -> ConversationView:
+    conversation = await store.get(conversation_id)
+    if conversation is None:
+        raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
+    return ConversationView.of(conversation, await store.messages(conversation_id))
+
+
+def resolve_turn_id(conversation_id: str, body_turn_id: str | None, header: str | None) -> str:
+    """The body's `turn_id`, else the turn part of `Idempotency-Key: <call_id>:<turn_id>`."""
+    from_header = None
+    if header is not None:
+        header = header.strip()
+        prefix = f"{conversation_id}:"
+        if header.startswith(prefix):
+            from_header = header[len(prefix) :]
+        else:
+            _, sep, from_header = header.rpartition(":")
+            if not sep:
+                from_header = ""
+        if not from_header or len(from_header) > MAX_ID_CHARS or not _ID.match(from_header):
+            raise ApiError(
+                400,
+                "invalid_idempotency_key",
+                f"{IDEMPOTENCY_HEADER}: expected '<call_id>:<turn_id>'",
+            )
+    if body_turn_id is not None:
+        if from_header is not None and from_header != body_turn_id:
+            raise ApiError(
+                400,
+                "turn_id_mismatch",
+                f"turn_id: {body_turn_id!r} differs from the {IDEMPOTENCY_HEADER} turn "
+                f"{from_header!r}",
+            )
+        return body_turn_id
+    if from_header is None:
+        raise ApiError(
+            400,
+            "turn_id_required",
+            f"turn_id: required in the body or as {IDEMPOTENCY_HEADER}: <call_id>:<turn_id>",
+        )
+    return from_header

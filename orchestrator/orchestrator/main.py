@@ -1,0 +1,183 @@
+"""The orchestrator's FastAPI app: `create_app()` builds it; the lifespan owns its resources.
+
+Run with `uvicorn --factory orchestrator.main:create_app` (or `python -m orchestrator`).
+Settings are read when the app is created, never at import, so tests pass their own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from orchestrator.api.routes import conversations, health
+from orchestrator.config import OrchestratorSettings, get_settings
+from orchestrator.health import HealthChecks
+from orchestrator.services.conversations import ConversationService
+from orchestrator.services.responder import build_responder
+from orchestrator.state import OrchestratorState
+from orchestrator.store.database import Database
+from orchestrator.store.embedded import EmbeddedPostgres
+from orchestrator.store.records import Agent
+from orchestrator.version import __version__
+from shared.errors import (
+    ApiError,
+    describe_validation_errors,
+    error_response,
+    on_api_error,
+    on_http_exception,
+    on_unexpected_error,
+)
+from shared.logging import RequestIdMiddleware, setup_logging
+
+log = logging.getLogger("orchestrator")
+
+EMBEDDED_PG_DIR = "postgres"
+SHUTDOWN_DRAIN_S = 10.0
+
+
+def embedded_pgdata(settings: OrchestratorSettings) -> Path:
+    return settings.data_dir / EMBEDDED_PG_DIR
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
+    settings: OrchestratorSettings = app.state.settings
+    started = time.perf_counter()
+    jwt_secret = settings.resolved_jwt_secret()
+    async with AsyncExitStack() as stack:
+        # 1. The database: DATABASE_URL, else a PostgreSQL we start and own under DATA_DIR.
+        if settings.database_url:
+            dsn, mode = settings.database_url, "external"
+        else:
+            embedded = EmbeddedPostgres(embedded_pgdata(settings))
+            dsn = await asyncio.to_thread(embedded.start)
+            stack.push_async_callback(asyncio.to_thread, embedded.stop)
+            mode = "embedded"
+            app.state.embedded_postgres = embedded
+            log.info(
+                "embedded Postgres ready",
+                extra={
+                    "pgdata": str(embedded.pgdata),
+                    "start_ms": round((embedded.start_seconds or 0) * 1000, 1),
+                    "adopted_orphan": embedded.adopted,
+                    "recovered_stale_pid": embedded.recovered_stale_pid,
+                },
+            )
+        database = await Database.open(
+            dsn,
+            min_size=settings.db_pool_min,
+            max_size=settings.db_pool_max,
+            command_timeout=settings.db_command_timeout_s,
+            connect_wait_s=settings.db_connect_wait_s if mode == "external" else 5.0,
+        )
+        stack.push_async_callback(database.close)
+        default_agent = await database.agents.ensure_default(
+            name=settings.default_agent_name,
+            greeting=settings.default_agent_greeting,
+            system_prompt=settings.default_agent_system_prompt,
+            transfer_number=settings.default_transfer_number,
+        )
+
+        # 2. Health checks: postgres here; whatever adds a dependency registers its own.
+        checks = HealthChecks()
+        checks.add("postgres", database.check)
+
+        # 3. The responder (offline rules today; the agent graph plugs in via build_responder).
+        responder = build_responder(settings, database, checks)
+        stack.push_async_callback(responder.aclose)
+
+        service = ConversationService(
+            database.conversations,
+            database.agents,
+            responder,
+            history_turns=settings.history_turns,
+            fallback_agent=_fallback_agent(settings),
+        )
+        stack.push_async_callback(service.drain, SHUTDOWN_DRAIN_S)
+
+        log.info(
+            "orchestrator ready",
+            extra={
+                "version": __version__,
+                "database": mode,
+                "llm": responder.mode,
+                "default_agent": default_agent.id,
+                "startup_ms": round((time.perf_counter() - started) * 1000, 1),
+            },
+        )
+        yield {
+            "settings": settings,
+            "jwt_secret": jwt_secret,
+            "database": database,
+            "database_mode": mode,
+            "responder": responder,
+            "conversations": service,
+            "health": checks,
+        }
+        log.info("orchestrator stopping")
+
+
+def _fallback_agent(settings: OrchestratorSettings) -> Agent:
+    """Answers only if the default agent row was deleted while running; never stored."""
+    now = datetime.now(UTC)
+    configuration = {
+        "greeting": settings.default_agent_greeting,
+        "system_prompt": settings.default_agent_system_prompt,
+    }
+    if settings.default_transfer_number:
+        configuration["transfer_number"] = settings.default_transfer_number
+    return Agent(
+        id="builtin-default",
+        name=settings.default_agent_name,
+        agent_type="voice",
+        configuration=configuration,
+        is_default=True,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+async def on_validation_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        detail = errors[0].get("ctx", {}).get("error", "invalid JSON")
+        return error_response(400, "invalid_json", f"body: not valid JSON ({detail})")
+    return error_response(422, "validation_error", describe_validation_errors(errors))
+
+
+def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    setup_logging("orchestrator", settings.debug, settings.log_level)
+    app = FastAPI(
+        title="Voice Agent Orchestrator",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs" if not settings.production else None,
+        redoc_url=None,
+    )
+    app.state.settings = settings
+    app.add_middleware(RequestIdMiddleware)
+    app.add_exception_handler(ApiError, on_api_error)
+    app.add_exception_handler(StarletteHTTPException, on_http_exception)
+    app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(Exception, on_unexpected_error)
+    app.include_router(health.router)
+    app.include_router(conversations.router)
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> JSONResponse:
+        return JSONResponse({"service": "orchestrator", "version": __version__})
+
+    return app

@@ -1,0 +1,244 @@
+"""Conversation turns: start (greeting), message turns, end. Idempotent, timed, stored.
+
+A turn is answered at most once: a retry (same turn id) is answered from the stored reply
+(`replayed=true`) and a concurrent duplicate that loses the insert race returns the winner's
+reply, so the caller hears one answer per turn and the store holds one message pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from orchestrator.services.responder import Responder, TurnInputs
+from orchestrator.store.agents import AgentStore
+from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
+from orchestrator.store.records import Agent, Conversation, Message
+from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnReply
+from shared.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+
+class ConversationService:
+    def __init__(
+        self,
+        conversations: ConversationStore,
+        agents: AgentStore,
+        responder: Responder,
+        *,
+        history_turns: int = 10,
+        fallback_agent: Agent,
+    ) -> None:
+        self.conversations = conversations
+        self.agents = agents
+        self.responder = responder
+        self.history_turns = history_turns
+        self.fallback_agent = fallback_agent  # used only if the agents table has no default
+        self._background: set[asyncio.Task[None]] = set()
+
+    # -- start --------------------------------------------------------------------------------
+
+    async def start(self, conversation_id: str, body: CallStart) -> TurnReply:
+        timer = StageTimer()
+        agent = await self._agent_for_start(body)
+        conversation, created = await self.conversations.start(
+            conversation_id,
+            call_id=body.call_id,
+            provider=body.provider,
+            direction=body.direction,
+            caller=body.caller,
+            callee=body.callee,
+            agent_id=agent.id if agent is not self.fallback_agent else None,
+            metadata=body.metadata,
+        )
+        stored = (
+            None
+            if created
+            else await self.conversations.get_reply(conversation_id, GREETING_TURN_ID)
+        )
+        timer.lap("store_read")
+        if stored is not None:
+            return _reply(conversation, stored, timer.done(), replayed=True)
+        if not created and conversation.agent_id != agent.id:
+            agent = await self._agent_of(conversation)
+        draft = await self.responder.greet(conversation, agent)
+        timer.lap("respond")
+        saved = await self.conversations.record_greeting(
+            conversation_id, draft.text, _dump(draft.actions), {**draft.timings_ms, **timer.laps}
+        )
+        timer.lap("store_write")
+        if created:
+            log.info(
+                "conversation started",
+                extra={"conversation_id": conversation_id, "agent_id": agent.id},
+            )
+        if not saved.inserted:
+            return _reply(conversation, saved.message, timer.done(), replayed=True)
+        return TurnReply(
+            conversation_id=conversation_id,
+            turn_id=GREETING_TURN_ID,
+            reply=draft.text,
+            actions=draft.actions,
+            timings_ms={**draft.timings_ms, **timer.done()},
+            agent_id=conversation.agent_id,
+        )
+
+    async def _agent_for_start(self, body: CallStart) -> Agent:
+        if body.agent_id:
+            agent = await self.agents.get(body.agent_id)
+            if agent is None:
+                raise ApiError(404, "agent_not_found", f"agent_id: no agent {body.agent_id!r}")
+            return agent
+        if body.callee and body.direction == "inbound":
+            routed = await self.agents.find_by_phone(body.callee)
+            if routed is not None:
+                return routed
+        return await self.agents.get_default() or self.fallback_agent
+
+    async def _agent_of(self, conversation: Conversation) -> Agent:
+        if conversation.agent_id:
+            agent = await self.agents.get(conversation.agent_id)
+            if agent is not None:
+                return agent
+        return await self.agents.get_default() or self.fallback_agent
+
+    # -- turns --------------------------------------------------------------------------------
+
+    async def message(
+        self, conversation_id: str, turn_id: str, message: str, context: TurnContext
+    ) -> TurnReply:
+        timer = StageTimer()
+        state = await self.conversations.turn_state(conversation_id, turn_id, self.history_turns)
+        conversation = state.conversation
+        if conversation is None:
+            raise _not_found(conversation_id)
+        if state.stored_reply is not None:
+            timer.lap("store_read")
+            log.info("turn replayed", extra={"conversation_id": conversation_id, "turn": turn_id})
+            return _reply(conversation, state.stored_reply, timer.done(), replayed=True)
+        if not conversation.active:
+            raise ApiError(
+                409, "conversation_ended", f"conversation {conversation_id!r} has already ended"
+            )
+        agent = await self._agent_of(conversation)
+        timer.lap("store_read")
+        draft = await self.responder.respond(
+            TurnInputs(
+                conversation=conversation,
+                agent=agent,
+                turn_id=turn_id,
+                message=message,
+                context=context,
+                history=state.history,
+            )
+        )
+        timer.lap("respond")
+        user_meta: dict[str, Any] = {"input_type": context.input_type}
+        if context.confidence is not None:
+            user_meta["confidence"] = context.confidence
+        saved = await self.conversations.record_turn(
+            conversation_id,
+            turn_id,
+            user_text=message,
+            reply_text=draft.text,
+            actions=_dump(draft.actions),
+            timings={**draft.timings_ms, **timer.laps},
+            user_metadata=user_meta,
+        )
+        timer.lap("store_write")
+        if not saved.inserted:
+            log.info(
+                "duplicate turn: answering with the reply stored first",
+                extra={"conversation_id": conversation_id, "turn": turn_id},
+            )
+            return _reply(conversation, saved.message, timer.done(), replayed=True)
+        timings = {**draft.timings_ms, **timer.done()}
+        log.info(
+            "turn answered",
+            extra={"conversation_id": conversation_id, "turn": turn_id, "timings_ms": timings},
+        )
+        return TurnReply(
+            conversation_id=conversation_id,
+            turn_id=turn_id,
+            reply=draft.text,
+            actions=draft.actions,
+            timings_ms=timings,
+            agent_id=conversation.agent_id,
+        )
+
+    # -- end ----------------------------------------------------------------------------------
+
+    async def end(self, conversation_id: str, body: CallEnd) -> tuple[Conversation, bool]:
+        """Close once; `(conversation, ended_now)`. The responder's end-of-call work (memory)
+        runs in the background so the gateway is not held by it; `drain()` waits for it."""
+        conversation, ended_now = await self.conversations.end(
+            conversation_id, reason=body.reason, status=body.status, duration_s=body.duration_s
+        )
+        if conversation is None:
+            raise _not_found(conversation_id)
+        if ended_now:
+            log.info(
+                "conversation ended",
+                extra={"conversation_id": conversation_id, "reason": body.reason},
+            )
+            task = asyncio.create_task(self._on_call_end(conversation))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+        return conversation, ended_now
+
+    async def _on_call_end(self, conversation: Conversation) -> None:
+        try:
+            await self.responder.on_call_end(conversation)
+        except Exception:
+            log.exception("end-of-call work failed", extra={"conversation_id": conversation.id})
+
+    async def drain(self, timeout_s: float = 10.0) -> None:
+        """Wait for end-of-call work still running (at shutdown, and in tests)."""
+        if not self._background:
+            return
+        _, pending = await asyncio.wait(set(self._background), timeout=timeout_s)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("end-of-call work cancelled at shutdown", extra={"tasks": len(pending)})
+
+
+class StageTimer:
+    """Milliseconds per stage (`lap`) and in total (`done`)."""
+
+    def __init__(self) -> None:
+        self._start = self._last = time.perf_counter()
+        self.laps: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.perf_counter()
+        self.laps[name] = round(self.laps.get(name, 0.0) + (now - self._last) * 1000, 3)
+        self._last = now
+
+    def done(self) -> dict[str, float]:
+        return {**self.laps, "total": round((time.perf_counter() - self._start) * 1000, 3)}
+
+
+def _dump(actions: list[Action]) -> list[dict[str, Any]]:
+    return [a.model_dump(exclude_none=True) for a in actions]
+
+
+def _reply(
+    conversation: Conversation, stored: Message, timings: dict[str, float], *, replayed: bool
+) -> TurnReply:
+    return TurnReply(
+        conversation_id=conversation.id,
+        turn_id=stored.turn_id,
+        reply=stored.content,
+        actions=[Action.model_validate(a) for a in stored.actions],
+        timings_ms=timings,
+        replayed=replayed,
+        agent_id=conversation.agent_id,
+    )
+
+
+def _not_found(conversation_id: str) -> ApiError:
+    return ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")

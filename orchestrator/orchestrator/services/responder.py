@@ -1,0 +1,127 @@
+"""The responder seam: what answers a turn.
+
+`ConversationService` owns storage, idempotency and timing; a `Responder` only turns a turn into
+a reply. Today `build_responder` returns the offline `RuleResponder`; the agent graph (input ->
+memory -> orchestrator <-> tool) plugs in here behind the same Protocol, chosen by settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from orchestrator.store.records import Agent, Conversation, Message
+from shared.contract import Action, TurnContext
+
+if TYPE_CHECKING:
+    from orchestrator.config import OrchestratorSettings
+    from orchestrator.health import HealthChecks
+    from orchestrator.store.database import Database
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class ReplyDraft:
+    """A reply before it is stored: spoken text, provider-neutral actions, per-stage timings."""
+
+    text: str
+    actions: list[Action]
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TurnInputs:
+    conversation: Conversation
+    agent: Agent
+    turn_id: str
+    message: str
+    context: TurnContext
+    history: list[Message]  # oldest first, this turn excluded
+
+
+@runtime_checkable
+class Responder(Protocol):
+    mode: str  # shown in /health as services.llm, and logged at start-up
+
+    async def greet(self, conversation: Conversation, agent: Agent) -> ReplyDraft: ...
+
+    async def respond(self, turn: TurnInputs) -> ReplyDraft: ...
+
+    async def on_call_end(self, conversation: Conversation) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+_GOODBYE = re.compile(
+    r"\b(good ?bye|bye|that'?s all|that is all|hang up|nothing else|no,? thanks?( you)?|"
+    r"have a (good|nice) (day|one))\b",
+    re.IGNORECASE,
+)
+_HUMAN = re.compile(
+    r"\b(human|person|someone|somebody|operator|representative|agent|staff|transfer( me)?)\b",
+    re.IGNORECASE,
+)
+_ASK = re.compile(r"\b(speak|talk|transfer|connect|put me through|get me)\b", re.IGNORECASE)
+_ECHO_CHARS = 160
+
+
+class RuleResponder:
+    """Offline replies without an LLM: greeting, goodbye, transfer to a human, and an honest
+    "I'm an offline assistant" for everything else. Deterministic, no network."""
+
+    mode = "offline"
+
+    async def greet(self, conversation: Conversation, agent: Agent) -> ReplyDraft:
+        text = agent.greeting or "Hello! How can I help you today?"
+        return ReplyDraft(text, [Action.say(text), Action.gather()])
+
+    async def respond(self, turn: TurnInputs) -> ReplyDraft:
+        message = " ".join(turn.message.split())
+        input_type = turn.context.input_type
+        if input_type == "timeout" or not message:
+            text = "Sorry, I didn't catch that. Could you say it again?"
+            return ReplyDraft(text, [Action.say(text), Action.gather()])
+        if (input_type == "dtmf" and message == "0") or (
+            _HUMAN.search(message) and (_ASK.search(message) or len(message.split()) <= 3)
+        ):
+            return self._transfer(turn.agent)
+        if _GOODBYE.search(message):
+            text = "Thank you for calling. Goodbye!"
+            return ReplyDraft(text, [Action.say(text), Action.hangup("caller_goodbye")])
+        echo = message if len(message) <= _ECHO_CHARS else message[: _ECHO_CHARS - 3] + "..."
+        text = (
+            f'I heard: "{echo}". I\'m an offline assistant without a language model, '
+            "so I can't answer that yet. You can ask for a person, or say goodbye."
+        )
+        return ReplyDraft(text, [Action.say(text), Action.gather()])
+
+    @staticmethod
+    def _transfer(agent: Agent) -> ReplyDraft:
+        if agent.transfer_number:
+            text = "Connecting you to a member of our team now."
+            return ReplyDraft(text, [Action.say(text), Action.transfer(agent.transfer_number)])
+        text = (
+            "I'm sorry, no one is available to take your call right now. "
+            "Is there anything else I can help with?"
+        )
+        return ReplyDraft(text, [Action.say(text), Action.gather()])
+
+    async def on_call_end(self, conversation: Conversation) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        return None
+
+
+def build_responder(
+    settings: OrchestratorSettings, database: Database, health: HealthChecks
+) -> Responder:
+    """The one place that picks the responder (the agent graph replaces this body).
+
+    `database` gives access to the stores; `health` is where a responder registers checks of its
+    own dependencies (e.g. `health.add("chroma", ...)`, which `/health` reports as vector_store).
+    """
+    return RuleResponder()

@@ -1,0 +1,266 @@
+"""Calls, conversations and messages: the durable record of every call and turn.
+
+Turns are idempotent on `(conversation_id, turn_id, role)`: a turn's user and assistant messages
+are written in one transaction with `ON CONFLICT DO NOTHING`, so a retried or duplicated turn is
+never stored twice, and whoever loses the race reads the winner's reply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from orchestrator.store.records import Conversation, Message, StoredReply
+
+GREETING_TURN_ID = "greeting"
+
+_CONVERSATION_COLUMNS = (
+    "id, call_id, agent_id, caller, callee, provider, status, started_at, ended_at, end_reason, "
+    "summary, metadata"
+)
+_MESSAGE_COLUMNS = (
+    "id, conversation_id, turn_id, role, content, actions, timings, metadata, created_at"
+)
+_SELECT_REPLY = (
+    f"SELECT {_MESSAGE_COLUMNS} FROM messages "  # noqa: S608
+    "WHERE conversation_id = $1 AND turn_id = $2 AND role = 'assistant'"
+)
+_INSERT_MESSAGE = (
+    "INSERT INTO messages (conversation_id, turn_id, role, content, actions, timings, metadata) "
+    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING "
+)
+
+
+@dataclass(slots=True)
+class TurnState:
+    """What a turn needs from the store, read on one connection."""
+
+    conversation: Conversation | None
+    stored_reply: Message | None
+    history: list[Message]
+
+
+class ConversationStore:
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self._pool = pool
+
+    # -- conversations ------------------------------------------------------------------------
+
+    async def start(
+        self,
+        conversation_id: str,
+        *,
+        call_id: str,
+        provider: str,
+        direction: str = "inbound",
+        caller: str | None = None,
+        callee: str | None = None,
+        agent_id: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> tuple[Conversation, bool]:
+        """Create the call and its conversation unless they exist; `(conversation, created)`."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO calls (call_id, provider, direction, caller, callee, metadata) "
+                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO NOTHING",
+                call_id,
+                provider,
+                direction,
+                caller,
+                callee,
+                metadata or {},
+            )
+            row = await conn.fetchrow(
+                "INSERT INTO conversations "
+                "(id, call_id, agent_id, caller, callee, provider, metadata) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING "
+                "RETURNING *",
+                conversation_id,
+                call_id,
+                agent_id,
+                caller,
+                callee,
+                provider,
+                metadata or {},
+            )
+            if row is not None:
+                return Conversation.from_row(row), True
+            row = await conn.fetchrow(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1",  # noqa: S608
+                conversation_id,
+            )
+        assert row is not None
+        return Conversation.from_row(row), False
+
+    async def get(self, conversation_id: str) -> Conversation | None:
+        row = await self._pool.fetchrow(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1",  # noqa: S608
+            conversation_id,
+        )
+        return Conversation.from_row(row) if row else None
+
+    async def end(
+        self,
+        conversation_id: str,
+        *,
+        reason: str = "completed",
+        status: str = "completed",
+        duration_s: float | None = None,
+    ) -> tuple[Conversation | None, bool]:
+        """Close the conversation and its call once; `(conversation, ended_now)`, or
+        `(None, False)` when there is no such conversation."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            row = await conn.fetchrow(
+                "UPDATE conversations SET status = 'ended', ended_at = now(), end_reason = $2 "
+                "WHERE id = $1 AND status = 'active' RETURNING *",
+                conversation_id,
+                reason,
+            )
+            if row is None:
+                existing = await conn.fetchrow(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1",  # noqa: S608
+                    conversation_id,
+                )
+                return (Conversation.from_row(existing), False) if existing else (None, False)
+            await conn.execute(
+                "UPDATE calls SET status = $2, ended_at = coalesce(ended_at, now()), "
+                "duration_s = coalesce($3, extract(epoch FROM now() - started_at)) "
+                "WHERE call_id = $1",
+                row["call_id"],
+                status,
+                duration_s,
+            )
+        return Conversation.from_row(row), True
+
+    async def set_summary(self, conversation_id: str, summary: str) -> bool:
+        result = await self._pool.execute(
+            "UPDATE conversations SET summary = $2 WHERE id = $1", conversation_id, summary
+        )
+        return str(result).endswith(" 1")
+
+    async def recent_for_caller(self, caller: str, *, limit: int = 5) -> list[Conversation]:
+        """The caller's latest conversations, newest first (for memory across calls)."""
+        rows = await self._pool.fetch(
+            f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "  # noqa: S608
+            "WHERE caller = $1 ORDER BY started_at DESC LIMIT $2",
+            caller,
+            limit,
+        )
+        return [Conversation.from_row(r) for r in rows]
+
+    # -- messages -----------------------------------------------------------------------------
+
+    async def get_reply(self, conversation_id: str, turn_id: str) -> Message | None:
+        row = await self._pool.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+        return Message.from_row(row) if row else None
+
+    async def turn_state(self, conversation_id: str, turn_id: str, history_turns: int) -> TurnState:
+        """The conversation, the stored reply to this turn if any, else the recent history."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1",  # noqa: S608
+                conversation_id,
+            )
+            if row is None:
+                return TurnState(None, None, [])
+            reply = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+            if reply is not None:
+                return TurnState(Conversation.from_row(row), Message.from_row(reply), [])
+            history = await self._history(conn, conversation_id, history_turns)
+        return TurnState(Conversation.from_row(row), None, history)
+
+    async def history(self, conversation_id: str, turns: int) -> list[Message]:
+        async with self._pool.acquire() as conn:
+            return await self._history(conn, conversation_id, turns)
+
+    @staticmethod
+    async def _history(conn: asyncpg.Connection, conversation_id: str, turns: int) -> list[Message]:
+        """The last `turns` turns (two messages each; the greeting counts as one), oldest first."""
+        rows = await conn.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 "  # noqa: S608
+            "ORDER BY id DESC LIMIT $2",
+            conversation_id,
+            turns * 2,
+        )
+        return [Message.from_row(r) for r in reversed(rows)]
+
+    async def messages(self, conversation_id: str, *, limit: int = 1000) -> list[Message]:
+        rows = await self._pool.fetch(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 "  # noqa: S608
+            "ORDER BY id LIMIT $2",
+            conversation_id,
+            limit,
+        )
+        return [Message.from_row(r) for r in rows]
+
+    async def record_greeting(
+        self,
+        conversation_id: str,
+        text: str,
+        actions: list[dict[str, Any]],
+        timings: dict[str, float] | None = None,
+    ) -> StoredReply:
+        """Store the greeting once (turn id `greeting`); a second caller gets the first one."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                _INSERT_MESSAGE + f"RETURNING {_MESSAGE_COLUMNS}",
+                conversation_id,
+                GREETING_TURN_ID,
+                "assistant",
+                text,
+                actions,
+                timings or {},
+                {},
+            )
+            if row is not None:
+                return StoredReply(Message.from_row(row), inserted=True)
+            row = await conn.fetchrow(_SELECT_REPLY, conversation_id, GREETING_TURN_ID)
+        assert row is not None
+        return StoredReply(Message.from_row(row), inserted=False)
+
+    async def record_turn(
+        self,
+        conversation_id: str,
+        turn_id: str,
+        *,
+        user_text: str,
+        reply_text: str,
+        actions: list[dict[str, Any]],
+        timings: dict[str, float] | None = None,
+        user_metadata: dict[str, Any] | None = None,
+    ) -> StoredReply:
+        """Store the user message and our reply in one transaction. If the user row already
+        existed, a duplicate of this turn finished first: return its reply, not ours."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            user_id = await conn.fetchval(
+                _INSERT_MESSAGE + "RETURNING id",
+                conversation_id,
+                turn_id,
+                "user",
+                user_text,
+                [],
+                {},
+                user_metadata or {},
+            )
+            if user_id is None:
+                # The unique index made us wait for the other transaction; it has committed.
+                existing = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+                if existing is not None:
+                    return StoredReply(Message.from_row(existing), inserted=False)
+            row = await conn.fetchrow(
+                _INSERT_MESSAGE + f"RETURNING {_MESSAGE_COLUMNS}",
+                conversation_id,
+                turn_id,
+                "assistant",
+                reply_text,
+                actions,
+                timings or {},
+                {},
+            )
+            if row is None:
+                row = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+                assert row is not None
+                return StoredReply(Message.from_row(row), inserted=False)
+        return StoredReply(Message.from_row(row), inserted=user_id is not None)

@@ -1,0 +1,86 @@
+"""The asyncpg pool (one per process), its JSON codecs, start-up migrations and the health ping."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+
+import asyncpg
+
+from orchestrator.store.agents import AgentStore
+from orchestrator.store.conversations import ConversationStore
+from orchestrator.store.migrations import apply_migrations
+
+log = logging.getLogger(__name__)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    for name in ("json", "jsonb"):
+        await conn.set_type_codec(
+            name, encoder=json.dumps, decoder=json.loads, schema="pg_catalog", format="text"
+        )
+
+
+class Database:
+    """Owns the pool; `conversations` and `agents` are the typed stores built on it."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self.conversations = ConversationStore(pool)
+        self.agents = AgentStore(pool)
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str,
+        *,
+        min_size: int = 2,
+        max_size: int = 20,
+        command_timeout: float = 5.0,
+        connect_wait_s: float = 0.0,
+        migrate: bool = True,
+    ) -> Database:
+        """Open the pool (waiting up to `connect_wait_s` for the server) and apply migrations."""
+        deadline = time.monotonic() + connect_wait_s
+        delay = 0.2
+        while True:
+            try:
+                pool = await asyncpg.create_pool(
+                    dsn,
+                    min_size=min(min_size, max_size),
+                    max_size=max_size,
+                    command_timeout=command_timeout,
+                    init=_init_connection,
+                    timeout=min(10.0, max(command_timeout, 2.0)),
+                )
+                break
+            except (TimeoutError, OSError, asyncpg.CannotConnectNowError) as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("database not reachable yet; retrying", extra={"err": repr(exc)})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        database = cls(pool)
+        if migrate:
+            try:
+                async with pool.acquire() as conn:
+                    await apply_migrations(conn)
+            except BaseException:
+                await pool.close()
+                raise
+        return database
+
+    async def check(self) -> dict[str, object]:
+        """Health check: one round trip on a pooled connection (raises when unreachable)."""
+        async with self.pool.acquire(timeout=1.0) as conn:
+            version = await conn.fetchval("SHOW server_version")
+        return {"server_version": version, "pool_size": self.pool.get_size()}
+
+    async def close(self, timeout_s: float = 5.0) -> None:
+        try:
+            await asyncio.wait_for(self.pool.close(), timeout_s)
+        except TimeoutError:
+            log.warning("database pool did not close in time; terminating its connections")
+            self.pool.terminate()
