@@ -1,0 +1,1 @@
+"""The agent graph: input -> memory -> orchestrator <-> tool, one run per caller turn."""

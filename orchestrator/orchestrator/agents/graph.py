@@ -1,0 +1,244 @@
+"""The agent graph, on LangGraph: input -> memory -> orchestrator <-> tool, one run per turn.
+
+State lives for one turn (no checkpointer): the conversation itself stays in Postgres, and the
+turn service hands the recent messages in. Per-turn dependencies (agent configuration, caller,
+token sink, stage clock) travel in LangGraph's runtime context, not in the state. The
+orchestrator <-> tool loop is bounded by the agent's `max_tool_rounds`; the last round is asked
+without tools so it must answer. Terminal tools (transfer, end_call) finish the turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, TypedDict
+
+# Imported at run time: LangGraph reads the state's and the nodes' type hints.
+from langchain_core.messages import BaseMessage
+from langgraph.runtime import Runtime
+
+from orchestrator.agents.configuration import AgentConfiguration
+from orchestrator.agents.input_agent import NormalisedInput, normalise
+from orchestrator.agents.memory_agent import HistoryMessage, MemoryAgent, MemoryView
+from orchestrator.agents.orchestrator_agent import (
+    FALLBACK_REPLY,
+    OrchestratorAgent,
+    build_messages,
+    tool_messages,
+)
+from orchestrator.agents.tool_agent import ToolAgent, ToolCall, ToolContext, ToolOutcome
+from orchestrator.llm import offline
+from orchestrator.llm.calls import LLMUnavailable
+from shared.contract import Action
+
+if TYPE_CHECKING:
+    from langgraph.graph.state import CompiledStateGraph
+
+TokenSink = Callable[[str], Awaitable[None]]
+
+
+class TurnGraphState(TypedDict, total=False):
+    raw: str
+    input_type: str
+    inp: NormalisedInput
+    view: MemoryView
+    messages: list[BaseMessage]
+    pending: list[ToolCall]
+    outcomes: list[ToolOutcome]
+    spoken: list[str]
+    actions: list[Action]
+    rounds: int
+    finished: bool
+    fallback: bool
+
+
+@dataclass(slots=True)
+class TurnRun:
+    """Runtime context of one turn."""
+
+    agent_id: str
+    config: AgentConfiguration
+    conversation_id: str
+    caller: str | None
+    history: Sequence[HistoryMessage]
+    tools: ToolContext
+    sink: TokenSink | None = None
+    clock: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, started: float) -> float:
+        elapsed = (time.perf_counter() - started) * 1000
+        self.clock[stage] = self.clock.get(stage, 0.0) + elapsed
+        return elapsed
+
+    async def say(self, text: str) -> None:
+        if self.sink is not None and text:
+            await self.sink(text)
+
+
+class AgentGraph:
+    def __init__(
+        self, memory: MemoryAgent, orchestrator: OrchestratorAgent, tools: ToolAgent
+    ) -> None:
+        from langgraph.graph import END, START, StateGraph
+
+        self.memory = memory
+        self.orchestrator = orchestrator
+        self.tools = tools
+        g: StateGraph[TurnGraphState, TurnRun, TurnGraphState, TurnGraphState] = StateGraph(
+            TurnGraphState, context_schema=TurnRun
+        )
+        g.add_node("input", self._input)
+        g.add_node("memory", self._memory)
+        g.add_node("orchestrator", self._orchestrator)
+        g.add_node("tool", self._tool)
+        g.add_edge(START, "input")
+        g.add_edge("input", "memory")
+        g.add_edge("memory", "orchestrator")
+        g.add_conditional_edges("orchestrator", self._after_orchestrator, ["tool", END])
+        g.add_conditional_edges("tool", self._after_tool, ["orchestrator", END])
+        self._end = END
+        self.compiled: CompiledStateGraph[
+            TurnGraphState, TurnRun, TurnGraphState, TurnGraphState
+        ] = g.compile(name="turn")
+
+    async def run(self, raw: str, input_type: str, run: TurnRun) -> TurnGraphState:
+        result = await self.compiled.ainvoke(
+            {"raw": raw, "input_type": input_type, "spoken": [], "actions": [], "rounds": 0},
+            context=run,
+        )
+        return result  # type: ignore[return-value]
+
+    # -- nodes ----------------------------------------------------------------------------------
+
+    async def _input(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
+        started = time.perf_counter()
+        inp = normalise(state.get("raw", ""), state.get("input_type", "speech"))
+        runtime.context.add("input", started)
+        return {"inp": inp}
+
+    async def _memory(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
+        started = time.perf_counter()
+        run = runtime.context
+        inp = state["inp"]
+        view = await self.memory.gather(
+            conversation_id=run.conversation_id,
+            caller=run.caller,
+            agent_id=run.agent_id,
+            query=inp.text,
+            intent=inp.intent,
+            history=run.history,
+            history_turns=run.config.history_turns,
+        )
+        run.add("memory", started)
+        run.clock["memory_store"] = run.clock.get("memory_store", 0.0) + view.store_ms
+        return {"view": view}
+
+    async def _orchestrator(
+        self, state: TurnGraphState, runtime: Runtime[TurnRun]
+    ) -> dict[str, Any]:
+        started = time.perf_counter()
+        run = runtime.context
+        inp, view = state["inp"], state["view"]
+        spoken = list(state.get("spoken", []))
+        if self.orchestrator.mode == "offline":
+            decision = offline.decide(
+                inp,
+                memories=view.memories,
+                knowledge=view.knowledge,
+                can_transfer="transfer_call" in run.config.builtin_tools
+                and bool(run.config.transfer_number or run.tools.default_transfer_number),
+            )
+            if decision.text:
+                spoken.append(decision.text)
+                await run.say(decision.text)
+            run.add("orchestrator", started)
+            return {"spoken": spoken, "pending": decision.tool_calls, "rounds": 1}
+        if inp.intent == "empty":  # nothing to send to a model
+            text = "Sorry, I didn't catch that. Could you say it again?"
+            await run.say(text)
+            run.add("orchestrator", started)
+            return {"spoken": [*spoken, text], "pending": []}
+        messages = list(state.get("messages") or [])
+        if not messages:
+            messages = build_messages(run.config, self.orchestrator.default_prompt, view, inp)
+        rounds = state.get("rounds", 0) + 1
+        llm_ms = 0.0
+        try:
+            llm_started = time.perf_counter()
+            turn_round, ai_message = await self.orchestrator.llm_round(
+                run.config,
+                messages,
+                with_tools=rounds <= run.config.max_tool_rounds,
+                on_token=run.sink,
+            )
+            llm_ms = (time.perf_counter() - llm_started) * 1000
+        except LLMUnavailable:
+            llm_ms = (time.perf_counter() - llm_started) * 1000
+            text = FALLBACK_REPLY
+            await run.say((" " if spoken else "") + text)
+            run.clock["llm"] = run.clock.get("llm", 0.0) + llm_ms
+            run.clock["orchestrator"] = run.clock.get("orchestrator", 0.0) + (
+                (time.perf_counter() - started) * 1000 - llm_ms
+            )
+            return {"spoken": [*spoken, text], "pending": [], "fallback": True, "rounds": rounds}
+        if turn_round.text.strip():
+            spoken.append(turn_round.text.strip())
+        run.clock["llm"] = run.clock.get("llm", 0.0) + llm_ms
+        run.clock["orchestrator"] = run.clock.get("orchestrator", 0.0) + (
+            (time.perf_counter() - started) * 1000 - llm_ms
+        )
+        return {
+            "messages": [*messages, ai_message],
+            "spoken": spoken,
+            "pending": turn_round.tool_calls,
+            "rounds": rounds,
+        }
+
+    def _after_orchestrator(self, state: TurnGraphState) -> str:
+        return "tool" if state.get("pending") else self._end
+
+    async def _tool(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
+        started = time.perf_counter()
+        run = runtime.context
+        pending = state.get("pending") or []
+        outcomes = await asyncio.gather(*(self._run_tool(call, run) for call in pending))
+        spoken = list(state.get("spoken", []))
+        actions = list(state.get("actions", []))
+        finished = self.orchestrator.mode == "offline"
+        for outcome in outcomes:
+            if outcome.memory is not None:
+                self.memory.note(run.conversation_id, outcome.memory)
+            if outcome.terminal and outcome.action is not None and not actions:
+                actions.append(outcome.action)
+                finished = True
+                if not spoken and outcome.spoken:
+                    spoken.append(outcome.spoken)
+                    await run.say(outcome.spoken)
+        if self.orchestrator.mode == "offline":
+            for outcome in outcomes:
+                if not outcome.ok and outcome.call.name == "remember":
+                    spoken = ["I'm sorry, I can't keep notes on this call."]
+                    await run.say(spoken[0])
+        run.add("tools", started)
+        update: dict[str, Any] = {
+            "outcomes": [*(state.get("outcomes") or []), *outcomes],
+            "pending": [],
+            "spoken": spoken,
+            "actions": actions,
+            "finished": finished,
+        }
+        if self.orchestrator.mode == "llm":
+            update["messages"] = [*(state.get("messages") or []), *tool_messages(outcomes)]
+        return update
+
+    async def _run_tool(self, call: ToolCall, run: TurnRun) -> ToolOutcome:
+        if "__invalid__" in call.args:
+            return ToolOutcome(
+                call, f"The arguments for {call.name} were not valid JSON; try again.", ok=False
+            )
+        return await self.tools.run(call, run.tools)
+
+    def _after_tool(self, state: TurnGraphState) -> str:
+        return self._end if state.get("finished") else "orchestrator"

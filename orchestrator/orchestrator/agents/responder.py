@@ -1,0 +1,306 @@
+"""`GraphResponder`: the agent graph behind the turn service's `Responder` seam.
+
+Modes: "llm" when OPENAI_API_KEY is set (langchain-openai, OPENAI_BASE_URL honoured), else
+"offline" (retrieval + intent rules, no network). Both run the same graph and tools and emit the
+same actions. `open()` starts everything the graph needs: Chroma (embedded or server), the
+embedding function, a pooled httpx client for the LLM and HTTP tools, and the retention purge.
+
+- `greet` prefetches the caller's memories (kept for the call) and greets, with context for a
+  returning caller;
+- `respond` runs one turn; `stream` runs it while yielding the reply's text as it is produced,
+  then the final `ReplyDraft` (closing the iterator cancels the turn: barge-in);
+- `on_call_end` writes the call's summary as a memory of the caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+import httpx
+
+from orchestrator.agents.configuration import AgentConfiguration, load_configuration
+from orchestrator.agents.graph import AgentGraph, TurnRun
+from orchestrator.agents.memory_agent import MemoryAgent, Turn
+from orchestrator.agents.orchestrator_agent import FALLBACK_REPLY, OrchestratorAgent
+from orchestrator.agents.stats import AgentStats
+from orchestrator.agents.tool_agent import ToolAgent, ToolContext
+from orchestrator.config import OrchestratorSettings
+from orchestrator.llm import offline
+from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
+from orchestrator.memory.caller_memory import FACT, CallerMemory, try_normalize_caller
+from orchestrator.memory.knowledge import KnowledgeBase
+from orchestrator.memory.redaction import redact_secrets
+from orchestrator.memory.retention import RetentionTask
+from orchestrator.services.responder import ReplyDraft, TurnInputs
+from orchestrator.store.records import Agent, Conversation
+from shared.contract import Action
+
+if TYPE_CHECKING:
+    from orchestrator.health import HealthChecks
+    from orchestrator.llm.factory import LLMFactory
+    from orchestrator.memory.chroma import ChromaHandle
+    from orchestrator.store.database import Database
+
+log = logging.getLogger(__name__)
+
+GREETING_TURN_ID = "greeting"
+
+
+class GraphResponder:
+    def __init__(
+        self,
+        settings: OrchestratorSettings,
+        *,
+        chroma: ChromaHandle | None,
+        http: httpx.AsyncClient,
+        llm: LLMFactory | None,
+        database: Database | None = None,
+        retry: RetryPolicy | None = None,
+        owns_http: bool = False,
+    ) -> None:
+        self.settings = settings
+        self.chroma = chroma
+        self.http = http
+        self.database = database
+        self._owns_http = owns_http
+        self.knowledge = KnowledgeBase(chroma.knowledge) if chroma else None
+        self.caller_memory = CallerMemory(chroma.memories) if chroma else None
+        self.memory_agent = MemoryAgent(
+            self.knowledge, self.caller_memory, history_turns=settings.history_turns
+        )
+        self.orchestrator = OrchestratorAgent(
+            llm, default_prompt=settings.default_agent_system_prompt, retry=retry
+        )
+        self.tools = ToolAgent(http, self.knowledge, self.caller_memory)
+        self.graph = AgentGraph(self.memory_agent, self.orchestrator, self.tools)
+        self.stats = AgentStats()
+        self.retention: RetentionTask | None = None
+        self._configs: dict[tuple[str, object], AgentConfiguration] = {}
+
+    @property
+    def mode(self) -> str:
+        return self.orchestrator.mode
+
+    @classmethod
+    async def open(
+        cls,
+        settings: OrchestratorSettings,
+        database: Database | None = None,
+        health: HealthChecks | None = None,
+        *,
+        retention_interval_s: float = 3600.0,
+        retry: RetryPolicy | None = None,
+    ) -> GraphResponder:
+        from orchestrator.memory.chroma import open_chroma
+
+        http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.llm_timeout_s, connect=3.0),
+            limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+            follow_redirects=False,
+        )
+        try:
+            chroma = await open_chroma(settings)
+        except BaseException:
+            await http.aclose()
+            raise
+        llm = None
+        if settings.openai_api_key is not None:
+            from orchestrator.llm.factory import LLMFactory
+
+            llm = LLMFactory(settings, http)
+        responder = cls(
+            settings,
+            chroma=chroma,
+            http=http,
+            llm=llm,
+            database=database,
+            retry=retry,
+            owns_http=True,
+        )
+        assert responder.caller_memory is not None
+        responder.retention = RetentionTask(
+            responder.caller_memory, settings.memory_retention_days, retention_interval_s
+        )
+        await responder.retention.purge_once()
+        responder.retention.start()
+        if health is not None:
+            health.add("chroma", chroma.heartbeat)
+        if llm is not None:
+            log.info(
+                "responder mode: llm",
+                extra={
+                    "llm_mode": "llm",
+                    "model": settings.openai_model,
+                    "base_url": str(settings.openai_base_url or "https://api.openai.com/v1"),
+                },
+            )
+        else:
+            log.info(
+                "responder mode: offline (no OPENAI_API_KEY): knowledge retrieval and intent "
+                "rules, no language model, no network calls",
+                extra={"llm_mode": "offline"},
+            )
+        return responder
+
+    async def aclose(self) -> None:
+        if self.retention is not None:
+            await self.retention.stop()
+        if self.chroma is not None:
+            await self.chroma.close()
+        if self._owns_http:
+            await self.http.aclose()
+
+    # -- configuration --------------------------------------------------------------------------
+
+    def configuration(self, agent: Agent) -> AgentConfiguration:
+        key = (agent.id, agent.updated_at)
+        config = self._configs.get(key)
+        if config is None:
+            if len(self._configs) > 1000:
+                self._configs.clear()
+            config = load_configuration(agent.configuration)
+            self._configs[key] = config
+        return config
+
+    # -- Responder ------------------------------------------------------------------------------
+
+    async def greet(self, conversation: Conversation, agent: Agent) -> ReplyDraft:
+        started = time.perf_counter()
+        config = self.configuration(agent)
+        caller = try_normalize_caller(conversation.caller)
+        ctx = await self.memory_agent.prefetch(conversation.id, caller, agent.id)
+        base = config.greeting or agent.greeting or self.settings.default_agent_greeting
+        text = offline.greeting_for(base, ctx.memories)
+        timings = {"memory_prefetch": ctx.fetched_ms}
+        if ctx.memories and self.mode == "llm":
+            try:
+                written, llm_ms = await self.orchestrator.greeting(config, base, ctx.memories)
+                timings["llm"] = round(llm_ms, 3)
+                text = written.strip() or text
+            except LLMUnavailable:
+                pass  # the offline welcome-back is a fine greeting
+        timings["agent_total"] = round((time.perf_counter() - started) * 1000, 3)
+        return ReplyDraft(
+            text,
+            [Action.say(text, config.language), Action.gather(language=config.language)],
+            timings,
+        )
+
+    async def respond(self, turn: TurnInputs) -> ReplyDraft:
+        return await self._run(turn, None)
+
+    async def stream(self, turn: TurnInputs) -> AsyncIterator[str | ReplyDraft]:
+        queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+        async def sink(token: str) -> None:
+            queue.put_nowait(token)
+
+        task = asyncio.create_task(self._run(turn, sink))
+        task.add_done_callback(lambda _: queue.put_nowait(None))
+        try:
+            while (token := await queue.get()) is not None:
+                yield token
+            yield task.result()
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _run(self, turn: TurnInputs, sink: TokenSink | None) -> ReplyDraft:
+        started = time.perf_counter()
+        agent = turn.agent
+        config = self.configuration(agent)
+        caller = try_normalize_caller(turn.conversation.caller or turn.context.caller)
+        run = TurnRun(
+            agent_id=agent.id,
+            config=config,
+            conversation_id=turn.conversation.id,
+            caller=caller,
+            history=turn.history,
+            tools=ToolContext(
+                agent_id=agent.id,
+                config=config,
+                conversation_id=turn.conversation.id,
+                caller=caller,
+                default_transfer_number=self.settings.default_transfer_number,
+            ),
+            sink=sink,
+        )
+        raw = "" if turn.context.input_type == "timeout" else turn.message
+        try:
+            state = await self.graph.run(raw, turn.context.input_type, run)
+        except Exception:
+            self.stats.record_error(agent.id)
+            raise
+        text = " ".join(part for part in state.get("spoken", []) if part).strip()
+        fallback = bool(state.get("fallback"))
+        if not text:
+            text, fallback = FALLBACK_REPLY, True
+        actions = [Action.say(text, config.language)]
+        actions.extend(state.get("actions") or [Action.gather(language=config.language)])
+        total = (time.perf_counter() - started) * 1000
+        timings = {k: round(v, 3) for k, v in run.clock.items()}
+        timings["agent_total"] = round(total, 3)
+        # The graph's own share: everything but the model and the stores/tools it waited on.
+        waited = run.clock.get("llm", 0.0) + run.clock.get("memory_store", 0.0)
+        waited += run.clock.get("tools", 0.0)
+        timings["graph_overhead"] = round(max(0.0, total - waited), 3)
+        self.stats.record(agent.id, total, fallback=fallback)
+        inp = state.get("inp")
+        if inp is not None and (inp.injection or inp.trimmed):
+            log.info(
+                "turn input flagged",
+                extra={"conversation_id": turn.conversation.id, "flags": inp.flags},
+            )
+        return ReplyDraft(text, actions, timings)
+
+    async def on_call_end(self, conversation: Conversation) -> None:
+        caller = try_normalize_caller(conversation.caller)
+        cached = self.memory_agent.cached(conversation.id)
+        agent_id = conversation.agent_id or (cached.agent_id if cached else None)
+        if caller is None or self.database is None or agent_id is None:
+            self.memory_agent.drop(conversation.id)
+            return
+        messages = await self.database.conversations.messages(conversation.id)
+        turns = [
+            Turn(m.role, m.content)
+            for m in messages
+            if m.turn_id != GREETING_TURN_ID and m.content.strip()
+        ]
+        user_lines = [t.content for t in turns if t.role == "user"]
+        if not user_lines:
+            self.memory_agent.drop(conversation.id)
+            return
+        facts = [
+            m.text
+            for m in (cached.memories if cached else [])
+            if m.kind == FACT and m.conversation_id == conversation.id
+        ]
+        summary = ""
+        if self.mode == "llm":
+            agent = await self.database.agents.get(agent_id)
+            config = self.configuration(agent) if agent else AgentConfiguration()
+            try:
+                summary = await self.orchestrator.summarise(config, turns)
+            except LLMUnavailable:
+                log.info("call summary by the model failed; using the extractive summary")
+        if not summary:
+            summary = offline.summarise(user_lines, facts)
+        summary = redact_secrets(summary)
+        await self.memory_agent.write_summary(conversation.id, caller, agent_id, summary)
+        await self.database.conversations.set_summary(conversation.id, summary)
+        log.info("call summary stored", extra={"conversation_id": conversation.id})
+
+    async def forget_caller(self, phone: str) -> int:
+        """Every memory of this number, gone (the API's `DELETE /callers/{phone}/memory`)."""
+        if self.caller_memory is None:
+            return 0
+        deleted = await self.caller_memory.forget_caller(phone)
+        self.memory_agent.drop_caller(phone)
+        return deleted

@@ -1,0 +1,1 @@
+"""The language model: OpenAI-compatible chat through langchain-openai, or the offline responder."""

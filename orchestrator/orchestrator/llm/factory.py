@@ -1,0 +1,57 @@
+"""Chat models for the orchestrator agent: `ChatOpenAI`, one per (model, temperature).
+
+Why `openai` is pinned to 2.x: the 2.x client sends every request through `httpx`, so the tests
+fake the OpenAI API at the HTTP layer with `respx` (a real `ChatOpenAI`, a real `openai` client,
+real request/response parsing and SSE decoding; only the network is replaced). `openai` 3.x moved
+to `httpx2`, which respx does not intercept. We also hand the client our own pooled
+`httpx.AsyncClient` (opened in the lifespan), so connections are reused across turns.
+
+`max_retries=0`: retries on 429/5xx are ours (`llm.calls`), with short waits that fit a phone
+turn, and only before the first streamed token reaches the caller. `OPENAI_BASE_URL` points the
+same code at any OpenAI-compatible server (Ollama, vLLM, LiteLLM).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import httpx
+
+from orchestrator.config import OrchestratorSettings
+
+if TYPE_CHECKING:
+    from langchain_openai import ChatOpenAI
+
+
+class LLMFactory:
+    def __init__(self, settings: OrchestratorSettings, http: httpx.AsyncClient) -> None:
+        if settings.openai_api_key is None:
+            raise ValueError("OPENAI_API_KEY is not set; use the offline responder")
+        self._settings = settings
+        self._http = http
+        self._cache: dict[tuple[str, float], ChatOpenAI] = {}
+
+    @property
+    def default_model(self) -> str:
+        return self._settings.openai_model
+
+    def chat(self, model: str | None = None, temperature: float = 0.3) -> ChatOpenAI:
+        from langchain_openai import ChatOpenAI
+
+        key = (model or self._settings.openai_model, round(float(temperature), 3))
+        llm = self._cache.get(key)
+        if llm is None:
+            s = self._settings
+            assert s.openai_api_key is not None
+            llm = ChatOpenAI(
+                model=key[0],
+                temperature=key[1],
+                api_key=s.openai_api_key,
+                base_url=str(s.openai_base_url).rstrip("/") if s.openai_base_url else None,
+                timeout=s.llm_timeout_s,
+                max_retries=0,
+                http_async_client=self._http,
+                stream_usage=False,
+            )
+            self._cache[key] = llm
+        return llm

@@ -1,0 +1,1 @@
+"""Long-term memory and knowledge in Chroma: client factory, offline embeddings, redaction."""

@@ -1,0 +1,134 @@
+"""Opening Chroma: embedded `PersistentClient` under DATA_DIR, or `HttpClient` with CHROMA_HOST.
+
+Telemetry is off (`anonymized_telemetry=False`): an offline install makes no hidden network
+calls. The Chroma client is synchronous; every call goes through `asyncio.to_thread` so the event
+loop never waits on SQLite, HNSW or the HTTP server. `chromadb` is imported here only, when the
+service opens its memory, never at import time of the app.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.config import OrchestratorSettings
+
+if TYPE_CHECKING:
+    from chromadb.api import ClientAPI
+    from chromadb.api.models.Collection import Collection
+    from chromadb.api.types import Documents, EmbeddingFunction
+
+log = logging.getLogger(__name__)
+
+KNOWLEDGE = "knowledge"
+MEMORIES = "memories"
+
+
+def chroma_path(settings: OrchestratorSettings) -> Path:
+    return Path(settings.chroma_path) if settings.chroma_path else settings.data_dir / "chroma"
+
+
+def build_embedding_function(settings: OrchestratorSettings) -> EmbeddingFunction[Documents]:
+    """OpenAI embeddings when OPENAI_API_KEY is set, else the offline hashing embedding."""
+    from orchestrator.memory.embeddings import HashingEmbeddingFunction, OpenAIEmbeddingFunction
+
+    if settings.openai_api_key is not None:
+        return OpenAIEmbeddingFunction(
+            model=settings.openai_embedding_model,
+            base_url=str(settings.openai_base_url) if settings.openai_base_url else None,
+            timeout_s=settings.llm_timeout_s,
+            api_key=settings.openai_api_key.get_secret_value(),
+        )
+    return HashingEmbeddingFunction()
+
+
+def open_client(settings: OrchestratorSettings) -> ClientAPI:
+    """Sync: call through `asyncio.to_thread` (the HTTP client contacts its server here)."""
+    import chromadb
+    from chromadb.config import Settings as ChromaSettings
+
+    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+    if settings.chroma_host:
+        return chromadb.HttpClient(
+            host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+        )
+    path = chroma_path(settings)
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+
+
+@dataclass(slots=True)
+class ChromaHandle:
+    """The client and the per-purpose collections, opened once per process (lifespan)."""
+
+    client: ClientAPI
+    embedding: EmbeddingFunction[Documents]
+    knowledge: Collection
+    memories: Collection
+    mode: str  # "embedded" | "http"
+    location: str
+
+    async def heartbeat(self) -> dict[str, Any]:
+        """`{"status": "connected", ...}` or raises: for /health/database."""
+        await asyncio.to_thread(self.client.heartbeat)
+        counts = await asyncio.gather(
+            asyncio.to_thread(self.knowledge.count), asyncio.to_thread(self.memories.count)
+        )
+        return {
+            "status": "connected",
+            "mode": self.mode,
+            "location": self.location,
+            "knowledge_chunks": counts[0],
+            "memories": counts[1],
+        }
+
+    async def close(self) -> None:
+        closer = getattr(self.client, "close", None)
+        if callable(closer):
+            try:
+                await asyncio.to_thread(closer)
+            except Exception:  # closing is best effort; the process is ending
+                log.debug("chroma close failed", exc_info=True)
+
+
+def _open_sync(
+    settings: OrchestratorSettings, embedding: EmbeddingFunction[Documents]
+) -> ChromaHandle:
+    from orchestrator.memory.embeddings import collection_name
+
+    client = open_client(settings)
+    collections = {}
+    for purpose in (KNOWLEDGE, MEMORIES):
+        collections[purpose] = client.get_or_create_collection(
+            name=collection_name(purpose, embedding),
+            embedding_function=embedding,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={"purpose": purpose},
+        )
+    if settings.chroma_host:
+        mode, location = "http", f"{settings.chroma_host}:{settings.chroma_port}"
+    else:
+        mode, location = "embedded", str(chroma_path(settings))
+    return ChromaHandle(
+        client=client,
+        embedding=embedding,
+        knowledge=collections[KNOWLEDGE],
+        memories=collections[MEMORIES],
+        mode=mode,
+        location=location,
+    )
+
+
+async def open_chroma(
+    settings: OrchestratorSettings, embedding: EmbeddingFunction[Documents] | None = None
+) -> ChromaHandle:
+    ef = embedding if embedding is not None else build_embedding_function(settings)
+    handle = await asyncio.to_thread(_open_sync, settings, ef)
+    log.info(
+        "chroma opened",
+        extra={"chroma_mode": handle.mode, "embedding": type(ef).__name__},
+    )
+    return handle

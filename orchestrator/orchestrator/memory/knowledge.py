@@ -1,0 +1,163 @@
+"""The knowledge base: text documents chunked into Chroma, per agent (or for every agent).
+
+A document is split on paragraphs, then sentences, into chunks of at most `max_chars`, with the
+last sentence of a chunk repeated at the start of the next so an answer that straddles a boundary
+is still found. Chunk ids are `<doc_id>:<n>`; every chunk carries `doc_id`, `agent_id` ("*" = every
+agent), `title` and `created_at`, so search filters by agent and delete removes the document.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from orchestrator.memory.redaction import redact_secrets
+
+if TYPE_CHECKING:
+    from chromadb.api.models.Collection import Collection
+
+ALL_AGENTS = "*"
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+
+@dataclass(slots=True, frozen=True)
+class KnowledgeHit:
+    id: str
+    doc_id: str
+    title: str
+    text: str
+    score: float  # cosine similarity, 1.0 = same direction
+    agent_id: str
+
+
+@dataclass(slots=True, frozen=True)
+class IngestResult:
+    doc_id: str
+    chunks: int
+    agent_id: str
+
+
+def chunk_text(text: str, max_chars: int = 600) -> list[str]:
+    sentences: list[str] = []
+    for paragraph in re.split(r"\n\s*\n", text.strip()):
+        flat = " ".join(paragraph.split())
+        if not flat:
+            continue
+        for sentence in _SENTENCE_END.split(flat):
+            while len(sentence) > max_chars:  # a run-on "sentence": hard split on a space
+                cut = sentence.rfind(" ", 0, max_chars)
+                cut = cut if cut > max_chars // 2 else max_chars
+                sentences.append(sentence[:cut].strip())
+                sentence = sentence[cut:].strip()
+            if sentence:
+                sentences.append(sentence)
+    chunks: list[str] = []
+    current: list[str] = []
+    for sentence in sentences:
+        if current and len(" ".join([*current, sentence])) > max_chars:
+            chunks.append(" ".join(current))
+            overlap = current[-1]
+            current = [overlap] if len(overlap) + len(sentence) < max_chars else []
+        current.append(sentence)
+    if current:
+        chunks.append(" ".join(current))
+    return chunks
+
+
+def _agent_filter(agent_id: str | None) -> dict[str, Any] | None:
+    if not agent_id:
+        return None
+    return {"agent_id": {"$in": [agent_id, ALL_AGENTS]}}
+
+
+class KnowledgeBase:
+    def __init__(self, collection: Collection) -> None:
+        self._collection = collection
+
+    async def ingest(
+        self,
+        text: str,
+        *,
+        title: str = "",
+        agent_id: str | None = None,
+        doc_id: str | None = None,
+        source: str | None = None,
+    ) -> IngestResult:
+        doc_id = doc_id or f"doc_{uuid.uuid4().hex[:16]}"
+        agent = agent_id or ALL_AGENTS
+        chunks = chunk_text(redact_secrets(text))
+        now = int(time.time())
+        metadata: dict[str, Any] = {
+            "doc_id": doc_id,
+            "agent_id": agent,
+            "title": title[:200],
+            "created_at": now,
+        }
+        if source:
+            metadata["source"] = source[:500]
+        ids = [f"{doc_id}:{i}" for i in range(len(chunks))]
+        docs = [f"{title}\n{chunk}" if title else chunk for chunk in chunks]
+        if ids:
+            # Replacing a document with the same id drops its old, possibly longer, chunk list.
+            await asyncio.to_thread(self._collection.delete, where={"doc_id": doc_id})
+            await asyncio.to_thread(
+                self._collection.upsert,
+                ids=ids,
+                documents=docs,
+                metadatas=[{**metadata, "chunk": i} for i in range(len(chunks))],
+            )
+        return IngestResult(doc_id=doc_id, chunks=len(ids), agent_id=agent)
+
+    async def search(
+        self, query: str, *, agent_id: str | None = None, k: int = 3, min_score: float = 0.0
+    ) -> list[KnowledgeHit]:
+        if not query.strip():
+            return []
+        result = await asyncio.to_thread(
+            self._collection.query,
+            query_texts=[query],
+            n_results=k,
+            where=_agent_filter(agent_id),
+            include=["documents", "metadatas", "distances"],
+        )
+        hits: list[KnowledgeHit] = []
+        ids = result["ids"][0] if result["ids"] else []
+        docs = (result.get("documents") or [[]])[0]
+        metas = (result.get("metadatas") or [[]])[0]
+        dists = (result.get("distances") or [[]])[0]
+        for i, chunk_id in enumerate(ids):
+            score = 1.0 - float(dists[i])
+            if score < min_score:
+                continue
+            meta = metas[i] or {}
+            text = docs[i] or ""
+            title = str(meta.get("title", ""))
+            if title and text.startswith(title + "\n"):
+                text = text[len(title) + 1 :]
+            hits.append(
+                KnowledgeHit(
+                    id=chunk_id,
+                    doc_id=str(meta.get("doc_id", chunk_id.split(":")[0])),
+                    title=title,
+                    text=text,
+                    score=round(score, 4),
+                    agent_id=str(meta.get("agent_id", ALL_AGENTS)),
+                )
+            )
+        return hits
+
+    async def delete(self, doc_id: str) -> int:
+        existing = await asyncio.to_thread(
+            self._collection.get, where={"doc_id": doc_id}, include=[]
+        )
+        if not existing["ids"]:
+            return 0
+        await asyncio.to_thread(self._collection.delete, ids=list(existing["ids"]))
+        return len(existing["ids"])
+
+    async def count(self) -> int:
+        return await asyncio.to_thread(self._collection.count)
