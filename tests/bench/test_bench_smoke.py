@@ -1,0 +1,102 @@
+"""`python -m bench --smoke` end to end, so the benchmark code cannot rot.
+
+No timing is asserted (the machine is shared; `make bench` reports timings against targets):
+only that every scenario ran and reported numbers of the right kind.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.__main__ import SCENARIOS
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("bench") / "smoke.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "target check" in proc.stdout
+    return dict(json.loads(out.read_text()))
+
+
+def test_every_scenario_ran_without_error_and_reports_its_duration(smoke: dict[str, Any]) -> None:
+    scenarios = smoke["scenarios"]
+    for name in SCENARIOS:
+        assert name in scenarios, name
+        block = scenarios[name]
+        assert not str(block.get("status", "")).startswith("error"), (name, block)
+        assert is_number(block["duration_s"]), name
+
+
+def test_floor_and_turns_report_numbers_at_every_level(smoke: dict[str, Any]) -> None:
+    levels = [str(level) for level in smoke["levels"]]
+    blocks = [smoke["scenarios"]["floor"]]
+    blocks += [smoke["scenarios"]["turn"][p] for p in ("generic-http", "twilio")]
+    for block in blocks:
+        assert sorted(block["levels"]) == sorted(levels)
+        for level in levels:
+            r = block["levels"][level]
+            for key in ("p50", "p99", "max", "throughput"):
+                assert is_number(r[key]), (level, key, r)
+            assert r["errors"] == 0, r["error_samples"]
+    for provider in ("generic-http", "twilio"):
+        for level in levels:
+            assert is_number(smoke["scenarios"]["turn"][provider]["levels"][level]["ratio_p50"])
+
+
+def test_memory_startup_and_rss_report_numbers(smoke: dict[str, Any]) -> None:
+    s = smoke["scenarios"]
+    for key in ("recall_p50", "recall_p99", "chroma_p50", "store_write_p50"):
+        assert is_number(s["memory"][key]), key
+    assert s["memory"]["memories"] > 0
+    for svc in ("gateway", "orchestrator"):
+        assert is_number(s["startup"][svc]["median_s"])
+        assert is_number(s["rss"][svc]["idle_mb"]) and is_number(s["rss"][svc]["load_mb"])
+
+
+def test_stream_and_fanout_report_numbers_or_say_why_not(smoke: dict[str, Any]) -> None:
+    stream = smoke["scenarios"]["stream"]
+    if stream["status"] == "ok":
+        assert is_number(stream["added_p50"]) and is_number(stream["added_p99"])
+    else:
+        assert stream["status"].startswith("n/a (")
+    fanout = smoke["scenarios"]["fanout"]
+    if fanout["status"] == "ok":
+        for mode in ("all", "per_call"):
+            assert is_number(fanout[mode]["p99"]) and is_number(fanout[mode]["rate_achieved"])
+            assert fanout[mode]["delivered_ratio"] > 0
+    else:
+        assert fanout["status"].startswith("n/a (")
+
+
+def test_every_target_is_checked_with_a_value_or_a_reason(smoke: dict[str, Any]) -> None:
+    figures = [c["figure"] for c in smoke["checks"]]
+    assert len(figures) == 10, figures
+    for c in smoke["checks"]:
+        if c["value"] is None:
+            assert c["met"] is None and c["note"], c
+        else:
+            assert is_number(c["value"]) and isinstance(c["met"], bool), c
