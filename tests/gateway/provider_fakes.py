@@ -265,3 +265,21 @@ def parse_twiml(text: str) -> ET.Element:
 
     check(root)
     return root
+
+
+def load_forwarder() -> Any:
+    """`deploy/aws-connect/forwarder.py` (a Lambda file, not a package), imported from its path."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    name = "aws_connect_forwarder"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = Path(__file__).resolve().parents[2] / "deploy" / "aws-connect" / "forwarder.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module

@@ -1,0 +1,451 @@
+"""Amazon Connect: outbound contacts through the Connect API, inbound turns through a Lambda.
+
+Inbound: a contact flow's "Invoke AWS Lambda function" block runs our forwarder Lambda
+(`deploy/aws-connect/forwarder.py`), which POSTs the `ContactFlowEvent` to
+`/voice/webhook/aws-connect`, signed with the generic-http scheme (`X-Gateway-Timestamp`,
+`X-Gateway-Signature: v1=HMAC-SHA256(GENERIC_HTTP_SECRET, ts + "." + body)`), and hands our
+flat answer back to the flow. Each invocation is one turn:
+
+- no `input`/`digits` parameter and no turn yet -> the call starts (greeting);
+- `Parameters.input` (the caller's words from a Lex "Get customer input" block) or
+  `Parameters.digits` -> one turn, numbered by `Parameters.turn` or the contact attribute
+  `turn` the flow stores from our previous answer's `next_turn`;
+- a turn with neither words nor digits -> silence: re-prompt, then goodbye after
+  `MAX_SILENT_TURNS`;
+- `Parameters.event = ended` (invoked from the flow's disconnect flow) -> the call ends
+  (`call.ended` once): Connect sends no status callbacks, so this is how the gateway learns it.
+
+The answer is a flat `{str: str}` map the flow reads as `$.External.<key>`: `action`
+(`speak` | `transfer` | `hangup`), `text`, `transfer_number`, `next_turn`, `silent`,
+`language`, `fallback`. Connect retries a failed invoke, so a turn is idempotent per
+(ContactId, turn): the flow answers a repeated turn from the orchestrator's stored reply.
+
+boto3 is imported here only, and every Connect API call runs in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from starlette.responses import JSONResponse, Response
+
+from realtime_gateway.drivers.base import (
+    BaseDriver,
+    CallerInput,
+    CallInfo,
+    CallOptions,
+    ConfigReport,
+    DriverDeps,
+    FlowReply,
+    OutboundCall,
+    ProviderConfigError,
+    ProviderError,
+    SignatureError,
+    WebhookRequest,
+)
+from realtime_gateway.drivers.generic_http import (
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    resolve_secret,
+    verify_signature,
+)
+from shared.contract import Action
+from shared.errors import error_response
+from shared.logging import mask_phone, scrub_text
+
+if TYPE_CHECKING:
+    from botocore.client import BaseClient
+
+log = logging.getLogger(__name__)
+
+MAX_SILENT_TURNS = 2
+# Connect waits at most 8 s for the Lambda; the forwarder gives us 7 s; we answer within 6.5.
+ANSWER_BUDGET_S = 6.5
+REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
+GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
+APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
+DEFAULT_LANGUAGE = "en-US"
+# `Parameters.event` values that report the end of the contact (the flow's disconnect flow).
+END_EVENTS = frozenset({"ended", "disconnected", "hangup"})
+BOTO_CONNECT_TIMEOUT_S = 2.0
+BOTO_READ_TIMEOUT_S = 5.0
+BOTO_MAX_ATTEMPTS = 3
+# Connect API errors that mean "what you sent is wrong", not "Connect failed".
+_CLIENT_ERRORS = frozenset(
+    {
+        "InvalidParameterException",
+        "InvalidRequestException",
+        "DestinationNotAllowedException",
+        "ResourceNotFoundException",
+        "OutboundContactNotPermittedException",
+    }
+)
+
+
+def validate_e164(number: str, field: str = "phone_number") -> str:
+    """Connect does not check numbers itself: parse with `phonenumbers`, return E.164."""
+    import phonenumbers
+
+    text = (number or "").strip()
+    if not text.startswith("+"):
+        raise ValueError(f"{field} must be E.164 (start with '+' and a country code)")
+    try:
+        parsed = phonenumbers.parse(text, None)
+    except phonenumbers.NumberParseException:
+        raise ValueError(f"{field} is not a phone number in E.164 form") from None
+    if not phonenumbers.is_valid_number(parsed):
+        raise ValueError(f"{field} is not a valid phone number")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def connect_map(
+    action: str,
+    text: str = "",
+    *,
+    next_turn: int,
+    silent: int = 0,
+    transfer_number: str = "",
+    language: str = DEFAULT_LANGUAGE,
+    fallback: bool = False,
+) -> dict[str, str]:
+    """The flat string map a contact flow reads as `$.External.*` (all values strings)."""
+    return {
+        "action": action,
+        "text": text,
+        "transfer_number": transfer_number,
+        "next_turn": str(next_turn),
+        "silent": str(silent),
+        "language": language,
+        "fallback": "true" if fallback else "false",
+    }
+
+
+def render_reply(actions: Sequence[Action], next_turn: int, fallback: bool) -> dict[str, str]:
+    """Actions -> one Connect map: the words to speak, then what the flow does next."""
+    said: list[str] = []
+    language = DEFAULT_LANGUAGE
+    for action in actions:
+        if action.language:
+            language = action.language
+        if action.type == "say" and action.text and action.text.strip():
+            said.append(action.text.strip())
+        elif action.type == "gather":
+            break
+        elif action.type == "transfer" and action.to:
+            return connect_map(
+                "transfer",
+                " ".join(said),
+                next_turn=next_turn,
+                transfer_number=action.to,
+                language=language,
+                fallback=fallback,
+            )
+        elif action.type == "hangup":
+            return connect_map(
+                "hangup", " ".join(said), next_turn=next_turn, language=language, fallback=fallback
+            )
+        # play / stream / send_digits have no form in this protocol: skipped.
+    return connect_map(
+        "speak", " ".join(said), next_turn=next_turn, language=language, fallback=fallback
+    )
+
+
+def _str(value: Any) -> str:
+    return value.strip() if isinstance(value, str) else ""
+
+
+def _int(value: Any, default: int) -> int:
+    try:
+        return int(str(value).strip())
+    except (TypeError, ValueError):
+        return default
+
+
+def _confidence(value: Any) -> float | None:
+    try:
+        return min(1.0, max(0.0, float(value)))
+    except (TypeError, ValueError):
+        return None
+
+
+class AwsConnectDriver(BaseDriver):
+    name = "aws-connect"
+    display_name = "Amazon Connect"
+
+    def __init__(self, deps: DriverDeps, client: BaseClient | None = None) -> None:
+        super().__init__(deps)
+        self._client = client
+        self._client_lock = asyncio.Lock()
+
+    # ---- configuration -------------------------------------------------------------------
+
+    def get_capabilities(self) -> list[str]:
+        return ["voice", "dtmf", "transfer", "recording", "transcription"]
+
+    def _missing(self) -> list[str]:
+        s = self.settings
+        missing = [
+            env
+            for env, value in (
+                ("AWS_REGION", s.aws_region),
+                ("AWS_CONNECT_INSTANCE_ID", s.aws_connect_instance_id),
+                ("AWS_CONNECT_CONTACT_FLOW_ID", s.aws_connect_contact_flow_id),
+            )
+            if not value
+        ]
+        if not s.aws_connect_phone_number and not s.aws_connect_queue_id:
+            missing.append("AWS_CONNECT_PHONE_NUMBER (or AWS_CONNECT_QUEUE_ID)")
+        if resolve_secret(s) is None:
+            missing.append("GENERIC_HTTP_SECRET (signs the forwarder Lambda's requests)")
+        return missing
+
+    async def validate_configuration(self, check_reachability: bool = False) -> ConfigReport:
+        missing = self._missing()
+        problems: list[str] = []
+        s = self.settings
+        if bool(s.aws_access_key_id) != bool(s.aws_secret_access_key):
+            problems.append(
+                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither "
+                "(then the default AWS credential chain is used, e.g. an ECS task role)"
+            )
+        if s.aws_connect_phone_number:
+            try:
+                validate_e164(s.aws_connect_phone_number, "AWS_CONNECT_PHONE_NUMBER")
+            except ValueError as exc:
+                problems.append(str(exc))
+        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
+        if check_reachability and report.ok:
+            try:
+                client = await self.connect_client()
+                await asyncio.to_thread(
+                    client.describe_instance, InstanceId=s.aws_connect_instance_id
+                )
+                report.reachable = True
+            except Exception as exc:  # any failure means "not reachable", with the reason
+                report.reachable = False
+                report.ok = False
+                report.problems.append(f"Amazon Connect not reachable: {_describe(exc)}")
+        return report
+
+    async def connect_client(self) -> BaseClient:
+        """The boto3 Connect client, built once (in a thread: botocore loads its models)."""
+        if self._client is None:
+            async with self._client_lock:
+                if self._client is None:
+                    self._client = await asyncio.to_thread(self._build_client)
+        return self._client
+
+    def _build_client(self) -> BaseClient:
+        s = self.settings
+        if not s.aws_region:
+            raise ProviderConfigError("AWS_REGION is required")
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            connect_timeout=BOTO_CONNECT_TIMEOUT_S,
+            read_timeout=BOTO_READ_TIMEOUT_S,
+            retries={"total_max_attempts": BOTO_MAX_ATTEMPTS, "mode": "standard"},
+        )
+        kwargs: dict[str, Any] = {"region_name": s.aws_region, "config": config}
+        if s.aws_access_key_id and s.aws_secret_access_key:
+            kwargs["aws_access_key_id"] = s.aws_access_key_id
+            kwargs["aws_secret_access_key"] = s.aws_secret_access_key.get_secret_value()
+        client: BaseClient = boto3.session.Session().client("connect", **kwargs)
+        return client
+
+    # ---- signatures ----------------------------------------------------------------------
+
+    async def verify_request(self, request: WebhookRequest) -> None:
+        if request.method.upper() != "POST":
+            raise SignatureError("Amazon Connect events are POSTed", status=405)
+        secret = resolve_secret(self.settings)
+        if secret is None:
+            raise SignatureError("GENERIC_HTTP_SECRET is not configured", status=403)
+        verify_signature(
+            secret,
+            request.header(TIMESTAMP_HEADER),
+            request.header(SIGNATURE_HEADER),
+            request.body,
+        )
+
+    # ---- webhooks ------------------------------------------------------------------------
+
+    async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
+        step = step.strip("/")
+        if step not in ("", "invoke", "turn"):
+            return error_response(404, "not_found", f"unknown Amazon Connect step '{step}'")
+        try:
+            event = json.loads(request.body)
+        except ValueError:
+            return error_response(400, "bad_request", "body must be a ContactFlowEvent (JSON)")
+        details = event.get("Details") if isinstance(event, dict) else None
+        contact = details.get("ContactData") if isinstance(details, dict) else None
+        if not isinstance(contact, dict) or not _str(contact.get("ContactId")):
+            return error_response(400, "bad_request", "Details.ContactData.ContactId is required")
+        raw_params = details.get("Parameters") if isinstance(details, dict) else None
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
+        raw_attrs = contact.get("Attributes")
+        attributes: dict[str, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
+        contact_id = _str(contact["ContactId"])
+        turn = _int(params.get("turn") or attributes.get("turn"), 0)
+        try:
+            async with asyncio.timeout(ANSWER_BUDGET_S):
+                answer = await self._answer(contact, params, attributes, contact_id, turn)
+        except Exception as exc:  # TimeoutError included: the caller hears an apology
+            log.warning(
+                "aws-connect turn failed; apologising",
+                extra={"call_id": contact_id, "error": type(exc).__name__},
+            )
+            answer = connect_map("speak", APOLOGY_TEXT, next_turn=max(turn, 1), fallback=True)
+        return JSONResponse(answer)
+
+    def _call_info(self, contact: Mapping[str, Any], attributes: Mapping[str, Any]) -> CallInfo:
+        customer = contact.get("CustomerEndpoint") or {}
+        system = contact.get("SystemEndpoint") or {}
+        method = _str(contact.get("InitiationMethod")) or "INBOUND"
+        metadata: dict[str, Any] = {
+            "initiation_method": method,
+            "channel": _str(contact.get("Channel")) or "VOICE",
+        }
+        if _str(contact.get("InitialContactId")):
+            metadata["initial_contact_id"] = contact["InitialContactId"]
+        return CallInfo(
+            call_id=_str(contact.get("ContactId")),
+            provider=self.name,
+            direction="outbound" if method in ("OUTBOUND", "API", "CALLBACK") else "inbound",
+            caller=_e164_or_none(customer.get("Address") if isinstance(customer, dict) else None),
+            callee=_e164_or_none(system.get("Address") if isinstance(system, dict) else None),
+            agent_id=_str(attributes.get("agent_id")) or None,
+            metadata=metadata,
+        )
+
+    async def _answer(
+        self,
+        contact: Mapping[str, Any],
+        params: Mapping[str, Any],
+        attributes: Mapping[str, Any],
+        contact_id: str,
+        turn: int,
+    ) -> dict[str, str]:
+        text = _str(params.get("input"))
+        digits = _str(params.get("digits"))
+        call = self._call_info(contact, attributes)
+        if _str(params.get("event")).lower() in END_EVENTS:
+            # The flow's disconnect flow (or its last block) reports the end: once only.
+            await self.flow.status(contact_id, "completed", {"provider_status": "disconnected"})
+            return connect_map("hangup", "", next_turn=max(turn, 1))
+        if turn <= 0 and not text and not digits:
+            reply = await self.flow.start(call)
+            return self._render(reply, next_turn=1)
+        turn = max(turn, 1)
+        if not text and not digits:
+            silent = _int(params.get("silent") or attributes.get("silent"), 0) + 1
+            if silent >= MAX_SILENT_TURNS:
+                return connect_map("hangup", GOODBYE_TEXT, next_turn=turn, silent=silent)
+            return connect_map("speak", REPROMPT_TEXT, next_turn=turn, silent=silent)
+        await self.flow.ensure_call(call)
+        heard = CallerInput(
+            turn_id=str(turn),
+            type="dtmf" if digits and not text else "speech",
+            text=text,
+            digits=digits or None,
+            confidence=_confidence(params.get("confidence")),
+        )
+        reply = await self.flow.turn(contact_id, heard)
+        return self._render(reply, next_turn=turn + 1)
+
+    @staticmethod
+    def _render(reply: FlowReply, next_turn: int) -> dict[str, str]:
+        return render_reply(reply.actions, next_turn, reply.fallback)
+
+    # ---- REST ----------------------------------------------------------------------------
+
+    async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
+        destination = validate_e164(to)
+        missing = [m for m in self._missing() if not m.startswith("GENERIC_HTTP_SECRET")]
+        if missing:
+            raise ProviderConfigError(
+                f"Amazon Connect is not configured: missing {', '.join(missing)}"
+            )
+        s = self.settings
+        attributes = {
+            "gateway_provider": self.name,
+            "recording": "true" if options.recording else "false",
+            "transcription": "true" if options.transcription else "false",
+        }
+        if options.agent_id:
+            attributes["agent_id"] = options.agent_id
+        kwargs: dict[str, Any] = {
+            "DestinationPhoneNumber": destination,
+            "ContactFlowId": s.aws_connect_contact_flow_id,
+            "InstanceId": s.aws_connect_instance_id,
+            "Attributes": attributes,
+            "ClientToken": (options.idempotency_key or uuid.uuid4().hex)[:500],
+        }
+        source = options.from_number or s.aws_connect_phone_number
+        if source:
+            kwargs["SourcePhoneNumber"] = validate_e164(source, "from_number")
+        if s.aws_connect_queue_id:
+            kwargs["QueueId"] = s.aws_connect_queue_id
+        client = await self.connect_client()
+        try:
+            response = await asyncio.to_thread(client.start_outbound_voice_contact, **kwargs)
+        except Exception as exc:
+            raise _provider_error(exc, "Amazon Connect refused the call") from None
+        contact_id = str(response["ContactId"])
+        log.info(
+            "connect contact started", extra={"call_id": contact_id, "to": mask_phone(destination)}
+        )
+        return OutboundCall(
+            call_id=contact_id,
+            provider=self.name,
+            status="initiated",
+            raw={"client_token": kwargs["ClientToken"]},
+        )
+
+    async def end_call(self, call_id: str) -> None:
+        s = self.settings
+        client = await self.connect_client()
+        try:
+            await asyncio.to_thread(
+                client.stop_contact, ContactId=call_id, InstanceId=s.aws_connect_instance_id
+            )
+        except Exception as exc:
+            if _error_code(exc) == "ContactNotFoundException":
+                return  # already over
+            raise _provider_error(exc, "Amazon Connect could not end the call") from None
+
+
+def _e164_or_none(value: Any) -> str | None:
+    try:
+        return validate_e164(value) if isinstance(value, str) and value else None
+    except ValueError:
+        return None
+
+
+def _error_code(exc: Exception) -> str | None:
+    response = getattr(exc, "response", None)
+    if isinstance(response, dict):
+        code = response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def _describe(exc: Exception) -> str:
+    code = _error_code(exc)
+    if code is None:
+        return type(exc).__name__
+    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message") or "")[:200]
+    return scrub_text(f"{code}: {message}".rstrip(": "))
+
+
+def _provider_error(exc: Exception, what: str) -> ProviderError:
+    code = _error_code(exc)
+    status = 400 if code in _CLIENT_ERRORS else 502
+    return ProviderError(f"{what}: {_describe(exc)}", status=status)
