@@ -29,7 +29,8 @@ _PHONE_RE = re.compile(r"(?<![\w/=.-])(?:\+\d[\d\s().-]{6,}\d|\d{10,15})(?![\w-]
 _BEARER_RE = re.compile(r"(?i)(bearer\s+)[A-Za-z0-9._~+/=-]+")
 _JWT_RE = re.compile(r"eyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]+")
 _RESERVED = frozenset(
-    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys() | {"message", "asctime"}
+    logging.LogRecord("", 0, "", 0, "", None, None).__dict__.keys()
+    | {"message", "asctime", "color_message"}
 )
 SENSITIVE_KEYS = frozenset(
     {"authorization", "token", "password", "secret", "auth_token", "api_key", "private_key"}
