@@ -95,7 +95,7 @@ def compose_run(
     )
 
 
-FAKE_CLI = r"""#!/usr/bin/env python3
+FAKE_CLI = r"""#!/usr/bin/env -S python3 -S -E
 import json, os, sys
 name = os.path.basename(sys.argv[0])
 args = sys.argv[1:]

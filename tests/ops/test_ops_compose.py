@@ -315,7 +315,7 @@ def http_server() -> Iterator[Callable[[dict[str, int]], int]]:
     def start(routes: dict[str, int]) -> int:
         handler = type("Handler", (_Handler,), {"routes": routes})
         server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
         return int(server.server_address[1])
 
