@@ -49,28 +49,19 @@ class GatewayFlow:
         self.calls = calls
         self.bus = bus
         self.orchestrator = orchestrator
-        self._end_retry_delays_s = end_retry_delays_s
+        self.end_retry_delays_s = end_retry_delays_s
         self._tasks: set[asyncio.Task[None]] = set()
 
     # -- CallFlow -------------------------------------------------------------------------------
 
     async def start(self, call: CallInfo) -> FlowReply:
         call_id_var.set(call.call_id)
-        created = await self.ensure_call(call)
+        created = await self._track(call)
         live = await self.calls.get(call.call_id)
         if live is not None and live.ended:
             return FlowReply(actions=[Action.hangup("call already ended")])
-        body = CallStart(
-            call_id=call.call_id,
-            provider=call.provider,
-            direction=call.direction,
-            caller=call.caller,
-            callee=call.callee,
-            agent_id=call.agent_id,
-            metadata=call.metadata,
-        )
         try:
-            reply = await self.orchestrator.start(call.call_id, body)
+            reply = await self.orchestrator.start(call.call_id, _call_start(call))
         except OrchestratorUnavailable as exc:
             await self._error(call.call_id, "greeting", exc)
             return FlowReply(
@@ -79,15 +70,23 @@ class GatewayFlow:
                 fallback=True,
             )
         actions = reply.actions or [Action.say(reply.reply), Action.gather()]
-        log.info("call greeted", extra={"created": created, "provider": call.provider})
+        log.info("call greeted", extra={"new_call": created, "provider": call.provider})
         return FlowReply(actions=actions, text=reply.reply, turn_id=reply.turn_id)
 
     async def ensure_call(self, call: CallInfo) -> bool:
-        """Create the live call if it is new (emitting `call.started`); True when created.
-
-        Drivers call this for a turn on a call this gateway does not know (e.g. after a restart
-        without Redis), so the call is tracked and ended like any other."""
+        """Track a call first seen at a turn (e.g. after a restart without Redis): create it,
+        emit `call.started` and open its conversation (greeting unused); True when created."""
         call_id_var.set(call.call_id)
+        created = await self._track(call)
+        if created:
+            try:
+                await self.orchestrator.start(call.call_id, _call_start(call))
+            except OrchestratorUnavailable as exc:
+                await self._error(call.call_id, "start", exc)
+        return created
+
+    async def _track(self, call: CallInfo) -> bool:
+        """Create the live call if it is new, emitting `call.started`; True when created."""
         live = LiveCall(
             call_id=call.call_id,
             provider=call.provider,
@@ -231,7 +230,7 @@ class GatewayFlow:
 
     async def _retry_end(self, call_id: str, body: CallEnd) -> None:
         call_id_var.set(call_id)
-        for delay in self._end_retry_delays_s:
+        for delay in self.end_retry_delays_s:
             await asyncio.sleep(delay)
             try:
                 await self.orchestrator.end(call_id, body)
@@ -280,6 +279,18 @@ class GatewayFlow:
         for task in pending:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+
+
+def _call_start(call: CallInfo) -> CallStart:
+    return CallStart(
+        call_id=call.call_id,
+        provider=call.provider,
+        direction=call.direction,
+        caller=call.caller,
+        callee=call.callee,
+        agent_id=call.agent_id,
+        metadata=call.metadata,
+    )
 
 
 def _float_or_none(value: object) -> float | None:

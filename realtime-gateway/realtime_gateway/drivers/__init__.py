@@ -1,0 +1,1 @@
+"""Voice provider drivers behind `BaseDriver` (base.py), loaded lazily by `registry.py`."""

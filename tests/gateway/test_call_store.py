@@ -1,0 +1,102 @@
+"""The call store contract, on both backends: in process and the real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+import redis.asyncio as aioredis
+
+from realtime_gateway.calls import CallStore, LiveCall, MemoryCallStore, RedisCallStore
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def store(request: pytest.FixtureRequest, redis_url: str) -> AsyncIterator[CallStore]:
+    if request.param == "memory":
+        yield MemoryCallStore()
+        return
+    s = RedisCallStore(aioredis.from_url(redis_url))
+    yield s
+    await s.aclose()
+
+
+async def test_create_is_create_if_absent(store: CallStore) -> None:
+    call = LiveCall("c1", "generic-http", caller="+15550001111", metadata={"k": [1, 2]})
+    assert await store.create(call) is True
+    assert await store.create(LiveCall("c1", "twilio")) is False
+    got = await store.get("c1")
+    assert got is not None
+    assert (got.provider, got.caller, got.metadata, got.status) == (
+        "generic-http",
+        "+15550001111",
+        {"k": [1, 2]},
+        "in-progress",
+    )
+    assert await store.get("nope") is None
+
+
+async def test_concurrent_creates_have_one_winner(store: CallStore) -> None:
+    results = await asyncio.gather(*(store.create(LiveCall("race", "p")) for _ in range(20)))
+    assert results.count(True) == 1
+
+
+async def test_status_never_moves_backwards_and_terminal_is_final(store: CallStore) -> None:
+    await store.create(LiveCall("c2", "twilio", status="ringing"))
+    assert await store.update_status("c2", "in-progress") is True
+    assert await store.update_status("c2", "ringing") is False  # late, out-of-order delivery
+    assert await store.update_status("c2", "in-progress") is False  # repeat
+    assert await store.update_status("c2", "completed") is True
+    assert await store.update_status("c2", "failed") is False
+    assert await store.update_status("c2", "bogus") is False
+    assert await store.update_status("unknown", "completed") is False
+    got = await store.get("c2")
+    assert got is not None and got.status == "completed"
+
+
+async def test_turns_count_up(store: CallStore) -> None:
+    await store.create(LiveCall("c3", "p"))
+    assert [await store.next_turn("c3") for _ in range(3)] == [1, 2, 3]
+    assert await store.next_turn("unknown") == 0
+    got = await store.get("c3")
+    assert got is not None and got.turns == 3
+
+
+async def test_mark_ended_is_true_exactly_once(store: CallStore) -> None:
+    await store.create(LiveCall("c4", "p"))
+    results = await asyncio.gather(*(store.mark_ended("c4", "hangup") for _ in range(10)))
+    assert results.count(True) == 1
+    got = await store.get("c4")
+    assert got is not None and got.ended and got.end_reason == "hangup"
+    assert got.status == "completed"
+    # an unknown call can be ended once too (its end must still be reported once)
+    assert await store.mark_ended("ghost", "completed") is True
+    assert await store.mark_ended("ghost", "completed") is False
+
+
+async def test_first_time_dedupes_until_the_ttl(store: CallStore) -> None:
+    assert await store.first_time("evt-1", 60) is True
+    assert await store.first_time("evt-1", 60) is False
+    assert await store.first_time("evt-2", 1) is True
+    await asyncio.sleep(1.1)
+    assert await store.first_time("evt-2", 1) is True
+
+
+async def test_list_recent_newest_first_with_status_filter(store: CallStore) -> None:
+    for i in range(5):
+        await store.create(LiveCall(f"r{i}", "p", started_at=1000.0 + i))
+    await store.mark_ended("r1", "completed")
+    recent = await store.list_recent(limit=3)
+    assert [c.call_id for c in recent] == ["r4", "r3", "r2"]
+    assert [c.call_id for c in await store.list_recent(status="ended")] == ["r1"]
+    assert "r1" not in [c.call_id for c in await store.list_recent(status="active")]
+
+
+async def test_health_names_the_backend(store: CallStore) -> None:
+    assert await store.health() in ("in-memory", "connected")
+
+
+async def test_redis_store_reports_unavailable_when_redis_is_down() -> None:
+    s = RedisCallStore(aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
+    assert await s.health() == "unavailable"
+    await s.aclose()

@@ -1,0 +1,93 @@
+"""Several gateway instances sharing one real Redis act as one: a call started on one is
+continued on another, `/ws` clients on any instance see every event, `call.ended` once."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import websockets
+
+from tests.gateway.conftest import (
+    admin_token,
+    auth,
+    event,
+    new_call_id,
+    said,
+    served,
+    settings_for,
+    sign,
+    started,
+)
+from tests.gateway.ws_client import collect
+
+
+async def test_two_instances_share_calls_events_and_end_once(
+    data_dir: Path, orchestrator: httpx.ASGITransport, redis_url: str
+) -> None:
+    settings = settings_for(data_dir, redis_url=redis_url)
+    call_id = new_call_id()
+    async with served(settings, orchestrator) as a, served(settings, orchestrator) as b:
+        health = (await a.client.get("/health/database")).json()
+        assert health["backend"] == "redis" and health["status"] == "connected"
+        url_b = f"{b.ws_url}?call_id={call_id}&token={admin_token()}"
+        url_a = f"{a.ws_url}?call_id={call_id}&token={admin_token()}"
+        async with websockets.connect(url_b) as ws_b, websockets.connect(url_a) as ws_a:
+            assert (await a.send(started(call_id))).status_code == 200
+            # the retried start lands on the other instance: no second call, no second event
+            assert (await b.send(started(call_id))).status_code == 200
+            assert (await b.send(said(call_id, "1", "hi from b"))).status_code == 200
+            # a replayed event on the other instance is still a replay
+            ev = said(call_id, "2", "hi from a")
+            assert (await a.send(ev)).status_code == 200
+            body = json.dumps(ev).encode()
+            replay = await b.client.post(
+                "/voice/webhook/generic-http", content=body, headers=sign(body)
+            )
+            assert replay.status_code == 409
+            # both instances report the end: one call.ended in all
+            assert (await a.send(event("call.status", call_id, status="completed"))).is_success
+            assert (await b.send(event("call.ended", call_id, reason="hangup"))).is_success
+
+            def ended(evs: list[dict[str, object]]) -> bool:
+                return any(e["type"] == "call.ended" for e in evs)
+
+            seen_b = await collect(ws_b, ended)
+            seen_a = await collect(ws_a, ended)
+
+        expected = [
+            "call.started",
+            "message.received",
+            "message.sent",
+            "message.received",
+            "message.sent",
+            "call.ended",
+        ]
+        assert [e["type"] for e in seen_b] == expected
+        assert [e["type"] for e in seen_a] == expected
+        for gw in (a, b):
+            r = await gw.client.get(f"/voice/calls/{call_id}/status", headers=auth())
+            assert r.status_code == 200
+            body_json = r.json()
+            assert body_json["status"] == "completed" and body_json["turns"] == 2
+
+
+async def test_redis_bus_delivers_across_instances_quickly(data_dir: Path, redis_url: str) -> None:
+    settings = settings_for(data_dir, redis_url=redis_url)
+    async with served(settings) as a, served(settings) as b:
+        async with websockets.connect(f"{b.ws_url}?token={admin_token()}") as ws:
+            t0 = time.perf_counter()
+            for i in range(50):
+                from shared.events import CallEvent, EventType
+
+                await a.rt.bus.publish(
+                    CallEvent(type=EventType.MESSAGE_SENT, call_id="x", data={"n": i})
+                )
+            got = await collect(ws, lambda evs: len(evs) == 50, timeout_s=5, settle_s=0)
+            assert [e["data"]["n"] for e in got] == list(range(50))
+            assert time.perf_counter() - t0 < 2
+        status = (await b.client.get("/ws/status", headers=auth())).json()
+        assert status["backend"] == "redis" and status["events_published"] == 0
+        assert (await a.client.get("/ws/status", headers=auth())).json()["events_published"] == 50
