@@ -3,6 +3,8 @@ real Postgres database (`pg_dsn`) or on the embedded default, with real JWTs."""
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -29,7 +31,9 @@ def new_id(prefix: str = "conv") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def make_settings(data_dir: Path, database_url: str | None, **overrides: Any) -> OrchestratorSettings:
+def make_settings(
+    data_dir: Path, database_url: str | None, **overrides: Any
+) -> OrchestratorSettings:
     values: dict[str, Any] = {
         "database_url": database_url,
         "data_dir": data_dir,
@@ -109,13 +113,29 @@ def viewer_headers() -> dict[str, str]:
 # -- stores on both backends ------------------------------------------------------------------
 
 
+def make_embedded_data_dir() -> Path:
+    """A DATA_DIR for the embedded Postgres outside pytest's tmp root: as root, the server runs as
+    another account, and every pytest session start (ours or a concurrent one) resets
+    /tmp/pytest-of-<user> to 0700, which would lock a running server out of its own files."""
+    return Path(tempfile.mkdtemp(prefix="vao-orch-test-"))
+
+
+@pytest.fixture
+def embedded_data_dir() -> Iterator[Path]:
+    path = make_embedded_data_dir()
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
 @pytest.fixture(scope="module")
-def embedded_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def embedded_dsn() -> Iterator[str]:
     """One embedded server per test module (starting it is ~0.5 s the first time)."""
-    server = EmbeddedPostgres(tmp_path_factory.mktemp("embedded") / "postgres")
+    path = make_embedded_data_dir()
+    server = EmbeddedPostgres(path / "postgres")
     dsn = server.start()
     yield dsn
     server.stop()
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(params=["postgres", "embedded"])

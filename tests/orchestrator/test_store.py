@@ -120,7 +120,9 @@ async def test_end_closes_conversation_and_call_once(database: Database) -> None
     assert ended is not None and again is not None
     assert again.status == "ended" and again.end_reason == "hangup"
     async with database.pool.acquire() as conn:
-        call = await conn.fetchrow("SELECT status, ended_at, duration_s FROM calls WHERE call_id=$1", cid)
+        call = await conn.fetchrow(
+            "SELECT status, ended_at, duration_s FROM calls WHERE call_id=$1", cid
+        )
     assert call["status"] == "completed" and call["ended_at"] is not None
     assert call["duration_s"] is not None and call["duration_s"] >= 0
     assert await database.conversations.end(new_id()) == (None, False)

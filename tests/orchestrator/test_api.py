@@ -1,0 +1,409 @@
+"""The HTTP API on the real app (lifespan run) and the session's real Postgres."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import asyncpg
+import httpx
+
+from shared.auth import mint_token
+from shared.contract import IDEMPOTENCY_HEADER, TurnReply, idempotency_key
+from tests.orchestrator.conftest import SECRET, RunningApp, new_id, run_app
+
+
+def start_body(conversation_id: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "call_id": conversation_id,
+        "provider": "generic-http",
+        "caller": "+15550001111",
+        **extra,
+    }
+
+
+async def start(orch: RunningApp, headers: dict[str, str], **extra: Any) -> str:
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start", json=start_body(cid, **extra), headers=headers
+    )
+    assert r.status_code == 200, r.text
+    return cid
+
+
+async def turn(
+    orch: RunningApp, headers: dict[str, str], cid: str, turn_id: str, message: str
+) -> httpx.Response:
+    return await orch.client.post(
+        f"/conversations/{cid}/messages",
+        json={"message": message, "context": {"call_id": cid}},
+        headers={**headers, IDEMPOTENCY_HEADER: idempotency_key(cid, turn_id)},
+    )
+
+
+async def message_rows(db: asyncpg.Connection, cid: str) -> list[tuple[str, str]]:
+    rows = await db.fetch(
+        "SELECT turn_id, role FROM messages WHERE conversation_id = $1 ORDER BY id", cid
+    )
+    return [(r["turn_id"], r["role"]) for r in rows]
+
+
+# -- health -------------------------------------------------------------------------------------
+
+
+async def test_health_reports_the_spec_shape_with_a_real_database_check(orch: RunningApp) -> None:
+    r = await orch.client.get("/health")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "healthy" and body["version"]
+    assert body["timestamp"].endswith("Z")
+    assert body["services"]["database"] == "connected"
+    assert body["services"]["llm"] == orch.state["responder"].mode == "offline"
+    assert body["services"]["vector_store"] in ("connected", "not_configured")
+
+
+async def test_health_database_reports_postgres_latency(orch: RunningApp) -> None:
+    r = await orch.client.get("/health/database")
+    assert r.status_code == 200
+    postgres = r.json()["checks"]["postgres"]
+    assert postgres["status"] == "connected" and postgres["mode"] == "external"
+    assert postgres["latency_ms"] >= 0 and postgres["server_version"]
+
+
+async def test_health_is_503_and_degraded_when_the_database_is_gone(orch: RunningApp) -> None:
+    await orch.state["database"].pool.close()
+    r = await orch.client.get("/health")
+    assert r.status_code == 503
+    assert r.json()["status"] == "degraded"
+    assert r.json()["services"]["database"] == "disconnected"
+    assert r.json()["degraded"] == ["database"]
+    r = await orch.client.get("/health/database")
+    assert r.status_code == 503 and r.json()["checks"]["postgres"]["status"] == "disconnected"
+
+
+async def test_a_registered_check_appears_in_both_health_endpoints(orch: RunningApp) -> None:
+    async def chroma() -> dict[str, Any]:
+        raise ConnectionError("down")
+
+    orch.state["health"].add("chroma", chroma)
+    r = await orch.client.get("/health")
+    assert r.status_code == 200  # the database still answers turns
+    assert r.json()["status"] == "degraded"
+    assert r.json()["services"]["vector_store"] == "disconnected"
+    r = await orch.client.get("/health/database")
+    assert r.json()["checks"]["chroma"] == {
+        "status": "disconnected",
+        "latency_ms": r.json()["checks"]["chroma"]["latency_ms"],
+        "error": "ConnectionError",
+    }
+
+
+# -- the call contract ----------------------------------------------------------------------------
+
+
+async def test_a_call_start_to_end_is_answered_and_stored(
+    orch: RunningApp, service_headers: dict[str, str], db: asyncpg.Connection
+) -> None:
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start", json=start_body(cid), headers=service_headers
+    )
+    assert r.status_code == 200, r.text
+    greeting = TurnReply.model_validate(r.json())
+    assert greeting.turn_id == "greeting" and not greeting.replayed
+    assert greeting.reply == "Hello! Thanks for calling. How can I help you today?"
+    assert [a.type for a in greeting.actions] == ["say", "gather"]
+    assert greeting.agent_id is not None
+
+    r = await turn(orch, service_headers, cid, "1", "What are your opening hours?")
+    assert r.status_code == 200, r.text
+    reply = TurnReply.model_validate(r.json())
+    assert reply.turn_id == "1" and reply.reply and not reply.replayed
+    assert reply.actions[0].type == "say" and reply.actions[0].text == reply.reply
+    assert reply.actions[-1].type == "gather"
+    assert {"store_read", "respond", "store_write", "total"} <= reply.timings_ms.keys()
+    assert r.headers["x-request-id"]
+
+    r = await turn(orch, service_headers, cid, "2", "Okay, goodbye")
+    assert [a["type"] for a in r.json()["actions"]] == ["say", "hangup"]
+
+    r = await orch.client.post(
+        f"/conversations/{cid}/end",
+        json={"reason": "hangup", "status": "completed", "duration_s": 12.5},
+        headers=service_headers,
+    )
+    assert r.status_code == 200
+    assert r.json() == {"conversation_id": cid, "status": "ended", "already_ended": False}
+    r = await orch.client.post(f"/conversations/{cid}/end", headers=service_headers)
+    assert r.json()["already_ended"] is True
+
+    assert await message_rows(db, cid) == [
+        ("greeting", "assistant"),
+        ("1", "user"),
+        ("1", "assistant"),
+        ("2", "user"),
+        ("2", "assistant"),
+    ]
+    conversation = await db.fetchrow(
+        "SELECT status, end_reason FROM conversations WHERE id=$1", cid
+    )
+    assert dict(conversation) == {"status": "ended", "end_reason": "hangup"}
+    call = await db.fetchrow("SELECT status, duration_s, caller FROM calls WHERE call_id=$1", cid)
+    assert dict(call) == {"status": "completed", "duration_s": 12.5, "caller": "+15550001111"}
+
+
+async def test_a_retried_turn_returns_the_same_reply_and_stores_one_pair(
+    orch: RunningApp, service_headers: dict[str, str], db: asyncpg.Connection
+) -> None:
+    cid = await start(orch, service_headers)
+    first = await turn(orch, service_headers, cid, "1", "hello there")
+    retry = await turn(orch, service_headers, cid, "1", "hello there")
+    assert first.status_code == retry.status_code == 200
+    assert first.json()["replayed"] is False and retry.json()["replayed"] is True
+    assert retry.json()["reply"] == first.json()["reply"]
+    assert retry.json()["actions"] == first.json()["actions"]
+    assert await message_rows(db, cid) == [
+        ("greeting", "assistant"),
+        ("1", "user"),
+        ("1", "assistant"),
+    ]
+
+
+async def test_concurrent_duplicates_of_a_turn_get_one_reply_and_store_one_pair(
+    orch: RunningApp, service_headers: dict[str, str], db: asyncpg.Connection
+) -> None:
+    cid = await start(orch, service_headers)
+    responses = await asyncio.gather(
+        *(turn(orch, service_headers, cid, "1", "I need help") for _ in range(6))
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["reply"] for r in responses}) == 1
+    assert await message_rows(db, cid) == [
+        ("greeting", "assistant"),
+        ("1", "user"),
+        ("1", "assistant"),
+    ]
+
+
+async def test_start_twice_returns_the_stored_greeting(
+    orch: RunningApp, service_headers: dict[str, str], db: asyncpg.Connection
+) -> None:
+    cid = new_id()
+    url = f"/conversations/{cid}/start"
+    first = await orch.client.post(url, json=start_body(cid), headers=service_headers)
+    again = await orch.client.post(url, json=start_body(cid), headers=service_headers)
+    assert again.json()["replayed"] is True and again.json()["reply"] == first.json()["reply"]
+    assert await message_rows(db, cid) == [("greeting", "assistant")]
+
+
+async def test_turn_id_can_come_from_the_body(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = await start(orch, service_headers)
+    r = await orch.client.post(
+        f"/conversations/{cid}/messages",
+        json={"message": "hi", "turn_id": "t-1"},
+        headers=service_headers,
+    )
+    assert r.status_code == 200 and r.json()["turn_id"] == "t-1"
+
+
+async def test_a_turn_without_turn_id_or_idempotency_key_is_400_naming_both(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = await start(orch, service_headers)
+    r = await orch.client.post(
+        f"/conversations/{cid}/messages", json={"message": "hi"}, headers=service_headers
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "turn_id_required"
+    assert "turn_id" in r.json()["error"]["message"]
+    assert IDEMPOTENCY_HEADER in r.json()["error"]["message"]
+
+
+async def test_a_malformed_idempotency_key_or_a_disagreeing_turn_id_is_400(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = await start(orch, service_headers)
+    url = f"/conversations/{cid}/messages"
+    bad = await orch.client.post(
+        url, json={"message": "hi"}, headers={**service_headers, IDEMPOTENCY_HEADER: "nocolon"}
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_idempotency_key"
+    mismatch = await orch.client.post(
+        url,
+        json={"message": "hi", "turn_id": "2"},
+        headers={**service_headers, IDEMPOTENCY_HEADER: f"{cid}:3"},
+    )
+    assert mismatch.status_code == 400 and mismatch.json()["error"]["code"] == "turn_id_mismatch"
+
+
+async def test_transfer_and_routing_by_dialled_number_use_the_agent_configuration(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    number = "+1555" + "".join(c for c in new_id() if c.isdigit()).ljust(7, "1")[:7]
+    agent = await orch.state["database"].agents.create(
+        name="Support",
+        configuration={
+            "greeting": "Support desk, hello.",
+            "transfer_number": "+15557654321",
+            "phone_numbers": [number],
+        },
+    )
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start",
+        json=start_body(cid, callee=number),
+        headers=service_headers,
+    )
+    assert r.json()["reply"] == "Support desk, hello." and r.json()["agent_id"] == agent.id
+    r = await turn(orch, service_headers, cid, "1", "Can I speak to a human please")
+    assert r.json()["actions"][-1] == {"type": "transfer", "to": "+15557654321"}
+
+
+async def test_an_unknown_agent_id_is_404_naming_it(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start",
+        json=start_body(cid, agent_id="agt_missing"),
+        headers=service_headers,
+    )
+    assert r.status_code == 404 and "agent_id" in r.json()["error"]["message"]
+
+
+async def test_a_turn_after_the_end_is_409_but_a_retry_of_an_old_turn_still_replays(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = await start(orch, service_headers)
+    first = await turn(orch, service_headers, cid, "1", "hello")
+    await orch.client.post(f"/conversations/{cid}/end", headers=service_headers)
+    late = await turn(orch, service_headers, cid, "2", "still there?")
+    assert late.status_code == 409 and late.json()["error"]["code"] == "conversation_ended"
+    retry = await turn(orch, service_headers, cid, "1", "hello")
+    assert retry.status_code == 200 and retry.json()["reply"] == first.json()["reply"]
+
+
+async def test_unknown_conversations_are_404_json(
+    orch: RunningApp, service_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    cid = new_id()
+    for r in (
+        await turn(orch, service_headers, cid, "1", "hello"),
+        await orch.client.post(f"/conversations/{cid}/end", headers=service_headers),
+        await orch.client.get(f"/conversations/{cid}", headers=admin_headers),
+    ):
+        assert r.status_code == 404
+        assert r.json()["error"]["code"] == "conversation_not_found"
+
+
+async def test_get_conversation_shows_status_and_messages_to_any_management_role(
+    orch: RunningApp, service_headers: dict[str, str], viewer_headers: dict[str, str]
+) -> None:
+    cid = await start(orch, service_headers)
+    await turn(orch, service_headers, cid, "1", "hello")
+    r = await orch.client.get(f"/conversations/{cid}", headers=viewer_headers)
+    assert r.status_code == 200
+    body = r.json()
+    assert body["status"] == "active" and body["conversation_id"] == cid
+    assert [(m["turn_id"], m["role"]) for m in body["messages"]] == [
+        ("greeting", "assistant"),
+        ("1", "user"),
+        ("1", "assistant"),
+    ]
+    assert body["messages"][1]["content"] == "hello"
+
+
+# -- errors and auth ------------------------------------------------------------------------------
+
+
+async def test_malformed_json_is_a_400_json_error(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = await start(orch, service_headers)
+    r = await orch.client.post(
+        f"/conversations/{cid}/messages",
+        content=b'{"message": ',
+        headers={**service_headers, "content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json"
+
+
+async def test_invalid_fields_are_422_naming_the_field(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start", json={"provider": "twilio"}, headers=service_headers
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["message"].startswith("call_id: ")
+    r = await orch.client.post(
+        f"/conversations/{cid}/messages",
+        json={"message": "x" * 5000, "turn_id": "1"},
+        headers=service_headers,
+    )
+    assert r.status_code == 422 and "message" in r.json()["error"]["message"]
+    r = await orch.client.post(
+        "/conversations/bad%20id/start", json=start_body("x"), headers=service_headers
+    )
+    assert r.status_code == 422 and "conversation_id" in r.json()["error"]["message"]
+
+
+async def test_missing_or_invalid_tokens_are_401_json_and_change_nothing(
+    orch: RunningApp, db: asyncpg.Connection
+) -> None:
+    cid = new_id()
+    url = f"/conversations/{cid}/start"
+    wrong_secret = mint_token("another-secret-" + "y" * 30, sub="x", role="admin")
+    expired = mint_token(SECRET, sub="x", role="admin", ttl_s=-60)
+    for headers in (
+        {},
+        {"Authorization": "Basic abc"},
+        {"Authorization": f"Bearer {wrong_secret}"},
+        {"Authorization": f"Bearer {expired}"},
+        {"Authorization": "Bearer not-a-jwt"},
+    ):
+        r = await orch.client.post(url, json=start_body(cid), headers=headers)
+        assert r.status_code == 401, headers
+        assert r.json()["error"]["code"] in ("unauthorized", "invalid_token")
+        assert r.headers["www-authenticate"] == "Bearer"
+    r = await orch.client.get(f"/conversations/{cid}")
+    assert r.status_code == 401
+    assert await db.fetchval("SELECT count(*) FROM conversations WHERE id = $1", cid) == 0
+
+
+async def test_roles_viewer_cannot_drive_a_conversation_and_service_cannot_read_one(
+    orch: RunningApp,
+    service_headers: dict[str, str],
+    viewer_headers: dict[str, str],
+    admin_headers: dict[str, str],
+) -> None:
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start", json=start_body(cid), headers=viewer_headers
+    )
+    assert r.status_code == 403 and r.json()["error"]["code"] == "forbidden"
+    r = await orch.client.post(
+        f"/conversations/{cid}/start", json=start_body(cid), headers=admin_headers
+    )
+    assert r.status_code == 200
+    r = await orch.client.get(f"/conversations/{cid}", headers=service_headers)
+    assert r.status_code == 403
+
+
+async def test_unknown_routes_are_404_json(orch: RunningApp) -> None:
+    r = await orch.client.get("/nope")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+
+
+async def test_the_default_agent_is_created_once_across_restarts(
+    settings: Any, db: asyncpg.Connection
+) -> None:
+    async with run_app(settings):
+        first = await db.fetch("SELECT id FROM agents WHERE is_default")
+    async with run_app(settings):
+        second = await db.fetch("SELECT id FROM agents WHERE is_default")
+    assert len(first) == 1 and first == second
