@@ -354,3 +354,49 @@ async def test_an_event_without_a_contact_id_is_a_400(driver: AwsConnectDriver) 
     req = forwarded({"Name": "ContactFlowEvent", "Details": {"ContactData": {}}})
     resp = await driver.handle_webhook(req, "")
     assert resp.status_code == 400 and b"ContactId" in bytes(resp.body)
+
+
+# ---- the shipped contact flows agree with the driver ------------------------------------------
+
+
+def _flow(name: str) -> dict[str, Any]:
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "deploy" / "aws-connect" / name
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+@pytest.mark.parametrize("name", ["contact-flow.json", "disconnect-flow.json"])
+def test_example_flows_are_wired_to_existing_blocks(name: str) -> None:
+    flow = _flow(name)
+    ids = {a["Identifier"] for a in flow["Actions"]}
+    assert flow["StartAction"] in ids
+    for action in flow["Actions"]:
+        transitions = action["Transitions"]
+        targets = [transitions.get("NextAction")]
+        targets += [c["NextAction"] for c in transitions.get("Conditions", [])]
+        targets += [e["NextAction"] for e in transitions.get("Errors", [])]
+        assert {t for t in targets if t} <= ids, action["Identifier"]
+
+
+def test_example_flow_speaks_the_drivers_protocol() -> None:
+    from realtime_gateway.drivers.aws_connect import END_EVENTS, connect_map
+
+    flow = _flow("contact-flow.json")
+    text = json.dumps(flow)
+    answer_keys = set(connect_map("speak", next_turn=1))
+    for key in ("action", "text", "transfer_number", "next_turn", "silent"):
+        assert f"$.External.{key}" in text and key in answer_keys
+    route = next(a for a in flow["Actions"] if a["Type"] == "Compare")
+    operands = {c["Condition"]["Operands"][0] for c in route["Transitions"]["Conditions"]}
+    assert operands == {"speak", "transfer", "hangup"}
+    params = [
+        a["Parameters"]["LambdaInvocationAttributes"]
+        for a in flow["Actions"]
+        if a["Type"] == "InvokeLambdaFunction"
+    ]
+    assert params[0] == {}  # the first invocation starts the call
+    assert all({"input", "turn"} <= set(p) for p in params[1:])
+    ended = _flow("disconnect-flow.json")["Actions"][0]["Parameters"]
+    assert ended["LambdaInvocationAttributes"]["event"] in END_EVENTS
