@@ -47,9 +47,12 @@ PUBLIC_BASE_URL = "https://gateway.bench.example"
 @dataclass(frozen=True)
 class Plan:
     smoke: bool
-    levels: tuple[int, ...]
+    levels: tuple[int, ...]  # concurrent calls, each pausing `think_s` between turns
+    think_s: tuple[float, float]
     warmup_s: float
     window_s: float
+    saturation_levels: tuple[int, ...]  # the same callers with no pause: capacity
+    saturation_window_s: float
     startup_runs: int
     stream_requests: int
     fan_subscribers: int
@@ -64,9 +67,43 @@ class Plan:
     @classmethod
     def make(cls, smoke: bool) -> Plan:
         if smoke:
-            return cls(True, (1, 2), 0.3, 1.0, 1, 5, 4, 2, 50, 1.0, 200, 20, 20, 20)
+            return cls(
+                smoke=True,
+                levels=(1, 2),
+                think_s=(0.05, 0.1),
+                warmup_s=0.3,
+                window_s=1.0,
+                saturation_levels=(2,),
+                saturation_window_s=0.5,
+                startup_runs=1,
+                stream_requests=5,
+                fan_subscribers=4,
+                fan_observers=2,
+                fan_rate=50,
+                fan_duration_s=1.0,
+                memories=200,
+                memory_callers=20,
+                memory_queries=20,
+                store_writes=20,
+            )
         return cls(
-            False, (1, 50, 200), 2.0, 8.0, 3, 300, 200, 10, 1000, 6.0, 10_000, 1000, 300, 300
+            smoke=False,
+            levels=(1, 50, 200),
+            think_s=(2.0, 4.0),
+            warmup_s=4.0,
+            window_s=12.0,
+            saturation_levels=(50, 200),
+            saturation_window_s=8.0,
+            startup_runs=3,
+            stream_requests=300,
+            fan_subscribers=200,
+            fan_observers=10,
+            fan_rate=1000,
+            fan_duration_s=6.0,
+            memories=10_000,
+            memory_callers=1000,
+            memory_queries=300,
+            store_writes=300,
         )
 
 
@@ -303,16 +340,23 @@ class Bench:
                         self.stop(orch_for_gw)
                 block[name] = {"runs_s": runs, "median_s": statistics.median(runs)}
 
-    def load(self, workload: str, url: str, level: int, tag: str) -> dict[str, Any]:
+    def load(self, workload: str, url: str, level: int, tag: str, saturate: bool) -> dict[str, Any]:
+        """One closed-loop run. Paced (calls pause `think_s` between turns, as a caller speaks
+        and listens) unless `saturate` or a single call (one call alone meets no contention:
+        pacing it would only cost samples)."""
         plan = self.plan
+        paced = not saturate and level > 1
+        warmup = plan.warmup_s if paced else min(plan.warmup_s, 2.0)
+        window = plan.window_s if not saturate else plan.saturation_window_s
         spec = {
             "kind": "turns",
             "workload": workload,
             "url": url,
             "concurrency": level,
-            "warmup_s": plan.warmup_s,
-            "duration_s": plan.window_s,
-            "ramp_s": min(1.0, plan.warmup_s / 2),
+            "think_s": list(plan.think_s) if paced else [0.0, 0.0],
+            "warmup_s": warmup,
+            "duration_s": window,
+            "ramp_s": plan.think_s[1] if paced else min(1.0, warmup / 2),
             "turns_per_call": 10,
             "tag": tag,
             "secret": GENERIC_SECRET,
@@ -320,19 +364,21 @@ class Bench:
             "twilio_account_sid": TWILIO_SID,
             "public_base_url": PUBLIC_BASE_URL,
         }
-        raw = run_loadgen(spec, timeout_s=plan.warmup_s + plan.window_s + 120)
+        raw = run_loadgen(spec, timeout_s=warmup + window + 120)
         lat = raw["latencies_ms"]
         out = summary(lat)
         out["throughput"] = len(lat) / raw["window_s"] if raw["window_s"] else 0.0
         out["errors"] = raw["errors"]
         out["degraded"] = raw["degraded"]
         out["error_samples"] = raw["error_samples"]
+        out["paced"] = paced
         return out
 
     def floor_and_turn(self, orch: ServiceProcess | None, gw: ServiceProcess | None) -> None:
-        floor_block: dict[str, Any] = {"levels": {}}
+        providers = ("generic-http", "twilio")
+        floor_block: dict[str, Any] = {"levels": {}, "saturated": {}}
         self.results["scenarios"]["floor"] = floor_block
-        turn_block: dict[str, Any] = {p: {"levels": {}} for p in ("generic-http", "twilio")}
+        turn_block: dict[str, Any] = {p: {"levels": {}, "saturated": {}} for p in providers}
         self.results["scenarios"]["turn"] = turn_block
         rss = self.results["scenarios"].setdefault("rss", {})
         back = self.spawn("floor-back", "bench.floor:create_back", {})
@@ -340,30 +386,34 @@ class Bench:
         front = self.spawn("floor-front", "bench.floor:create_front", {"FLOOR_BACK_URL": back.url})
         front.wait_ready()
         started = time.monotonic()
+        runs = [("levels", level, False) for level in self.plan.levels]
+        runs += [("saturated", level, True) for level in self.plan.saturation_levels]
+        top = max(self.plan.levels)
         try:
-            for level in self.plan.levels:
-                print(f"[bench] floor/turn @{level}", file=sys.stderr, flush=True)
-                floor = self.load("floor", front.url, level, f"floor{level}")
-                floor_block["levels"][str(level)] = floor
+            for key, level, saturate in runs:
+                print(f"[bench] floor/turn {key} @{level}", file=sys.stderr, flush=True)
+                tag = f"{'s' if saturate else 'p'}{level}"
+                floor = self.load("floor", front.url, level, f"floor-{tag}", saturate)
+                floor_block[key][str(level)] = floor
                 if not self.wanted("turn") or gw is None or orch is None:
                     continue
-                top = level == self.plan.levels[-1]
-                for provider in ("generic-http", "twilio"):
+                for provider in providers:
                     sampler = RssSampler({"gateway": gw, "orchestrator": orch})
-                    with sampler if top else _null():
-                        r = self.load(provider, gw.url, level, f"{provider[:1]}{level}")
-                    if top:
+                    with sampler if level == top else _null():
+                        r = self.load(provider, gw.url, level, f"{provider[:1]}-{tag}", saturate)
+                    if level == top:
                         for name, peak in sampler.peak.items():
                             entry = rss.setdefault(name, {})
                             entry["load_mb"] = max(entry.get("load_mb", 0.0), peak)
                     r["ratio_p50"] = _ratio(r["p50"], floor["p50"])
                     r["ratio_p99"] = _ratio(r["p99"], floor["p99"])
-                    turn_block[provider]["levels"][str(level)] = r
+                    turn_block[provider][key][str(level)] = r
         finally:
             self.stop(front)
             self.stop(back)
         floor_block["duration_s"] = round(time.monotonic() - started, 2)
         floor_block["status"] = "ok"
+        floor_block["think_s"] = list(self.plan.think_s)
         turn_block["status"] = "ok" if gw is not None else "n/a (services did not start)"
         turn_block["duration_s"] = floor_block["duration_s"]
         idle = self.results["scenarios"].get("services", {}).get("rss_idle_mb", {})

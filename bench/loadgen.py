@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import html
 import json
+import random
 import re
 import sys
 import time
@@ -82,6 +83,19 @@ class Recorder:
         }
 
 
+def thinker(spec: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """The caller's side of a turn (speaking, hearing the reply): `think_s` = [lo, hi] seconds,
+    uniform; [0, 0] sends back to back (a saturation run)."""
+    lo, hi = spec.get("think_s") or (0.0, 0.0)
+    rng = random.Random()
+
+    async def think() -> None:
+        if hi > 0:
+            await asyncio.sleep(rng.uniform(lo, hi))
+
+    return think
+
+
 def generic_signed(secret: str, event: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(event).encode()
     ts = str(int(time.time()))
@@ -112,13 +126,16 @@ async def caller_floor(spec: dict[str, Any], conn: RawConnection, rec: Recorder,
         r = await conn.request("POST", "/turn", headers, body)
         return r.status, r.body
 
+    think = thinker(spec)
     while time.monotonic() < rec.window_end:
+        await think()
         await rec.measure(send)
 
 
 async def caller_generic(spec: dict[str, Any], conn: RawConnection, rec: Recorder, i: int) -> None:
     secret = spec["secret"]
     path = "/voice/webhook/generic-http"
+    think = thinker(spec)
 
     async def post(event: dict[str, Any]) -> tuple[int, bytes]:
         body, headers = generic_signed(secret, event)
@@ -139,6 +156,7 @@ async def caller_generic(spec: dict[str, Any], conn: RawConnection, rec: Recorde
             await asyncio.sleep(0.05)
             continue
         for turn in range(1, spec["turns_per_call"] + 1):
+            await think()
             if time.monotonic() >= rec.window_end:
                 break
             ev = generic_event(
@@ -167,6 +185,7 @@ async def caller_twilio(spec: dict[str, Any], conn: RawConnection, rec: Recorder
     from twilio.request_validator import RequestValidator
 
     validator = RequestValidator(spec["twilio_token"])
+    think = thinker(spec)
     public = spec["public_base_url"].rstrip("/")
 
     def signed(path_qs: str, form: dict[str, str]) -> tuple[bytes, dict[str, str]]:
@@ -196,6 +215,7 @@ async def caller_twilio(spec: dict[str, Any], conn: RawConnection, rec: Recorder
             continue
         reply = r.body
         for turn in range(1, spec["turns_per_call"] + 1):
+            await think()
             if time.monotonic() >= rec.window_end:
                 break
             found = ACTION.search(reply or b"")
@@ -240,6 +260,7 @@ async def run_turns(spec: dict[str, Any]) -> dict[str, Any]:
     ]
 
     async def one(i: int) -> None:
+        # Calls begin spread over the ramp, as calls arrive, not all at one instant.
         await asyncio.sleep(i * spec.get("ramp_s", 0.0) / max(1, spec["concurrency"]))
         try:
             await caller(spec, conns[i], rec, i)

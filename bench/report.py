@@ -150,6 +150,12 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"machine: {results['machine']['summary']}")
     lines.append(f"mode: {results['mode']}   (absolute figures are noisy on a shared machine;")
     lines.append("       ratios to the floor measured in the same run are the stable figures)")
+    think = _get(s, "floor", "think_s")
+    if think:
+        lines.append(
+            f"paced calls: each call pauses {think[0]:g}-{think[1]:g} s between turns (the caller "
+            "speaking and listening); 1 call runs back to back"
+        )
     lines.append("")
     head = f"{'load':<22}{'conc':>5}{'p50':>10}{'p99':>10}{'max':>10}{'thru':>9}"
     head += f"{'err':>6}{'degr':>6}{'p50/floor':>11}{'p99/floor':>11}"
@@ -157,18 +163,24 @@ def table(results: dict[str, Any]) -> str:
     lines.append("-" * len(head))
     rows = [("floor", _get(s, "floor"))]
     rows += [(f"turn {p}", _get(s, "turn", p)) for p in ("generic-http", "twilio")]
-    for name, block in rows:
-        if not block:
-            continue
-        if block.get("status") and not block.get("levels"):
-            lines.append(f"{name:<22}{block['status']}")
-            continue
-        for level, r in (block.get("levels") or {}).items():
-            lines.append(
-                f"{name:<22}{level:>5}{fmt(r['p50']):>10}{fmt(r['p99']):>10}{fmt(r['max']):>10}"
-                f"{fmt(r['throughput'], '/s'):>9}{r['errors']:>6}{r.get('degraded', 0):>6}"
-                f"{fmt(r.get('ratio_p50'), 'x'):>11}{fmt(r.get('ratio_p99'), 'x'):>11}"
-            )
+    for key, title in (
+        ("levels", "paced calls"),
+        ("saturated", "saturation (no pause between turns): capacity, not latency"),
+    ):
+        lines.append(f"  {title}")
+        for name, block in rows:
+            if not block:
+                continue
+            if block.get("status") and not block.get(key):
+                lines.append(f"{name:<22}{block['status']}")
+                continue
+            for level, r in (block.get(key) or {}).items():
+                lines.append(
+                    f"{name:<22}{level:>5}{fmt(r['p50']):>10}{fmt(r['p99']):>10}"
+                    f"{fmt(r['max']):>10}{fmt(r['throughput'], '/s'):>9}{r['errors']:>6}"
+                    f"{r.get('degraded', 0):>6}{fmt(r.get('ratio_p50'), 'x'):>11}"
+                    f"{fmt(r.get('ratio_p99'), 'x'):>11}"
+                )
     lines.append("")
     extra = []
     stream = s.get("stream", {})
