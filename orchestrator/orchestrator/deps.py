@@ -1,5 +1,8 @@
 """FastAPI dependencies: the lifespan's objects and the caller's identity, as `Annotated` aliases.
 
+All are `async def`: FastAPI runs a plain `def` dependency in its thread pool, a hop per request
+that would also cap concurrency at the pool's size.
+
 Routes declare what they need (`ServiceDep`, `StoreDep`, `WriterDep`, ...) and never reach into
 `request.state` themselves.
 """
@@ -32,35 +35,35 @@ from shared.errors import ApiError
 _CHALLENGE = {"WWW-Authenticate": "Bearer"}
 
 
-def get_settings(request: Request) -> OrchestratorSettings:
+async def get_settings(request: Request) -> OrchestratorSettings:
     return cast(OrchestratorSettings, request.state.settings)
 
 
-def get_database(request: Request) -> Database:
+async def get_database(request: Request) -> Database:
     return cast(Database, request.state.database)
 
 
-def get_store(request: Request) -> ConversationStore:
-    return get_database(request).conversations
+async def get_store(request: Request) -> ConversationStore:
+    return cast(Database, request.state.database).conversations
 
 
-def get_agent_store(request: Request) -> AgentStore:
-    return get_database(request).agents
+async def get_agent_store(request: Request) -> AgentStore:
+    return cast(Database, request.state.database).agents
 
 
-def get_conversation_service(request: Request) -> ConversationService:
+async def get_conversation_service(request: Request) -> ConversationService:
     return cast(ConversationService, request.state.conversations)
 
 
-def get_responder(request: Request) -> Responder:
+async def get_responder(request: Request) -> Responder:
     return cast(Responder, request.state.responder)
 
 
-def get_health(request: Request) -> HealthChecks:
+async def get_health(request: Request) -> HealthChecks:
     return cast(HealthChecks, request.state.health)
 
 
-def authenticate(request: Request) -> Principal:
+async def authenticate(request: Request) -> Principal:
     """The gateway's service token or a management token; 401 JSON when missing or invalid."""
     token = bearer_from_header(request.headers.get("authorization"))
     if token is None:
@@ -75,7 +78,7 @@ def authenticate(request: Request) -> Principal:
         return verify_service_token(secret, token)
     except TokenError:
         pass
-    settings = get_settings(request)
+    settings = cast(OrchestratorSettings, request.state.settings)
     try:
         return verify_management_token(
             secret, token, audience=settings.jwt_audience, issuer=settings.jwt_issuer

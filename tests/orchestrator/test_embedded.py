@@ -163,3 +163,25 @@ def test_a_second_owner_of_the_same_data_dir_is_refused(embedded_data_dir: Path)
     second = EmbeddedPostgres(embedded_data_dir / "postgres")
     second.start()
     second.stop()
+
+
+def test_a_data_dir_too_long_for_a_unix_socket_gets_a_short_socket_dir(
+    embedded_data_dir: Path,
+) -> None:
+    deep = embedded_data_dir / ("d" * 60) / ("e" * 40)
+    server = EmbeddedPostgres(deep / "postgres")
+    dsn = server.start()
+    try:
+        assert len(str(deep / "postgres" / ".s.PGSQL.5432")) > 108
+        info = PostmasterPid.read(deep / "postgres")
+        assert info is not None and info.socket_dir.startswith("/tmp/vao-pg-")
+        assert f"host={info.socket_dir}" in dsn
+        result = subprocess.run(
+            [str(server._bin("psql")), dsn, "-tAc", "SELECT 1"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        assert result.stdout.strip() == "1", result.stderr
+    finally:
+        server.stop()

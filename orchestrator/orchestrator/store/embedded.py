@@ -36,6 +36,7 @@ PG_USER = "postgres"
 SYSTEM_USER = "pgserver"  # the unprivileged account Postgres runs as when we are root
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
+MAX_LOG_BYTES = 10 * 1024 * 1024
 
 
 def pgserver_root() -> Path:
@@ -215,9 +216,11 @@ class EmbeddedPostgres:
         args = ["-D", str(self.pgdata), "--auth=trust", "--auth-local=trust", "--encoding=utf8"]
         args += ["-U", PG_USER, "--no-sync"]
         self._run(self._bin("initdb"), args, timeout=120)
-        # Small dev server: a few connections, no fsync wait per commit (it is not the prod store).
+        # The embedded server is the development default, not the production store: a commit
+        # does not wait for its WAL flush (a crash of the machine may lose the last ~0.6 s of
+        # commits, never consistency). DATABASE_URL gives the production server's settings.
         with open(self.pgdata / "postgresql.conf", "a") as conf:
-            conf.write("max_connections = 50\nsynchronous_commit = off\n")
+            conf.write("synchronous_commit = off\n")
 
     def _socket_dir(self) -> Path:
         """The data dir itself when its socket path fits in sun_path (108 bytes), else /tmp."""
@@ -235,7 +238,16 @@ class EmbeddedPostgres:
             os.chown(path, entry.pw_uid, entry.pw_gid)
         return path
 
+    def _rotate_log(self) -> None:
+        """Keep one previous server log; pg_ctl appends to the current one."""
+        try:
+            if self.log_path.stat().st_size > MAX_LOG_BYTES:
+                self.log_path.replace(self.log_path.with_suffix(".log.1"))
+        except FileNotFoundError:
+            pass
+
     def _pg_ctl_start(self) -> PostmasterPid:
+        self._rotate_log()
         socket_dir = self._socket_dir()
         args = ["-D", str(self.pgdata), "-w", "-t", str(int(START_TIMEOUT_S)), "-l"]
         args += [str(self.log_path), "-o", f"-h '' -k '{socket_dir}'", "start"]
