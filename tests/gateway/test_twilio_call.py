@@ -318,3 +318,19 @@ async def test_switching_provider_mid_call_keeps_the_twilio_call_on_twilio(
         assert status["provider"] == "generic-http"
         old = (await gw.client.get(f"/voice/calls/{sid}/status", headers=auth())).json()
         assert (old["provider"], old["status"]) == ("twilio", "completed")
+
+
+async def test_unanswered_outbound_call_still_ends_once(
+    data_dir: Path, orchestrator: httpx.ASGITransport
+) -> None:
+    sid = new_sid()
+    out = {"Direction": "outbound-api", "From": OUR_NUMBER, "To": "+15550002222"}
+    async with served(tw_settings(data_dir), orchestrator) as gw, subscribe(gw, sid) as ws:
+        for seq, state in enumerate(("initiated", "ringing", "no-answer")):
+            form = call_form(sid, CallStatus=state, SequenceNumber=str(seq), **out)
+            assert (await twilio_post(gw, "/voice/webhook/twilio/status", form)).status_code == 200
+        events = await collect(ws, ended)
+        assert [e["type"] for e in events] == ["call.started", "call.ended"]
+        assert events[1]["data"]["reason"] == "no-answer"
+        status = (await gw.client.get(f"/voice/calls/{sid}/status", headers=auth())).json()
+        assert (status["status"], status["direction"]) == ("no-answer", "outbound")

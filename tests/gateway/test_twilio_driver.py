@@ -355,7 +355,7 @@ async def test_make_call_posts_callbacks_recording_and_machine_detection(
     data = sent.data
     assert data["To"] == "+15550002222" and data["From"] == OUR_NUMBER
     assert data["Url"] == f"{PUBLIC}/voice/webhook/twilio?agent_id=sales"
-    assert data["StatusCallback"] == f"{PUBLIC}/voice/webhook/twilio/status"
+    assert data["StatusCallback"] == f"{PUBLIC}/voice/webhook/twilio/status?agent_id=sales"
     assert data["StatusCallbackEvent"] == ["initiated", "ringing", "answered", "completed"]
     assert data["Record"] == "true"
     assert data["RecordingStatusCallback"] == f"{PUBLIC}/voice/webhook/twilio/recording"

@@ -93,7 +93,7 @@ def status_event(call: str, status: str, **extra: Any) -> dict[str, Any]:
         "uuid": call,
         "conversation_uuid": "CON-" + call,
         "status": status,
-        "direction": "inbound",
+        "direction": extra.pop("direction", "inbound"),
         "timestamp": f"2026-11-25T08:00:{len(status):02d}.000Z",
         **extra,
     }
@@ -224,19 +224,37 @@ async def test_outbound_call_is_created_through_the_api_and_answered(
         sent = json.loads(vonage_api.calls[0].request.body)
         answer_url = sent["answer_url"][0]
         assert answer_url == f"{PUBLIC}/voice/webhook/vonage/answer?direction=outbound"
+        event_url = urlsplit(sent["event_url"][0])
+        assert event_url.query == "direction=outbound"
+        events_path = f"{event_url.path}?{event_url.query}"
         ws_url = f"{gw.ws_url}?call_id={call}&token={admin_token()}"
         async with websockets.connect(ws_url) as ws:
             for state in ("started", "ringing", "answered"):
-                r = await vonage_post(gw, "/voice/webhook/vonage/status", status_event(call, state))
+                r = await vonage_post(gw, events_path, status_event(call, state))
                 assert r.status_code in (200, 204)
             body = {"to": CALLER, "from": OUR_NUMBER[1:], "uuid": call, "conversation_uuid": "C"}
             r = await vonage_post(gw, urlsplit(answer_url).path + "?direction=outbound", body)
             assert check_ncco(r.json()) == ["talk", "input"]
             assert "direction=outbound" in r.json()[1]["eventUrl"][0]
             for state in ("completed", "completed"):
-                r = await vonage_post(
-                    gw, "/voice/webhook/vonage/status", status_event(call, state, duration="5")
-                )
+                r = await vonage_post(gw, events_path, status_event(call, state, duration="5"))
             events = await collect(ws, ended)
         assert [e["type"] for e in events] == ["call.started", "call.ended"]
         assert events[0]["data"]["direction"] == "outbound"
+
+
+async def test_unanswered_outbound_call_still_ends_once(
+    data_dir: Path, orchestrator: httpx.ASGITransport
+) -> None:
+    call = str(uuid.uuid4())
+    async with served(vg_settings(data_dir), orchestrator) as gw:
+        ws_url = f"{gw.ws_url}?call_id={call}&token={admin_token()}"
+        async with websockets.connect(ws_url) as ws:
+            for state in ("started", "ringing", "timeout"):
+                body = status_event(call, state, direction="outbound")
+                r = await vonage_post(gw, "/voice/webhook/vonage/status", body)
+                assert r.status_code in (200, 204)
+            events = await collect(ws, ended)
+        assert [e["type"] for e in events] == ["call.started", "call.ended"]
+        status = (await gw.client.get(f"/voice/calls/{call}/status", headers=auth())).json()
+        assert (status["status"], status["direction"]) == ("no-answer", "outbound")

@@ -377,7 +377,9 @@ async def test_make_call_creates_the_call_with_signed_callbacks(
     assert sent["answer_url"] == [
         f"{PUBLIC}/voice/webhook/vonage/answer?direction=outbound&agent_id=sales&record=1"
     ]
-    assert sent["event_url"] == [f"{PUBLIC}/voice/webhook/vonage/status"]
+    assert sent["event_url"] == [
+        f"{PUBLIC}/voice/webhook/vonage/status?direction=outbound&agent_id=sales"
+    ]
     assert sent["machine_detection"] == "continue"
     app_jwt = header_text(request.headers["Authorization"]).removeprefix("Bearer ")
     claims = jwt.decode(app_jwt, _KEY.public_key(), algorithms=["RS256"])

@@ -23,6 +23,7 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.voice_response import VoiceResponse
 
 from realtime_gateway.drivers.base import (
+    TERMINAL_STATUSES,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -356,6 +357,10 @@ class TwilioDriver(BaseDriver):
             return twiml(VoiceResponse())
         if not await self._first_delivery(request, call_sid, status, params):
             return twiml(VoiceResponse())
+        if status not in TERMINAL_STATUSES:
+            # An outbound call is known from its first callback ("initiated"), so one that is
+            # never answered (busy, no-answer) still ends with `call.ended`.
+            await self.flow.ensure_call(self._call_info(request, params))
         extra: dict[str, Any] = {"provider_status": status}
         duration = params.get("CallDuration")
         if duration and duration.isdigit():
@@ -425,14 +430,17 @@ class TwilioDriver(BaseDriver):
         from_number = options.from_number or self.settings.twilio_phone_number
         base = self.public_base()
         voice_url = f"{base}{_WEBHOOK_PATH}/{self.name}"
+        status_url = f"{base}{_WEBHOOK_PATH}/{self.name}/status"
         if options.agent_id:
+            # carried in the (signed) URLs, so the call knows its agent from the first callback
             voice_url += "?" + urlencode({"agent_id": options.agent_id})
+            status_url += "?" + urlencode({"agent_id": options.agent_id})
         kwargs: dict[str, Any] = {
             "to": to,
             "from_": from_number,
             "url": voice_url,
             "method": "POST",
-            "status_callback": f"{base}{_WEBHOOK_PATH}/{self.name}/status",
+            "status_callback": status_url,
             "status_callback_method": "POST",
             "status_callback_event": STATUS_EVENTS,
             "timeout": OUTBOUND_RING_TIMEOUT_S,

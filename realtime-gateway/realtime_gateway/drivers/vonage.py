@@ -32,6 +32,7 @@ import jwt
 from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.drivers.base import (
+    TERMINAL_STATUSES,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -420,6 +421,21 @@ class VonageDriver(BaseDriver):
         status = STATUS_MAP[raw]
         if status is None:
             return Response(status_code=204)
+        if status not in TERMINAL_STATUSES:
+            # Known from its first event, so a call never answered still ends with call.ended.
+            outbound = payload.get("direction") == "outbound" or (
+                request.query.get("direction") == "outbound"
+            )
+            await self.flow.ensure_call(
+                CallInfo(
+                    call_id=uuid,
+                    provider=self.name,
+                    direction="outbound" if outbound else "inbound",
+                    caller=e164(payload.get("from")),
+                    callee=e164(payload.get("to")),
+                    agent_id=request.query.get("agent_id") or None,
+                )
+            )
         extra: dict[str, Any] = {"provider_status": raw}
         duration = _seconds(payload.get("duration"))
         if duration is not None:
@@ -427,7 +443,7 @@ class VonageDriver(BaseDriver):
         for key in ("detail", "reason", "network", "rate", "price"):
             if payload.get(key) not in (None, ""):
                 extra[key] = payload[key]
-        if status in ("completed", "busy", "canceled", "failed", "no-answer"):
+        if status in TERMINAL_STATUSES:
             pending = self._hangups.pop(uuid, None)
             if pending is not None:
                 pending.cancel()
@@ -506,6 +522,7 @@ class VonageDriver(BaseDriver):
         query: dict[str, str] = {"direction": "outbound"}
         if options.agent_id:
             query["agent_id"] = options.agent_id
+        event_query = dict(query)
         if options.recording:
             query["record"] = "1"
         request_kwargs: dict[str, Any] = {
@@ -513,7 +530,7 @@ class VonageDriver(BaseDriver):
             "from_": Phone(number=digits_only(from_number)),
             "answer_url": [f"{base}{_WEBHOOK_PATH}/{self.name}/answer?{urlencode(query)}"],
             "answer_method": "POST",
-            "event_url": [f"{base}{_WEBHOOK_PATH}/{self.name}/status"],
+            "event_url": [f"{base}{_WEBHOOK_PATH}/{self.name}/status?{urlencode(event_query)}"],
             "event_method": "POST",
         }
         if options.machine_detection:
