@@ -36,10 +36,13 @@ class RecordingFlow:
     ends: list[tuple[str, str]] = field(default_factory=list)
     seen: set[str] = field(default_factory=set)
     ensured: list[str] = field(default_factory=list)
+    broken: bool = False  # every call raises, as a failing call store would
     _answers: dict[tuple[str, str], FlowReply] = field(default_factory=dict)
     _started: dict[str, FlowReply] = field(default_factory=dict)
 
     async def start(self, call: CallInfo) -> FlowReply:
+        if self.broken:
+            raise RuntimeError("call store unreachable")
         if call.call_id not in self._started:
             self.starts.append(call)
             self._started[call.call_id] = FlowReply(
@@ -54,6 +57,8 @@ class RecordingFlow:
         return True
 
     async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
+        if self.broken:
+            raise RuntimeError("call store unreachable")
         key = (call_id, heard.turn_id)
         if key not in self._answers:
             self.turns.append((call_id, heard))

@@ -400,3 +400,11 @@ def test_example_flow_speaks_the_drivers_protocol() -> None:
     assert all({"input", "turn"} <= set(p) for p in params[1:])
     ended = _flow("disconnect-flow.json")["Actions"][0]["Parameters"]
     assert ended["LambdaInvocationAttributes"]["event"] in END_EVENTS
+
+
+async def test_a_failing_flow_still_answers_an_apology_on_the_same_turn(
+    driver: AwsConnectDriver, flow: RecordingFlow
+) -> None:
+    flow.broken = True
+    answer = await invoke(driver, contact_event({"input": "hello"}, {"turn": "6"}))
+    assert (answer["action"], answer["next_turn"], answer["fallback"]) == ("speak", "6", "true")

@@ -437,3 +437,16 @@ async def test_twiml_webhook_url_origin_is_used_without_public_base_url(
         )
         assert d.public_base() == "https://tw.example.org"
         assert (await d.validate_configuration()).ok
+
+
+async def test_a_failing_flow_still_gets_valid_twiml(
+    driver: TwilioDriver, flow: RecordingFlow
+) -> None:
+    flow.broken = True
+    form = call_form(SpeechResult="hello")
+    root = parse_twiml(await answer(driver, "/voice/webhook/twilio/gather?turn=3", form, "gather"))
+    gather = root.find("Gather")
+    assert gather is not None and gather_turn(gather.get("action", "")) == {"turn": "3"}
+    assert "sorry" in (gather[0].text or "").lower()
+    root = parse_twiml(await answer(driver, "/voice/webhook/twilio", call_form(), ""))
+    assert [el.tag for el in root] == ["Say", "Hangup"]

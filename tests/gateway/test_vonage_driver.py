@@ -464,3 +464,16 @@ async def test_reachability_lists_one_call(
     )
     report = await driver.validate_configuration(check_reachability=True)
     assert report.ok and report.reachable is True and listed.call_count == 1
+
+
+async def test_a_failing_flow_still_gets_a_valid_ncco(
+    driver: VonageDriver, flow: RecordingFlow
+) -> None:
+    flow.broken = True
+    ncco = await handle(
+        driver, post("/voice/webhook/vonage/input?turn=4", speech_result("hello")), "input"
+    )
+    assert check_ncco(ncco) == ["talk", "input"]
+    assert event_turn(ncco[1]) == {"turn": "4"} and "sorry" in ncco[0]["text"].lower()
+    ncco = await handle(driver, get("/voice/webhook/vonage/answer", answer_params()), "answer")
+    assert check_ncco(ncco) == ["talk"]

@@ -302,8 +302,20 @@ class AwsConnectDriver(BaseDriver):
                 "aws-connect turn failed; apologising",
                 extra={"call_id": contact_id, "error": type(exc).__name__},
             )
-            answer = connect_map("speak", APOLOGY_TEXT, next_turn=max(turn, 1), fallback=True)
+            return self.fallback_response(request, step)
         return JSONResponse(answer)
+
+    def fallback_response(self, request: WebhookRequest, step: str) -> Response:
+        """The apology map: the flow speaks it and asks the same turn again."""
+        turn = 1
+        try:
+            details = json.loads(request.body).get("Details") or {}
+            params = details.get("Parameters") or {}
+            attributes = (details.get("ContactData") or {}).get("Attributes") or {}
+            turn = max(1, _int(params.get("turn") or attributes.get("turn"), 1))
+        except (ValueError, AttributeError):
+            pass
+        return JSONResponse(connect_map("speak", APOLOGY_TEXT, next_turn=turn, fallback=True))
 
     def _call_info(self, contact: Mapping[str, Any], attributes: Mapping[str, Any]) -> CallInfo:
         customer = contact.get("CustomerEndpoint") or {}

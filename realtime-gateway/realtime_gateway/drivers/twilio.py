@@ -58,6 +58,7 @@ MAX_SILENT_TURNS = 2
 REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
 GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
 APOLOGY_TEXT = "Sorry, we're having trouble right now. Please call again later. Goodbye."
+TURN_APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 OUTBOUND_RING_TIMEOUT_S = 30
 REST_TIMEOUT_S = 10.0
@@ -240,18 +241,24 @@ class TwilioDriver(BaseDriver):
                 return await self._on_recording(request, params, call_sid)
         except Exception:
             log.exception("twilio webhook failed", extra={"step": step, "call_id": call_sid})
-            if step == "gather":
-                turn = _int(request.query.get("turn"), 1)
-                return twiml(
-                    render_prompt_and_listen(
-                        "Sorry, something went wrong. Could you say that again?",
-                        self._gather_url(request, turn, 0, params),
-                    )
-                )
-            if step in ("status", "recording"):
-                return twiml(VoiceResponse())
-            return twiml(render_goodbye(APOLOGY_TEXT))
+            return self.fallback_response(request, step)
         return error_response(404, "not_found", f"unknown Twilio webhook step '{step}'")
+
+    def fallback_response(self, request: WebhookRequest, step: str) -> Response:
+        """Valid TwiML when handling failed: the same turn is asked again (a Gather), a
+        callback is acknowledged, a call that cannot start is told so and hung up."""
+        step = step.strip("/")
+        if step == "gather":
+            turn = max(1, _int(request.query.get("turn"), 1))
+            return twiml(
+                render_prompt_and_listen(
+                    TURN_APOLOGY_TEXT,
+                    self._gather_url(request, turn, 0, self._params(request)),
+                )
+            )
+        if step in ("status", "recording"):
+            return twiml(VoiceResponse())
+        return twiml(render_goodbye(APOLOGY_TEXT))
 
     @staticmethod
     def _params(request: WebhookRequest) -> dict[str, str]:

@@ -68,6 +68,7 @@ CLOCK_SKEW_S = 30
 REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
 GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
 APOLOGY_TEXT = "Sorry, we're having trouble right now. Please call again later. Goodbye."
+TURN_APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
 REST_TIMEOUT_S = 10
 # Vonage's text-to-speech says roughly 14 characters a second; the API hang-up waits for the
 # goodbye to be heard (the NCCO ending hangs up too: this makes the end provable).
@@ -291,18 +292,24 @@ class VonageDriver(BaseDriver):
                 return await self._on_recording(request, payload)
         except Exception:
             log.exception("vonage webhook failed", extra={"step": step, "call_id": uuid})
-            if step == "input":
-                turn = _int(request.query.get("turn"), 1)
-                rendered = render_actions(
-                    [],
-                    self._input_url(request, turn, 0),
-                    self.settings.vonage_phone_number,
-                )
-                return ncco_response(rendered.ncco)
-            if step in ("status", "event", "recording"):
-                return Response(status_code=204)
-            return ncco_response(render_goodbye(APOLOGY_TEXT).ncco)
+            return self.fallback_response(request, step)
         return error_response(404, "not_found", f"unknown Vonage webhook step '{step}'")
+
+    def fallback_response(self, request: WebhookRequest, step: str) -> Response:
+        """A valid NCCO when handling failed: the same turn is asked again, an event is
+        acknowledged, a call that cannot start is told so (and the NCCO ends it)."""
+        step = step.strip("/")
+        if step == "input":
+            turn = max(1, _int(request.query.get("turn"), 1))
+            rendered = render_actions(
+                [Action.say(TURN_APOLOGY_TEXT), Action.gather()],
+                self._input_url(request, turn, 0),
+                self.settings.vonage_phone_number,
+            )
+            return ncco_response(rendered.ncco)
+        if step in ("status", "event", "recording"):
+            return Response(status_code=204)
+        return ncco_response(render_goodbye(APOLOGY_TEXT).ncco)
 
     @staticmethod
     def _payload(request: WebhookRequest) -> dict[str, Any]:
