@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 CLOSE_TRY_AGAIN_LATER = 1013
 CLOSE_TIMEOUT_S = 1.0
+SUBSCRIBE_WAIT_S = 1.0
 
 
 class EventSink(Protocol):
@@ -218,8 +219,8 @@ class RedisEventBus:
 
     async def start(self) -> None:
         self._listener = asyncio.create_task(self._listen(), name="ws-redis-listener")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(2.0):
+        with contextlib.suppress(TimeoutError):  # Redis down: serve anyway, keep retrying
+            async with asyncio.timeout(SUBSCRIBE_WAIT_S):
                 await self._ready.wait()
 
     async def publish(self, event: CallEvent) -> None:

@@ -22,7 +22,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from realtime_gateway.calls import CallStore, LiveCall
-from realtime_gateway.drivers.base import TERMINAL_STATUSES, CallerInput, CallInfo, FlowReply
+from realtime_gateway.drivers.base import (
+    FALLBACK_APOLOGY,
+    TERMINAL_STATUSES,
+    CallerInput,
+    CallInfo,
+    FlowReply,
+)
 from realtime_gateway.events import EventBus
 from realtime_gateway.orchestrator_client import OrchestratorClient, OrchestratorUnavailable
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnRequest
@@ -31,7 +37,7 @@ from shared.logging import call_id_var
 
 log = logging.getLogger(__name__)
 
-APOLOGY = "Sorry, one moment please — could you say that again?"
+APOLOGY = FALLBACK_APOLOGY
 FALLBACK_GREETING = "Hello! How can I help you today?"
 GOODBYE = "Thank you for calling. Goodbye."
 TURN_SEEN_TTL_S = 86_400

@@ -91,3 +91,30 @@ async def test_redis_bus_delivers_across_instances_quickly(data_dir: Path, redis
         status = (await b.client.get("/ws/status", headers=auth())).json()
         assert status["backend"] == "redis" and status["events_published"] == 0
         assert (await a.client.get("/ws/status", headers=auth())).json()["events_published"] == 50
+
+
+async def test_a_store_failure_after_verification_still_answers_valid_actions(
+    data_dir: Path, redis_url: str
+) -> None:
+    """A call key holding the wrong Redis type (corruption) makes handling fail: the bridge
+    still gets 200 with an apology and a new listen, never a 5xx."""
+    import redis.asyncio as aioredis
+
+    call_id = new_call_id()
+    raw = aioredis.from_url(redis_url)
+    await raw.set(f"vao:gw:call:{call_id}", "not a hash")
+    await raw.aclose()
+    async with served(settings_for(data_dir, redis_url=redis_url)) as gw:
+        r = await gw.send(started(call_id))
+        assert r.status_code == 200
+        assert [a["type"] for a in r.json()["actions"]] == ["say", "gather"]
+        assert r.json()["actions"][0]["text"].startswith("Sorry")
+
+
+async def test_unreachable_redis_gives_503_json_and_changes_nothing(data_dir: Path) -> None:
+    settings = settings_for(data_dir, redis_url="redis://127.0.0.1:1/0")
+    async with served(settings) as gw:
+        r = await gw.send(started(new_call_id()))
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "verification_unavailable"
+        assert gw.rt.bus.events_published == 0

@@ -52,6 +52,10 @@ STATUS_ORDER: dict[str, int] = {
 }
 
 
+# What the caller hears when a turn cannot be answered (orchestrator down, store failing).
+FALLBACK_APOLOGY = "Sorry, one moment please — could you say that again?"
+
+
 class SignatureError(Exception):
     """The request is unsigned, badly signed, stale or replayed: answer 401/403, change nothing."""
 
@@ -228,6 +232,12 @@ class BaseDriver(ABC):
     @abstractmethod
     async def end_call(self, call_id: str) -> None:
         """Hang up at the provider. Idempotent: an already-ended call is not an error."""
+
+    def fallback_response(self, request: WebhookRequest, step: str) -> Response | None:
+        """A valid provider reply for when handling a verified request failed unexpectedly
+        (e.g. the call store is unreachable): the route answers this instead of a 5xx.
+        Typically an apology and a new listen; None when the provider has no such reply."""
+        return None
 
     def webhook_url(self, step: str = "") -> str:
         """Public URL of one of this driver's webhook routes."""

@@ -46,6 +46,7 @@ from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.base import (
+    FALLBACK_APOLOGY,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -315,6 +316,9 @@ class GenericHttpDriver(BaseDriver):
             return JSONResponse(actions_body([]))
         await self.flow.end(event.call_id, reason=event.reason, duration_s=event.duration_s)
         return JSONResponse(actions_body([]))
+
+    def fallback_response(self, request: WebhookRequest, step: str) -> Response | None:
+        return JSONResponse(actions_body([Action.say(FALLBACK_APOLOGY), Action.gather()]))
 
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
         base = self._base_url()

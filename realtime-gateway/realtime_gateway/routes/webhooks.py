@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from urllib.parse import parse_qsl
 
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -66,10 +67,27 @@ async def _dispatch(request: Request, provider: str, step: str) -> Response:
             "webhook for a misconfigured provider", extra={"provider": provider, "reason": str(exc)}
         )
         return error_response(503, "provider_not_configured", str(exc))
+    except (ApiError, HTTPException):
+        raise
+    except Exception:
+        # e.g. the call store (replay check) is unreachable: the request could not be verified,
+        # so nothing is done; 503 asks the provider to retry later.
+        log.exception("webhook verification failed", extra={"provider": provider})
+        return error_response(503, "verification_unavailable", "could not verify the request now")
     try:
         return await driver.handle_webhook(webhook, step)
     except ProviderConfigError as exc:
         return error_response(503, "provider_not_configured", str(exc))
+    except (ApiError, HTTPException):
+        raise
+    except Exception:
+        # A verified provider request must still get a valid reply (never a 5xx): the
+        # driver's fallback (an apology and a new listen) when it has one.
+        log.exception("webhook handling failed", extra={"provider": provider, "step": step})
+        fallback = driver.fallback_response(webhook, step)
+        if fallback is None:
+            raise
+        return fallback
 
 
 async def build_webhook_request(request: Request, settings: GatewaySettings) -> WebhookRequest:
