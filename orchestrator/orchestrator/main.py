@@ -26,7 +26,7 @@ from orchestrator.health import HealthChecks
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder
 from orchestrator.state import OrchestratorState
-from orchestrator.store.database import Database
+from orchestrator.store.database import Database, describe_dsn
 from orchestrator.store.embedded import EmbeddedPostgres
 from orchestrator.store.records import Agent
 from orchestrator.version import __version__
@@ -111,6 +111,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
             extra={
                 "version": __version__,
                 "database": mode,
+                "database_target": describe_dsn(dsn),
                 "llm": responder.mode,
                 "default_agent": default_agent.id,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),

@@ -202,3 +202,12 @@ async def test_two_instances_migrating_a_fresh_database_together_apply_each_migr
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+def test_the_logged_database_target_never_contains_credentials() -> None:
+    from orchestrator.store.database import describe_dsn
+
+    assert describe_dsn("postgresql://app:s3cret@db.internal:6543/vao") == "db.internal:6543/vao"
+    assert "s3cret" not in describe_dsn("postgres://app:s3cret@db/vao?sslmode=require")
+    embedded = describe_dsn("postgresql://postgres@/postgres?host=/data/postgres&port=5432")
+    assert embedded == "/data/postgres:5432/postgres"

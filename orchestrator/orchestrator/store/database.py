@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from urllib.parse import urlsplit
 
 import asyncpg
 
@@ -14,6 +15,15 @@ from orchestrator.store.conversations import ConversationStore
 from orchestrator.store.migrations import apply_migrations
 
 log = logging.getLogger(__name__)
+
+
+def describe_dsn(dsn: str) -> str:
+    """`host:port/dbname` of a DSN, for logs: never the user or password."""
+    parts = urlsplit(dsn)
+    query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
+    host = parts.hostname or query.get("host", "")
+    port = parts.port or query.get("port", "5432")
+    return f"{host}:{port}{parts.path or '/'}"
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
