@@ -10,7 +10,7 @@ import httpx
 
 from shared.auth import mint_token
 from shared.contract import IDEMPOTENCY_HEADER, TurnReply, idempotency_key
-from tests.orchestrator.conftest import SECRET, RunningApp, new_id, run_app
+from tests.orchestrator.conftest import SECRET, RunningApp, make_settings, new_id, run_app
 
 
 def start_body(conversation_id: str, **extra: Any) -> dict[str, Any]:
@@ -407,3 +407,38 @@ async def test_the_default_agent_is_created_once_across_restarts(
     async with run_app(settings):
         second = await db.fetch("SELECT id FROM agents WHERE is_default")
     assert len(first) == 1 and first == second
+
+
+async def test_two_instances_starting_together_on_a_fresh_database_share_one_schema_and_default(
+    pg_dsn: str, tmp_path: Any
+) -> None:
+    name = f"vao_two_{new_id('')[1:].replace('-', '')}"
+    admin = await asyncpg.connect(pg_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        started = asyncio.Event()
+        results: list[int] = []
+
+        async def instance(i: int) -> None:
+            data_dir = tmp_path / f"i{i}"
+            data_dir.mkdir()
+            async with run_app(make_settings(data_dir, dsn)) as orch:
+                results.append((await orch.client.get("/health")).status_code)
+                await started.wait()
+
+        tasks = [asyncio.create_task(instance(i)) for i in range(2)]
+        while len(results) < 2 and not any(t.done() for t in tasks):
+            await asyncio.sleep(0.01)
+        started.set()
+        await asyncio.gather(*tasks)
+        assert results == [200, 200]
+        conn = await asyncpg.connect(dsn)
+        try:
+            assert await conn.fetchval("SELECT count(*) FROM agents WHERE is_default") == 1
+            assert await conn.fetchval("SELECT count(*) FROM schema_migrations") >= 1
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
