@@ -21,6 +21,8 @@ DRY_RUN=0
 TARGET=""
 RENDER_DIR=""
 exec 3>&1 # the plan goes to the original stdout, also from inside $(...)
+export AWS_PAGER=""                    # the AWS CLI would otherwise page output and wait
+export CLOUDSDK_CORE_DISABLE_PROMPTS=1 # gcloud never waits for an answer
 
 usage() {
   cat <<'EOF'

@@ -103,7 +103,8 @@ stdin = ""
 if name == "docker" and args[:1] == ["login"]:
     stdin = sys.stdin.read()
 with open(os.environ["FAKE_LOG"], "a") as log:
-    log.write(json.dumps({"cli": name, "args": args, "stdin": stdin}) + "\n")
+    env = {k: os.environ.get(k) for k in ("AWS_PAGER", "CLOUDSDK_CORE_DISABLE_PROMPTS")}
+    log.write(json.dumps({"cli": name, "args": args, "stdin": stdin, "env": env}) + "\n")
 present = os.environ.get("FAKE_STATE", "missing") == "present"
 missing_secrets = [s for s in os.environ.get("FAKE_MISSING_SECRETS", "").split(",") if s]
 key = " ".join(args[:2])

@@ -167,6 +167,7 @@ def test_ecs_deploy_runs_every_step_in_order(fake_clouds: FakeClouds) -> None:
     assert proc.returncode == 0, proc.stderr
     calls = fake_clouds.calls()
     ran = commands(calls)
+    assert all(c["env"]["AWS_PAGER"] == "" for c in calls if c["cli"] == "aws"), "no pager"
     login = next(c for c in calls if c["cli"] == "docker" and c["args"][0] == "login")
     assert login["stdin"].strip() == "fake-ecr-password", "password piped from get-login-password"
     order = [
@@ -295,7 +296,11 @@ def test_cloud_run_deploy_wires_the_orchestrator_url_into_the_gateway(
 ) -> None:
     proc = fake_clouds.run("google-cloud-run", env=fake_clouds.env(**GCP_ENV))
     assert proc.returncode == 0, proc.stderr
-    ran = commands(fake_clouds.calls())
+    calls = fake_clouds.calls()
+    assert all(
+        c["env"]["CLOUDSDK_CORE_DISABLE_PROMPTS"] == "1" for c in calls if c["cli"] == "gcloud"
+    )
+    ran = commands(calls)
     replace_orch = index(ran, "gcloud run services replace")
     describe_orch = index(ran, "gcloud run services describe orchestrator")
     assert replace_orch < describe_orch < index(ran, "realtime-gateway.yaml")
