@@ -26,7 +26,12 @@ from orchestrator.health import HealthChecks
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder
 from orchestrator.state import OrchestratorState
-from orchestrator.store.database import Database, describe_dsn
+from orchestrator.store.database import (
+    DATABASE_UNAVAILABLE_ERRORS,
+    Database,
+    describe_dsn,
+    on_database_unavailable,
+)
 from orchestrator.store.embedded import EmbeddedPostgres
 from orchestrator.store.records import Agent
 from orchestrator.version import __version__
@@ -173,6 +178,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    for unavailable in DATABASE_UNAVAILABLE_ERRORS:
+        app.add_exception_handler(unavailable, on_database_unavailable)
     app.add_exception_handler(Exception, on_unexpected_error)
     app.include_router(health.router)
     app.include_router(conversations.router)

@@ -442,3 +442,20 @@ async def test_two_instances_starting_together_on_a_fresh_database_share_one_sch
     finally:
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+
+
+async def test_a_lost_database_is_a_503_json_error_not_a_500(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    await orch.state["database"].pool.close()
+    cid = new_id()
+    r = await orch.client.post(
+        f"/conversations/{cid}/start", json=start_body(cid), headers=service_headers
+    )
+    assert r.status_code == 503
+    assert r.json() == {
+        "error": {
+            "code": "database_unavailable",
+            "message": "the database is unavailable; retry shortly",
+        }
+    }

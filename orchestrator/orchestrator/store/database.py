@@ -9,12 +9,32 @@ import time
 from urllib.parse import urlsplit
 
 import asyncpg
+from starlette.requests import Request
+from starlette.responses import Response
 
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import ConversationStore
 from orchestrator.store.migrations import apply_migrations
+from shared.errors import error_response
 
 log = logging.getLogger(__name__)
+
+
+# What a lost or overloaded database raises: answered 503 (the gateway apologises and asks again),
+# not 500, and logged once without the traceback noise of an unexpected error.
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,  # pool closed, connection lost mid-use
+    asyncpg.PostgresConnectionError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.TooManyConnectionsError,
+    ConnectionError,  # refused / reset while connecting
+    TimeoutError,  # pool acquire or command_timeout
+)
+
+
+async def on_database_unavailable(request: Request, exc: Exception) -> Response:
+    log.error("database unavailable", extra={"path": request.url.path, "err": type(exc).__name__})
+    return error_response(503, "database_unavailable", "the database is unavailable; retry shortly")
 
 
 def describe_dsn(dsn: str) -> str:
