@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 
 # What a lost or overloaded database raises: answered 503 (the gateway apologises and asks again),
 # not 500, and logged once without the traceback noise of an unexpected error.
-DATABASE_UNAVAILABLE_ERRORS: tuple[type[BaseException], ...] = (
+DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,  # pool closed, connection lost mid-use
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
