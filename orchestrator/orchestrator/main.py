@@ -20,9 +20,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from orchestrator.api.routes import conversations, health
+from orchestrator.api.routes import agents, callers, conversations, health, knowledge
 from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
+from orchestrator.memory.chroma import warm_imports
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder
 from orchestrator.state import OrchestratorState
@@ -60,6 +61,8 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
     settings: OrchestratorSettings = app.state.settings
     started = time.perf_counter()
     jwt_secret = settings.resolved_jwt_secret()
+    # The agent graph's heavy imports (chromadb, langgraph) load in a thread meanwhile.
+    warm = asyncio.create_task(asyncio.to_thread(warm_imports))
     async with AsyncExitStack() as stack:
         # 1. The database: DATABASE_URL, else a PostgreSQL we start and own under DATA_DIR.
         if settings.database_url:
@@ -98,8 +101,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
         checks = HealthChecks()
         checks.add("postgres", database.check)
 
-        # 3. The responder (offline rules today; the agent graph plugs in via build_responder).
-        responder = build_responder(settings, database, checks)
+        # 3. The responder: the agent graph (Chroma memory; LLM or offline mode).
+        await warm
+        responder = await build_responder(settings, database, checks)
         stack.push_async_callback(responder.aclose)
 
         service = ConversationService(
@@ -183,6 +187,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     app.add_exception_handler(Exception, on_unexpected_error)
     app.include_router(health.router)
     app.include_router(conversations.router)
+    app.include_router(agents.router)
+    app.include_router(knowledge.router)
+    app.include_router(callers.router)
 
     @app.get("/", include_in_schema=False)
     async def root() -> JSONResponse:

@@ -55,6 +55,28 @@ class FakeOpenAI:
         self.script: list[Scripted] = []
         self.requests: list[dict[str, Any]] = []
         self.route = router.post(f"{base_url}/chat/completions").mock(side_effect=self._answer)
+        self.embedded: list[str] = []
+        self.embeddings_route = router.post(f"{base_url}/embeddings").mock(side_effect=self._embed)
+
+    def _embed(self, request: httpx.Request) -> httpx.Response:
+        """Deterministic lexical vectors (the offline hashing embedding stands in for the model)."""
+        from orchestrator.memory.embeddings import hash_embed
+
+        texts = json.loads(request.content)["input"]
+        self.embedded.extend(texts)
+        data = [
+            {"object": "embedding", "index": i, "embedding": hash_embed(t, 256).tolist()}
+            for i, t in enumerate(texts)
+        ]
+        return httpx.Response(
+            200,
+            json={
+                "object": "list",
+                "data": data,
+                "model": "text-embedding-3-small",
+                "usage": {"prompt_tokens": 1, "total_tokens": 1},
+            },
+        )
 
     # -- scripting ----------------------------------------------------------------------------
 
@@ -142,9 +164,7 @@ class FakeOpenAI:
                 )
             )
             for piece in step.tool_args:  # the arguments arrive split across chunks
-                out.append(
-                    _chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]})
-                )
+                out.append(_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}))
             out.append(_chunk({}, "tool_calls"))
         out.append("data: [DONE]\n\n")
         return "".join(out)

@@ -79,12 +79,9 @@ class GraphResponder:
         self.tools = ToolAgent(http, self.knowledge, self.caller_memory)
         self.graph = AgentGraph(self.memory_agent, self.orchestrator, self.tools)
         self.stats = AgentStats()
+        self.mode: str = self.orchestrator.mode  # "llm" | "offline"
         self.retention: RetentionTask | None = None
         self._configs: dict[tuple[str, object], AgentConfiguration] = {}
-
-    @property
-    def mode(self) -> str:
-        return self.orchestrator.mode
 
     @classmethod
     async def open(

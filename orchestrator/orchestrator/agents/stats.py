@@ -11,6 +11,8 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
+import asyncpg
+
 WINDOW = 1000
 
 
@@ -64,3 +66,13 @@ class AgentStats:
                 "max": round(window[-1], 3) if window else 0.0,
             },
         }
+
+
+async def turns_handled(pool: asyncpg.Pool, agent_id: str) -> int:
+    """Turns this agent answered, from the store (greetings excluded); survives restarts."""
+    value = await pool.fetchval(
+        "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
+        "WHERE c.agent_id = $1 AND m.role = 'assistant' AND m.turn_id <> 'greeting'",
+        agent_id,
+    )
+    return int(value or 0)

@@ -27,6 +27,14 @@ KNOWLEDGE = "knowledge"
 MEMORIES = "memories"
 
 
+def warm_imports() -> None:
+    """Import the agent graph's heavy modules (about 2 s cold) in a worker thread at start-up,
+    while Postgres starts, instead of after it."""
+    import chromadb  # noqa: F401
+    import langchain_core.messages  # noqa: F401
+    import langgraph.graph  # noqa: F401
+
+
 def chroma_path(settings: OrchestratorSettings) -> Path:
     return Path(settings.chroma_path) if settings.chroma_path else settings.data_dir / "chroma"
 

@@ -10,9 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
-from orchestrator.services.responder import Responder, TurnInputs
+from orchestrator.services.responder import (
+    ReplyDraft,
+    Responder,
+    StreamingResponder,
+    TurnInputs,
+)
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
 from orchestrator.store.records import Agent, Conversation, Message
@@ -111,6 +117,48 @@ class ConversationService:
         self, conversation_id: str, turn_id: str, message: str, context: TurnContext
     ) -> TurnReply:
         timer = StageTimer()
+        begun = await self._begin_turn(conversation_id, turn_id, message, context, timer)
+        if isinstance(begun, TurnReply):
+            return begun
+        draft = await self.responder.respond(begun)
+        timer.lap("respond")
+        return await self._finish_turn(begun, draft, timer)
+
+    async def message_stream(
+        self, conversation_id: str, turn_id: str, message: str, context: TurnContext
+    ) -> AsyncIterator[str | TurnReply]:
+        """Like `message`, yielding the reply's text as the responder produces it, then the
+        stored `TurnReply`. A replayed turn yields its stored text once; a responder without
+        `stream` yields its whole reply as one piece. Errors before the first piece raise."""
+        timer = StageTimer()
+        begun = await self._begin_turn(conversation_id, turn_id, message, context, timer)
+        if isinstance(begun, TurnReply):
+            yield begun.reply
+            yield begun
+            return
+        draft: ReplyDraft | None = None
+        if isinstance(self.responder, StreamingResponder):
+            async for item in self.responder.stream(begun):
+                if isinstance(item, ReplyDraft):
+                    draft = item
+                else:
+                    yield item
+        else:
+            draft = await self.responder.respond(begun)
+            yield draft.text
+        assert draft is not None, "a streaming responder must end with its ReplyDraft"
+        timer.lap("respond")
+        yield await self._finish_turn(begun, draft, timer)
+
+    async def _begin_turn(
+        self,
+        conversation_id: str,
+        turn_id: str,
+        message: str,
+        context: TurnContext,
+        timer: StageTimer,
+    ) -> TurnReply | TurnInputs:
+        """The stored reply of a replayed turn, or what the responder needs to answer it."""
         state = await self.conversations.turn_state(conversation_id, turn_id, self.history_turns)
         conversation = state.conversation
         if conversation is None:
@@ -125,24 +173,27 @@ class ConversationService:
             )
         agent = await self._agent_of(conversation)
         timer.lap("store_read")
-        draft = await self.responder.respond(
-            TurnInputs(
-                conversation=conversation,
-                agent=agent,
-                turn_id=turn_id,
-                message=message,
-                context=context,
-                history=state.history,
-            )
+        return TurnInputs(
+            conversation=conversation,
+            agent=agent,
+            turn_id=turn_id,
+            message=message,
+            context=context,
+            history=state.history,
         )
-        timer.lap("respond")
+
+    async def _finish_turn(
+        self, turn: TurnInputs, draft: ReplyDraft, timer: StageTimer
+    ) -> TurnReply:
+        conversation, turn_id, context = turn.conversation, turn.turn_id, turn.context
+        conversation_id = conversation.id
         user_meta: dict[str, Any] = {"input_type": context.input_type}
         if context.confidence is not None:
             user_meta["confidence"] = context.confidence
         saved = await self.conversations.record_turn(
             conversation_id,
             turn_id,
-            user_text=message,
+            user_text=turn.message,
             reply_text=draft.text,
             actions=_dump(draft.actions),
             timings={**draft.timings_ms, **timer.laps},

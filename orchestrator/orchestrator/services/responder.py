@@ -1,14 +1,17 @@
 """The responder seam: what answers a turn.
 
 `ConversationService` owns storage, idempotency and timing; a `Responder` only turns a turn into
-a reply. Today `build_responder` returns the offline `RuleResponder`; the agent graph (input ->
-memory -> orchestrator <-> tool) plugs in here behind the same Protocol, chosen by settings.
+a reply. `build_responder` returns the agent graph (input -> memory -> orchestrator <-> tool,
+`orchestrator.agents.responder.GraphResponder`): LLM mode with OPENAI_API_KEY, else offline.
+`RuleResponder` is the minimal offline responder without Chroma (kept for tests of the turn
+service). A responder that can stream its reply token by token is a `StreamingResponder`.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -53,6 +56,14 @@ class Responder(Protocol):
     async def on_call_end(self, conversation: Conversation) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class StreamingResponder(Responder, Protocol):
+    def stream(self, turn: TurnInputs) -> AsyncIterator[str | ReplyDraft]:
+        """The reply's text as it is produced, then the final `ReplyDraft` (last item).
+        Closing the iterator early cancels the turn (the caller barged in)."""
+        ...
 
 
 _GOODBYE = re.compile(
@@ -116,12 +127,14 @@ class RuleResponder:
         return None
 
 
-def build_responder(
+async def build_responder(
     settings: OrchestratorSettings, database: Database, health: HealthChecks
 ) -> Responder:
-    """The one place that picks the responder (the agent graph replaces this body).
+    """The one place that picks the responder: the agent graph, with Chroma memory.
 
-    `database` gives access to the stores; `health` is where a responder registers checks of its
-    own dependencies (e.g. `health.add("chroma", ...)`, which `/health` reports as vector_store).
+    `database` gives access to the stores; `health` is where the responder registers checks of its
+    own dependencies (`chroma`, which `/health` reports as vector_store).
     """
-    return RuleResponder()
+    from orchestrator.agents.responder import GraphResponder  # chromadb, langgraph: only here
+
+    return await GraphResponder.open(settings, database, health)

@@ -3,10 +3,14 @@ view for operators. Thin: parse, call `ConversationService`, render."""
 
 from __future__ import annotations
 
+import json
+import logging
 import re
+from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path
+from fastapi.responses import StreamingResponse
 
 from orchestrator.api.schemas import ConversationView
 from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep
@@ -19,8 +23,10 @@ from shared.contract import (
     TurnReply,
     TurnRequest,
 )
-from shared.errors import ApiError
+from shared.errors import ApiError, error_body
 from shared.logging import call_id_var
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
@@ -46,10 +52,48 @@ async def post_message(
     service: ServiceDep,
     _: WriterDep,
     idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
-) -> TurnReply:
+    accept: Annotated[str | None, Header()] = None,
+) -> TurnReply | StreamingResponse:
+    """JSON `TurnReply`; with `Accept: text/event-stream` the reply streams as server-sent events:
+    `event: token` (`{"text": "..."}`) as the text is produced, then `event: reply` (the stored
+    `TurnReply`), or `event: error` (`{"error": {"code", "message"}}`) if it fails midway. Errors
+    found before the first token (404, 409, 400) are plain JSON errors."""
     call_id_var.set(body.context.call_id or conversation_id)
     turn_id = resolve_turn_id(conversation_id, body.turn_id, idempotency_key)
+    if accept and "text/event-stream" in accept:
+        stream = service.message_stream(conversation_id, turn_id, body.message, body.context)
+        first = await anext(stream)  # raises ApiError (JSON) before anything is streamed
+        return StreamingResponse(
+            sse_events(first, stream),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
     return await service.message(conversation_id, turn_id, body.message, body.context)
+
+
+async def sse_events(
+    first: str | TurnReply, rest: AsyncIterator[str | TurnReply]
+) -> AsyncIterator[bytes]:
+    async def items() -> AsyncIterator[str | TurnReply]:
+        yield first
+        async for item in rest:
+            yield item
+
+    try:
+        async for item in items():
+            if isinstance(item, TurnReply):
+                data = item.model_dump_json(exclude_none=True)
+                yield f"event: reply\ndata: {data}\n\n".encode()
+            elif item:
+                yield f"event: token\ndata: {json.dumps({'text': item})}\n\n".encode()
+    except ApiError as exc:
+        yield f"event: error\ndata: {json.dumps(error_body(exc.code, exc.message))}\n\n".encode()
+    except Exception:
+        log.exception("streamed turn failed")
+        body = error_body("internal_error", "internal error; see the service logs")
+        yield f"event: error\ndata: {json.dumps(body)}\n\n".encode()
+    finally:
+        await rest.aclose()  # type: ignore[attr-defined]
 
 
 @router.post("/{conversation_id}/end", response_model=ConversationEnded)

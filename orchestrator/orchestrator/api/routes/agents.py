@@ -1,0 +1,242 @@
+"""`/agents`: list, create, read, status, update (PUT replaces, PATCH merges) and delete agents.
+
+An agent's `configuration` is validated by `AgentConfiguration`: a bad field is a 422 naming it
+(`configuration.temperature: ...`). A dialled number may route to one agent only (409 otherwise).
+The default agent (created from settings at first start) cannot be deleted: calls need it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Path, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from orchestrator.agents.configuration import AgentConfiguration, load_configuration
+from orchestrator.agents.stats import turns_handled
+from orchestrator.deps import AgentStoreDep, DatabaseDep, ReaderDep, ResponderDep, require_roles
+from orchestrator.store.agents import AgentStore
+from orchestrator.store.records import Agent
+from shared.auth import Principal
+from shared.errors import ApiError
+
+router = APIRouter(prefix="/agents", tags=["agents"])
+
+OperatorDep = Annotated[Principal, Depends(require_roles("admin", "operator"))]
+AgentId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._:\-]+$")]
+# The spec's four kinds; "voice" is what the default agent made from settings is stored as.
+AgentType = Literal["input", "memory", "orchestrator", "tool", "voice"]
+
+
+class AgentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_type: AgentType = "orchestrator"
+    name: str | None = Field(None, min_length=1, max_length=100)
+    configuration: AgentConfiguration = Field(default_factory=AgentConfiguration)
+    is_default: bool = False
+
+
+class AgentPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_type: AgentType | None = None
+    name: str | None = Field(None, min_length=1, max_length=100)
+    configuration: dict[str, Any] | None = None  # merged into the stored one, then validated
+    is_default: bool | None = None
+
+
+class AgentView(BaseModel):
+    id: str
+    name: str
+    agent_type: str
+    configuration: dict[str, Any]
+    is_default: bool
+    created_at: datetime
+    updated_at: datetime
+
+    @classmethod
+    def of(cls, agent: Agent) -> AgentView:
+        return cls(
+            id=agent.id,
+            name=agent.name,
+            agent_type=agent.agent_type,
+            configuration=agent.configuration,
+            is_default=agent.is_default,
+            created_at=agent.created_at,
+            updated_at=agent.updated_at,
+        )
+
+
+class AgentList(BaseModel):
+    agents: list[AgentView]
+    total: int
+
+
+def _stored(config: AgentConfiguration) -> dict[str, Any]:
+    return config.model_dump(mode="json", exclude_unset=True)
+
+
+async def _check_numbers(
+    store: AgentStore, config: AgentConfiguration, agent_id: str | None
+) -> None:
+    for number in config.phone_numbers:
+        owner = await store.find_by_phone(number)
+        if owner is not None and owner.id != agent_id:
+            raise ApiError(
+                409,
+                "phone_number_taken",
+                f"configuration.phone_numbers: {number} is already answered by agent {owner.id}",
+            )
+
+
+async def _get(store: AgentStore, agent_id: str) -> Agent:
+    agent = await store.get(agent_id)
+    if agent is None:
+        raise ApiError(404, "agent_not_found", f"no agent {agent_id!r}")
+    return agent
+
+
+@router.get("", response_model=AgentList)
+async def list_agents(
+    store: AgentStoreDep,
+    _: ReaderDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> AgentList:
+    agents = await store.list_all(limit=limit, offset=offset)
+    return AgentList(agents=[AgentView.of(a) for a in agents], total=await store.count())
+
+
+@router.post("/create", response_model=AgentView, status_code=201)
+async def create_agent(body: AgentCreate, store: AgentStoreDep, _: OperatorDep) -> AgentView:
+    await _check_numbers(store, body.configuration, None)
+    name = body.name or body.configuration.name or f"{body.agent_type.title()} agent"
+    agent = await store.create(
+        name=name,
+        agent_type=body.agent_type,
+        configuration=_stored(body.configuration),
+        is_default=body.is_default,
+    )
+    return AgentView.of(agent)
+
+
+@router.get("/{agent_id}", response_model=AgentView)
+async def get_agent(agent_id: AgentId, store: AgentStoreDep, _: ReaderDep) -> AgentView:
+    return AgentView.of(await _get(store, agent_id))
+
+
+@router.get("/{agent_id}/status")
+async def agent_status(
+    agent_id: AgentId,
+    store: AgentStoreDep,
+    database: DatabaseDep,
+    responder: ResponderDep,
+    _: ReaderDep,
+) -> dict[str, Any]:
+    """State, turns handled (durable, from the store) and recent latency percentiles."""
+    agent = await _get(store, agent_id)
+    config = load_configuration(agent.configuration)
+    answers_calls = agent.is_default or bool(config.phone_numbers)
+    stats = getattr(responder, "stats", None)
+    live = stats.snapshot(agent.id) if stats is not None else {}
+    return {
+        "agent_id": agent.id,
+        "name": agent.name,
+        "agent_type": agent.agent_type,
+        "state": "active" if answers_calls else "idle",
+        "is_default": agent.is_default,
+        "phone_numbers": config.phone_numbers,
+        "llm_mode": responder.mode,
+        "model": config.model,
+        "turns_handled": await turns_handled(database.pool, agent.id),
+        **live,
+    }
+
+
+async def _update(
+    store: AgentStoreDep,
+    agent: Agent,
+    *,
+    agent_type: str | None,
+    name: str | None,
+    config: AgentConfiguration | None,
+    is_default: bool | None,
+) -> AgentView:
+    if config is not None:
+        await _check_numbers(store, config, agent.id)
+    if is_default is False and agent.is_default:
+        raise ApiError(
+            409, "default_agent_required", "is_default: make another agent the default instead"
+        )
+    updated = await store.update(
+        agent.id,
+        name=name,
+        agent_type=agent_type,
+        configuration=_stored(config) if config is not None else None,
+        is_default=is_default,
+    )
+    if updated is None:
+        raise ApiError(404, "agent_not_found", f"no agent {agent.id!r}")
+    return AgentView.of(updated)
+
+
+@router.put("/{agent_id}", response_model=AgentView)
+async def replace_agent(
+    agent_id: AgentId, body: AgentCreate, store: AgentStoreDep, _: OperatorDep
+) -> AgentView:
+    agent = await _get(store, agent_id)
+    return await _update(
+        store,
+        agent,
+        agent_type=body.agent_type,
+        name=body.name or body.configuration.name,
+        config=body.configuration,
+        is_default=body.is_default or None,
+    )
+
+
+@router.patch("/{agent_id}", response_model=AgentView)
+async def update_agent(
+    agent_id: AgentId, body: AgentPatch, store: AgentStoreDep, _: OperatorDep
+) -> AgentView:
+    agent = await _get(store, agent_id)
+    config = None
+    if body.configuration is not None:
+        from pydantic import ValidationError
+
+        from shared.errors import describe_validation_errors
+
+        merged = {**agent.configuration, **body.configuration}
+        try:
+            config = AgentConfiguration.model_validate(merged)
+        except ValidationError as exc:
+            errors = [{**e, "loc": ("configuration", *e["loc"])} for e in exc.errors()]
+            raise ApiError(422, "validation_error", describe_validation_errors(errors)) from None
+    return await _update(
+        store,
+        agent,
+        agent_type=body.agent_type,
+        name=body.name,
+        config=config,
+        is_default=body.is_default,
+    )
+
+
+@router.delete("/{agent_id}", status_code=204)
+async def delete_agent(
+    agent_id: AgentId, store: AgentStoreDep, responder: ResponderDep, _: OperatorDep
+) -> Response:
+    agent = await _get(store, agent_id)
+    if agent.is_default:
+        raise ApiError(
+            409,
+            "default_agent_required",
+            "the default agent cannot be deleted; make another agent the default first",
+        )
+    await store.delete(agent.id)
+    stats = getattr(responder, "stats", None)
+    if stats is not None:
+        stats.forget(agent.id)
+    return Response(status_code=204)

@@ -1,0 +1,337 @@
+"""The agent graph in LLM mode: real ChatOpenAI + openai 2.x client, OpenAI faked at the HTTP layer
+(respx), real Postgres, real embedded Chroma, real HTTP tool servers on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import respx
+
+from orchestrator.agents.responder import GraphResponder
+from orchestrator.services.responder import ReplyDraft, TurnInputs
+from shared.contract import TurnContext
+from tests.orchestrator.graph_harness import GraphStack, graph_stack, new_phone
+from tests.orchestrator.llm_fakes import FakeOpenAI
+
+
+@pytest.fixture
+async def fake_openai() -> AsyncIterator[FakeOpenAI]:
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="127.0.0.1").pass_through()  # our own loopback tool servers
+        yield FakeOpenAI(router)
+
+
+@pytest.fixture
+async def llm_stack(pg_dsn: str, data_dir: Path) -> AsyncIterator[GraphStack]:
+    async with graph_stack(data_dir, pg_dsn, openai_api_key="sk-test") as stack:
+        assert stack.responder.mode == "llm"
+        yield stack
+
+
+async def stream_turn(
+    responder: GraphResponder, stack: GraphStack, conversation_id: str, text: str
+) -> tuple[list[str], ReplyDraft]:
+    conversation = await stack.database.conversations.get(conversation_id)
+    assert conversation is not None and conversation.agent_id is not None
+    agent = await stack.database.agents.get(conversation.agent_id)
+    assert agent is not None
+    tokens: list[str] = []
+    final: ReplyDraft | None = None
+    async for item in responder.stream(
+        TurnInputs(conversation, agent, "s1", text, TurnContext(), history=[])
+    ):
+        if isinstance(item, ReplyDraft):
+            final = item
+        else:
+            tokens.append(item)
+    assert final is not None
+    return tokens, final
+
+
+class ToolServer:
+    """A real HTTP server on loopback: answers JSON, or never answers (for timeouts)."""
+
+    def __init__(self, *, hang: bool = False) -> None:
+        self.hang = hang
+        self.requests: list[bytes] = []
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def __aenter__(self) -> ToolServer:
+        self.server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None
+        self.server.close()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n"):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        body = await reader.readexactly(length) if length else b""
+        self.requests.append(head + body)
+        if self.hang:
+            await asyncio.sleep(30)
+        payload = json.dumps({"order": "A-17", "status": "shipped", "eta": "Friday"}).encode()
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+            + str(len(payload)).encode()
+            + b"\r\nconnection: close\r\n\r\n"
+            + payload
+        )
+        await writer.drain()
+        writer.close()
+
+
+async def test_plain_reply_carries_stage_timings(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.reply("We open at nine tomorrow.")
+    agent = await llm_stack.agent(model="gpt-test", temperature=0.1, system_prompt="You are Ada.")
+    call = await llm_stack.start(agent, new_phone())
+    reply = await llm_stack.say(call.conversation_id, 1, "When do you open?")
+    assert reply.reply == "We open at nine tomorrow."
+    assert [a.type for a in reply.actions] == ["say", "gather"]
+    sent = fake_openai.requests[0]
+    assert sent["model"] == "gpt-test" and sent["temperature"] == 0.1
+    assert not sent.get("stream")
+    assert "You are Ada." in fake_openai.system_prompt()
+    assert sent["messages"][-1] == {"role": "user", "content": "When do you open?"}
+    assert {t["function"]["name"] for t in sent["tools"]} == {
+        "transfer_call",
+        "end_call",
+        "search_knowledge",
+        "remember",
+    }
+    for stage in ("input", "memory", "llm", "orchestrator", "graph_overhead", "agent_total"):
+        assert stage in reply.timings_ms
+    # history comes from the store: the second turn sends the first one back
+    fake_openai.reply("You're welcome.")
+    await llm_stack.say(call.conversation_id, 2, "Thanks")
+    roles = [m["role"] for m in fake_openai.requests[1]["messages"]]
+    assert roles == ["system", "assistant", "user", "assistant", "user"]
+
+
+async def test_streamed_reply_yields_tokens_then_the_draft(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.reply("Sure, one moment please.", tokens=["Sure", ", one", " moment", " please."])
+    agent = await llm_stack.agent()
+    call = await llm_stack.start(agent, new_phone())
+    tokens, draft = await stream_turn(llm_stack.responder, llm_stack, call.conversation_id, "hi")
+    assert tokens == ["Sure", ", one", " moment", " please."]
+    assert draft.text == "Sure, one moment please."
+    assert fake_openai.requests[0]["stream"] is True
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_tool_call_transfers_with_arguments_split_across_chunks(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI, streamed: bool
+) -> None:
+    fake_openai.tool_call("transfer_call", {"to": "billing department"}, parts=4)
+    agent = await llm_stack.agent(transfer_number="+15550001234")
+    call = await llm_stack.start(agent, new_phone())
+    if streamed:
+        tokens, draft = await stream_turn(
+            llm_stack.responder, llm_stack, call.conversation_id, "billing please"
+        )
+        assert "".join(tokens) == draft.text
+        actions = draft.actions
+        text = draft.text
+    else:
+        reply = await llm_stack.say(call.conversation_id, 1, "billing please")
+        actions, text = reply.actions, reply.reply
+    assert [a.type for a in actions] == ["say", "transfer"]
+    assert actions[1].to == "+15550001234"  # only the configured number, whatever `to` said
+    assert text == "Let me transfer you to someone who can help."
+    assert len(fake_openai.requests) == 1  # a transfer ends the turn
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+async def test_search_knowledge_tool_loops_back_to_the_model(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI, streamed: bool
+) -> None:
+    agent = await llm_stack.agent()
+    assert llm_stack.responder.knowledge is not None
+    await llm_stack.responder.knowledge.ingest(
+        "Gift cards never expire and can be used online.", title="Gift cards", agent_id=agent.id
+    )
+    fake_openai.tool_call("search_knowledge", {"query": "gift card expiry"}, parts=5)
+    fake_openai.reply("Gift cards never expire.")
+    call = await llm_stack.start(agent, new_phone())
+    if streamed:
+        _, draft = await stream_turn(
+            llm_stack.responder, llm_stack, call.conversation_id, "Do gift cards expire?"
+        )
+        text = draft.text
+    else:
+        text = (await llm_stack.say(call.conversation_id, 1, "Do gift cards expire?")).reply
+    assert text == "Gift cards never expire."
+    assert len(fake_openai.requests) == 2
+    (result,) = fake_openai.tool_results(1)
+    assert "never expire" in result
+
+
+async def test_http_tool_is_called_and_its_answer_reaches_the_model(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    async with ToolServer() as server:
+        agent = await llm_stack.agent(
+            tools=[
+                {
+                    "name": "order_status",
+                    "description": "Look up an order",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"order_id": {"type": "string"}},
+                        "required": ["order_id"],
+                    },
+                    "url": f"http://127.0.0.1:{server.port}/orders/{{order_id}}",
+                    "method": "GET",
+                }
+            ],
+            allowed_hosts=["127.0.0.1"],
+            allow_private_networks=True,
+        )
+        fake_openai.tool_call("order_status", {"order_id": "A-17"})
+        fake_openai.reply("Your order shipped and arrives Friday.")
+        call = await llm_stack.start(agent, new_phone())
+        reply = await llm_stack.say(call.conversation_id, 1, "Where is order A-17?")
+    assert reply.reply == "Your order shipped and arrives Friday."
+    assert server.requests[0].startswith(b"GET /orders/A-17 ")
+    (result,) = fake_openai.tool_results(1)
+    assert json.loads(result)["eta"] == "Friday"
+
+
+async def test_a_tool_that_times_out_becomes_a_message_for_the_model(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    async with ToolServer(hang=True) as server:
+        agent = await llm_stack.agent(
+            tools=[
+                {
+                    "name": "slow_lookup",
+                    "description": "A slow backend",
+                    "url": f"http://127.0.0.1:{server.port}/slow",
+                    "timeout_s": 0.3,
+                }
+            ],
+            allowed_hosts=["127.0.0.1"],
+            allow_private_networks=True,
+        )
+        fake_openai.tool_call("slow_lookup", {})
+        fake_openai.reply("Sorry, our system is slow right now.")
+        call = await llm_stack.start(agent, new_phone())
+        reply = await llm_stack.say(call.conversation_id, 1, "Check my balance")
+    assert reply.reply == "Sorry, our system is slow right now."
+    (result,) = fake_openai.tool_results(1)
+    assert "did not answer within 0.3 seconds" in result
+    assert reply.timings_ms["tools"] >= 300
+
+
+@pytest.mark.parametrize(
+    ("url", "config", "reason"),
+    [
+        ("https://evil.example.com/x", {"allowed_hosts": ["api.example.com"]}, "allow-list"),
+        ("http://127.0.0.1:9/x", {"allowed_hosts": ["127.0.0.1"]}, "private or local"),
+        ("http://localhost:9/x", {"allowed_hosts": ["localhost"]}, "private or local"),
+        ("http://169.254.169.254/latest", {"allowed_hosts": ["169.254.169.254"]}, "private"),
+    ],
+)
+async def test_a_tool_url_that_is_not_allowed_is_refused_and_explained(
+    llm_stack: GraphStack,
+    fake_openai: FakeOpenAI,
+    url: str,
+    config: dict[str, Any],
+    reason: str,
+) -> None:
+    agent = await llm_stack.agent(
+        tools=[{"name": "lookup", "description": "d", "url": url}], **config
+    )
+    fake_openai.tool_call("lookup", {"q": "x"})
+    fake_openai.reply("I can't reach that system.")
+    call = await llm_stack.start(agent, new_phone())
+    reply = await llm_stack.say(call.conversation_id, 1, "look it up")
+    assert reply.reply == "I can't reach that system."
+    (result,) = fake_openai.tool_results(1)
+    assert "is not allowed" in result and reason in result
+
+
+@pytest.mark.parametrize("status", [429, 500])
+async def test_llm_errors_are_retried_then_answered(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI, status: int
+) -> None:
+    fake_openai.error(status).reply("Here I am.")
+    agent = await llm_stack.agent()
+    call = await llm_stack.start(agent, new_phone())
+    reply = await llm_stack.say(call.conversation_id, 1, "hello?")
+    assert reply.reply == "Here I am."
+    assert fake_openai.route.call_count == 2
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+async def test_llm_that_keeps_failing_gets_a_graceful_spoken_fallback(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI, status: int
+) -> None:
+    for _ in range(3):
+        fake_openai.error(status)
+    agent = await llm_stack.agent()
+    call = await llm_stack.start(agent, new_phone())
+    reply = await llm_stack.say(call.conversation_id, 1, "hello?")
+    assert fake_openai.route.call_count == 3  # first try + 2 retries
+    assert "having trouble" in reply.reply
+    assert [a.type for a in reply.actions] == ["say", "gather"]
+    status_view = llm_stack.responder.stats.snapshot(agent.id)
+    assert status_view["fallbacks_since_start"] == 1
+
+
+async def test_remember_in_call_one_is_greeted_with_context_in_call_two_llm(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    agent = await llm_stack.agent(greeting="Hi, Acme here.")
+    caller = new_phone()
+    first = await llm_stack.start(agent, caller)
+    assert first.reply == "Hi, Acme here."  # a new caller: no model call for the greeting
+    assert fake_openai.requests == []
+    fake_openai.tool_call("remember", {"fact": "The caller's account number is 4411"})
+    fake_openai.reply("Noted, I'll remember your account number.")
+    reply = await llm_stack.say(first.conversation_id, 1, "Remember my account number is 4411")
+    assert reply.reply == "Noted, I'll remember your account number."
+    fake_openai.reply("The caller saved their account number 4411.")  # the call summary
+    await llm_stack.end(first.conversation_id)
+    assert "4411" in fake_openai.requests[-1]["messages"][-1]["content"]
+
+    fake_openai.reply("Welcome back! I still have your account number 4411 on file.")
+    second = await llm_stack.start(agent, caller)
+    assert second.reply == "Welcome back! I still have your account number 4411 on file."
+    greeting_prompt = fake_openai.system_prompt()
+    assert "account number is 4411" in greeting_prompt
+    assert "saved their account number 4411" in greeting_prompt
+    fake_openai.reply("It's 4411.")
+    await llm_stack.say(second.conversation_id, 1, "What's my account number again?")
+    assert "account number is 4411" in fake_openai.system_prompt()
+
+
+async def test_closing_the_stream_cancels_the_turn(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.reply("one two three four five six", tokens=["one", " two", " three"])
+    agent = await llm_stack.agent()
+    call = await llm_stack.start(agent, new_phone())
+    conversation = await llm_stack.database.conversations.get(call.conversation_id)
+    assert conversation is not None
+    stream = llm_stack.responder.stream(
+        TurnInputs(conversation, agent, "s1", "hi", TurnContext(), history=[])
+    )
+    first = await anext(stream)
+    assert first == "one"
+    await stream.aclose()  # barge-in: nothing more is produced, nothing leaks
