@@ -159,8 +159,11 @@ class RssSampler:
 
 
 class Bench:
-    def __init__(self, plan: Plan, only: set[str], work: Path, logs: Path) -> None:
+    def __init__(
+        self, plan: Plan, only: set[str], work: Path, logs: Path, profile: bool = False
+    ) -> None:
         self.plan = plan
+        self.profile = profile
         self.only = only
         self.work = work
         self.logs = logs
@@ -399,7 +402,14 @@ class Bench:
                     continue
                 for provider in providers:
                     sampler = RssSampler({"gateway": gw, "orchestrator": orch})
-                    with sampler if level == top else _null():
+                    with (
+                        sampler if level == top else _null(),
+                        self.profiling(
+                            {"gateway": gw, "orchestrator": orch},
+                            f"{provider}-{key}-{level}",
+                            level == top,
+                        ),
+                    ):
                         r = self.load(provider, gw.url, level, f"{provider[:1]}-{tag}", saturate)
                     if level == top:
                         for name, peak in sampler.peak.items():
@@ -421,6 +431,21 @@ class Bench:
             rss.setdefault(name, {})["idle_mb"] = value
         rss.setdefault("status", "ok")
         rss.setdefault("duration_s", 0.0)
+
+    @contextmanager
+    def profiling(
+        self, services: dict[str, ServiceProcess], label: str, when: bool = True
+    ) -> Iterator[None]:
+        """py-spy on `services` for the next load (only with --profile)."""
+        if not (self.profile and when):
+            yield
+            return
+        from bench.profiles import profiled
+
+        sink = self.results.setdefault("profiles", {})
+        duration = self.plan.warmup_s + self.plan.window_s
+        with profiled(services, self.logs, label, duration, sink):
+            yield
 
     def stream(self, orch: ServiceProcess | None) -> None:
         with self.scenario("stream") as block:
@@ -510,6 +535,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="each scenario ~1 s, tiny load (CI)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     parser.add_argument("--only", default="", help=f"comma list of {', '.join(SCENARIOS)}")
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the services at the top load (see logs dir)"
+    )
     args = parser.parse_args(argv)
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     unknown = only - set(SCENARIOS)
@@ -522,7 +550,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.mkdir(parents=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="vao-bench-") as tmp:
-        results = Bench(plan, only, Path(tmp), logs).run()
+        results = Bench(plan, only, Path(tmp), logs, args.profile).run()
     results["total_s"] = round(time.monotonic() - started, 1)
     args.json.write_text(json.dumps(results, indent=2, default=str))
     print(report.table(results))

@@ -59,6 +59,15 @@ def schema_instance(schema: dict[str, Any], defs: dict[str, Any] | None = None) 
     return {"string": "", "integer": 0, "number": 0.0, "boolean": False, "array": []}.get(kind)
 
 
+def last_user_nonce(messages: list[dict[str, Any]]) -> str | None:
+    """The nonce of this turn: in the last user message (earlier ones are history)."""
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            found = NONCE.findall(json.dumps(message.get("content")))
+            return found[-1] if found else None
+    return None
+
+
 def embedding(text: str, dim: int) -> np.ndarray[Any, Any]:
     seed = int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
     vec = np.random.default_rng(seed).standard_normal(dim).astype(np.float32)
@@ -145,8 +154,7 @@ class FakeLLM:
         model = req.get("model", "bench")
         created = int(time.time())
         content, tool_calls = self.content_for(req)
-        nonce_match = NONCE.search(json.dumps(req.get("messages", [])))
-        nonce = nonce_match.group(0) if nonce_match else None
+        nonce = last_user_nonce(req.get("messages") or [])
         if not req.get("stream"):
             self.counts["chat"] += 1
             message: dict[str, Any] = {"role": "assistant", "content": content}

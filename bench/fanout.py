@@ -27,6 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from bench.results_io import write_result
+
 CHANNEL = "vao:gw:events"  # realtime_gateway.events.RedisEventBus's channel
 
 
@@ -195,7 +197,7 @@ def main() -> None:
     except ImportError:
         pass
     result = asyncio.run(subscribe(spec) if role == "subscribe" else publish(spec))
-    sys.stdout.write(json.dumps(result) + "\n")
+    write_result(spec, result)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -36,7 +37,8 @@ def redis_reachable(url: str) -> bool:
         return False
 
 
-def spawn(role: str, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
+def spawn(role: str, spec: dict[str, Any], out: Path) -> subprocess.Popen[bytes]:
+    spec = {**spec, "out": str(out)}
     return subprocess.Popen(
         [sys.executable, "-m", "bench.fanout", role, json.dumps(spec)],
         cwd=ROOT,
@@ -46,11 +48,11 @@ def spawn(role: str, spec: dict[str, Any]) -> subprocess.Popen[bytes]:
     )
 
 
-def collect(proc: subprocess.Popen[bytes], timeout_s: float) -> Any:
-    out, err = proc.communicate(timeout=timeout_s)
+def collect(proc: subprocess.Popen[bytes], timeout_s: float, out: Path) -> Any:
+    _, err = proc.communicate(timeout=timeout_s)
     if proc.returncode != 0:
         raise RuntimeError(f"fan-out process failed: {err.decode()[-2000:]}")
-    return json.loads(out.decode().strip().splitlines()[-1])
+    return json.loads(out.read_text())
 
 
 def ws_status(gw: ServiceProcess, token: str) -> dict[str, Any]:
@@ -66,6 +68,7 @@ def run_mode(bench: Bench, gw: ServiceProcess, mode: str, token: str) -> dict[st
     start_at = time.monotonic() + connect_s
     common = {"subscribers": n, "start_at": start_at, "duration_s": plan.fan_duration_s}
     before = ws_status(gw, token)
+    subs_out, pub_out = bench.work / f"fan-{mode}-subs.json", bench.work / f"fan-{mode}-pub.json"
     subs = spawn(
         "subscribe",
         {
@@ -76,11 +79,12 @@ def run_mode(bench: Bench, gw: ServiceProcess, mode: str, token: str) -> dict[st
             "observers": plan.fan_observers,
             "grace_s": grace_s,
         },
+        subs_out,
     )
-    pub = spawn("publish", {**common, "redis_url": bench.redis_url, "rate": plan.fan_rate})
+    pub = spawn("publish", {**common, "redis_url": bench.redis_url, "rate": plan.fan_rate}, pub_out)
     timeout = connect_s + plan.fan_duration_s + grace_s + 60
-    published = collect(pub, timeout)
-    received = collect(subs, timeout)
+    published = collect(pub, timeout, pub_out)
+    received = collect(subs, timeout, subs_out)
     after = ws_status(gw, token)
     lat = summary(received["latencies_ms"])
     ids = [f"bench-fan-{i}" for i in range(n)]
@@ -130,7 +134,8 @@ def run_fanout(bench: Bench, orch: ServiceProcess, block: dict[str, Any]) -> Non
             block["status"] = f"n/a (gateway event bus is {status.get('backend')!r}, not redis)"
             return
         for mode in ("all", "per_call"):
-            block[mode] = run_mode(bench, gw, mode, token)
+            with bench.profiling({"gateway": gw}, f"fanout-{mode}"):
+                block[mode] = run_mode(bench, gw, mode, token)
             time.sleep(1.0)
     finally:
         bench.stop(gw)

@@ -26,6 +26,7 @@ from urllib.parse import urlencode, urlsplit
 
 from bench.fake_llm import REPLY
 from bench.rawhttp import RawConnection
+from bench.results_io import write_result
 
 REPLY_MARK = REPLY.split(",")[0].encode()  # what a real (not apologetic) answer contains
 QUESTION = "What are your opening hours on Saturday?"
@@ -361,7 +362,7 @@ def main() -> None:
         result = asyncio.run(run_stream(spec))
     else:
         raise SystemExit(f"unknown kind {kind}")
-    sys.stdout.write(json.dumps(result) + "\n")
+    write_result(spec, result)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bench.results_io import write_result
+
 TOPICS = [
     "prefers morning appointments",
     "asked about the Saturday opening hours",
@@ -136,7 +138,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
 def main() -> None:
     spec = json.loads(sys.argv[1])
     result = asyncio.run(run(spec))
-    sys.stdout.write(json.dumps(result) + "\n")
+    write_result(spec, result)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from dataclasses import dataclass
@@ -116,6 +117,16 @@ def run_loadgen(
     spec: dict[str, Any], timeout_s: float = 300.0, module: str = "bench.loadgen"
 ) -> Any:
     """Run one load in its own process; return its JSON result."""
+    fd, out = tempfile.mkstemp(prefix="bench-result-", suffix=".json")
+    os.close(fd)
+    spec = {**spec, "out": out}
+    try:
+        return _run_worker(spec, timeout_s, module, Path(out))
+    finally:
+        Path(out).unlink(missing_ok=True)
+
+
+def _run_worker(spec: dict[str, Any], timeout_s: float, module: str, out: Path) -> Any:
     proc = subprocess.run(
         [sys.executable, "-m", module, json.dumps(spec)],
         cwd=ROOT,
@@ -126,7 +137,7 @@ def run_loadgen(
     )
     if proc.returncode != 0:
         raise RuntimeError(f"{module} failed ({proc.returncode}): {proc.stderr.decode()[-3000:]}")
-    return json.loads(proc.stdout.decode().strip().splitlines()[-1])
+    return json.loads(out.read_text())
 
 
 def _with_database(dsn: str, database: str) -> str:
