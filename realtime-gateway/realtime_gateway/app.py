@@ -42,9 +42,8 @@ PROVIDER_HTTP_TIMEOUT_S = 10.0
 
 
 def _config_error(message: str) -> ConfigError:
-    line = f"configuration error: {message}"
-    log.error(line)
-    return ConfigError(line)
+    """Stops start-up; the interpreter prints the one line on exit."""
+    return ConfigError(f"configuration error: {message}")
 
 
 def create_app(
@@ -187,6 +186,13 @@ async def _open_runtime(
     )
 
 
+def _startup_config_error(message: str) -> ConfigError:
+    """Raised in the lifespan, where the server logs a traceback: log the one line first."""
+    error = _config_error(message)
+    log.error(str(error))
+    return error
+
+
 async def _load_current_driver(rt: GatewayRuntime) -> None:
     """Load the current provider's driver now (not on the first call). A driver that cannot be
     loaded is logged and leaves the other providers working; in production a misconfigured
@@ -196,7 +202,7 @@ async def _load_current_driver(rt: GatewayRuntime) -> None:
         driver = await rt.drivers.current()
     except DriverUnavailable as exc:
         if rt.settings.production:
-            raise _config_error(str(exc)) from None
+            raise _startup_config_error(str(exc)) from None
         log.error(
             "current voice provider unavailable", extra={"provider": name, "reason": exc.reason}
         )
@@ -206,7 +212,7 @@ async def _load_current_driver(rt: GatewayRuntime) -> None:
         return
     detail = ", ".join(report.missing + report.problems)
     if rt.settings.production:
-        raise _config_error(f"VOICE_PROVIDER={name} is not configured: {detail}")
+        raise _startup_config_error(f"VOICE_PROVIDER={name} is not configured: {detail}")
     log.warning(
         "current voice provider is not fully configured", extra={"provider": name, "detail": detail}
     )

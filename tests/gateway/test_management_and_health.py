@@ -184,3 +184,11 @@ async def test_request_id_is_propagated_to_the_orchestrator(data_dir: Path) -> N
         assert r.status_code == 200 and time.perf_counter() - t0 < 2
         assert r.headers["x-request-id"] == "req-abc-123"
     assert seen and set(seen) == {"req-abc-123"}
+
+
+async def test_webhook_test_endpoint_shows_the_public_url(gw: Gateway) -> None:
+    r = await gw.client.post("/voice/webhook/test?x=1")
+    assert r.status_code == 200
+    body = r.json()
+    assert body["public_url"] == "http://gateway.test/voice/webhook/test?x=1"
+    assert body["current_provider"] == "generic-http"

@@ -12,7 +12,7 @@ from urllib.parse import parse_qsl
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, WebhookRequest
@@ -21,6 +21,8 @@ from realtime_gateway.runtime import get_runtime
 from shared.errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
+
+TEST_PROVIDER = "test"
 
 _SIGNATURE_CODES = {
     401: "invalid_signature",
@@ -37,7 +39,23 @@ async def current_provider_webhook(request: Request) -> Response:
 async def provider_webhook(request: Request) -> Response:
     provider = request.path_params["provider"]
     step = str(request.path_params.get("step", "")).strip("/")
+    if provider == TEST_PROVIDER:
+        return webhook_check(request)
     return await _dispatch(request, provider, step)
+
+
+def webhook_check(request: Request) -> JSONResponse:
+    """`/voice/webhook/test` (the spec's troubleshooting check): is the webhook reachable, and
+    under which public URL does the gateway see it (what signatures are checked against)."""
+    rt = get_runtime(request)
+    return JSONResponse(
+        {
+            "status": "ok",
+            "message": "webhook endpoint reachable",
+            "public_url": public_url(request, rt.settings),
+            "current_provider": rt.drivers.current_name,
+        }
+    )
 
 
 async def _dispatch(request: Request, provider: str, step: str) -> Response:
