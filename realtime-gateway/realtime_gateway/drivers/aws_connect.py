@@ -181,6 +181,17 @@ class AwsConnectDriver(BaseDriver):
         super().__init__(deps)
         self._client = client
         self._client_lock = asyncio.Lock()
+        self._secret: str | None = None
+
+    async def initialize(self) -> None:
+        # The forwarder's signing secret (in development a generated file under DATA_DIR):
+        # read once, off the event loop.
+        self._secret = await asyncio.to_thread(resolve_secret, self.settings)
+
+    def _signing_secret(self) -> str | None:
+        if self._secret is None:
+            self._secret = resolve_secret(self.settings)
+        return self._secret
 
     # ---- configuration -------------------------------------------------------------------
 
@@ -200,7 +211,7 @@ class AwsConnectDriver(BaseDriver):
         ]
         if not s.aws_connect_phone_number and not s.aws_connect_queue_id:
             missing.append("AWS_CONNECT_PHONE_NUMBER (or AWS_CONNECT_QUEUE_ID)")
-        if resolve_secret(s) is None:
+        if self._signing_secret() is None:
             missing.append("GENERIC_HTTP_SECRET (signs the forwarder Lambda's requests)")
         return missing
 
@@ -264,7 +275,7 @@ class AwsConnectDriver(BaseDriver):
     async def verify_request(self, request: WebhookRequest) -> None:
         if request.method.upper() != "POST":
             raise SignatureError("Amazon Connect events are POSTed", status=405)
-        secret = resolve_secret(self.settings)
+        secret = self._signing_secret()
         if secret is None:
             raise SignatureError("GENERIC_HTTP_SECRET is not configured", status=403)
         verify_signature(

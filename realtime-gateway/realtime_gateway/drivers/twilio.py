@@ -158,7 +158,7 @@ class TwilioDriver(BaseDriver):
         report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
         if check_reachability and not missing:
             try:
-                client = self.rest_client()
+                client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
                 await asyncio.to_thread(client.api.v2010.accounts(sid).fetch)
                 report.reachable = True
             except Exception as exc:  # any failure means "not reachable", with the reason
@@ -461,7 +461,7 @@ class TwilioDriver(BaseDriver):
             # DetectMessageEnd: Twilio answers our voice webhook after the greeting's beep,
             # so the agent's message is recorded whole.
             kwargs["machine_detection"] = "DetectMessageEnd"
-        client = self.rest_client()
+        client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
         try:
             call = await asyncio.to_thread(client.calls.create, **kwargs)
         except Exception as exc:
@@ -475,7 +475,7 @@ class TwilioDriver(BaseDriver):
         )
 
     async def end_call(self, call_id: str) -> None:
-        client = self.rest_client()
+        client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
         try:
             await asyncio.to_thread(client.calls(call_id).update, status="completed")
         except Exception as exc:
