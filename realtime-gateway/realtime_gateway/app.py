@@ -56,6 +56,15 @@ def create_app(
     in process through `httpx.ASGITransport`."""
     settings = settings or get_settings()
     setup_logging("realtime-gateway", settings.debug, settings.log_level)
+    if settings.sentry_dsn is not None:
+        import sentry_sdk  # only when configured: not on the default start-up path
+
+        sentry_sdk.init(
+            dsn=settings.sentry_dsn.get_secret_value(),
+            environment=settings.app_env,
+            release=f"realtime-gateway@{__version__}",
+            send_default_pii=False,
+        )
     try:
         jwt_secret = settings.resolved_jwt_secret()
     except SecretConfigError as exc:

@@ -3,9 +3,10 @@
 One pooled `httpx.AsyncClient` (opened by the app's lifespan) with explicit timeouts; every request
 carries a short-lived service JWT and the current `X-Request-ID`. A whole call (both attempts) fits
 in `TURN_TIMEOUT_S`, so a provider always gets its answer before its own deadline. One retry, on a
-connect error or a 5xx only, with the same `Idempotency-Key`: the orchestrator answers a repeated
-turn from its stored reply, so a retry can never store a turn twice. Any failure is raised as one
-`OrchestratorUnavailable`, which the call flow turns into a spoken apology.
+connect error, a pooled connection the server had closed, or a 5xx only, with the same
+`Idempotency-Key`: the orchestrator answers a repeated turn from its stored reply, so a retry can
+never store a turn twice. Any failure is raised as one `OrchestratorUnavailable`, which the call
+flow turns into a spoken apology.
 """
 
 from __future__ import annotations
@@ -109,7 +110,9 @@ class OrchestratorClient:
                         headers=headers,
                         timeout=httpx.Timeout(remaining, connect=min(self._connect_s, remaining)),
                     )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
+                # RemoteProtocolError: a pooled keep-alive connection the server had closed
+                # (e.g. it restarted); the idempotency key makes the retry safe.
                 last = OrchestratorUnavailable(f"orchestrator unreachable: {type(exc).__name__}")
                 log.warning("orchestrator unreachable", extra={"path": path, "attempt": attempt})
                 await asyncio.sleep(RETRY_PAUSE_S)

@@ -184,3 +184,18 @@ async def test_end_is_retried_in_the_background_when_the_orchestrator_fails(
         # a second end report changes nothing
         await gw.send(event("call.status", call_id, status="completed"))
         assert end.call_count == 3
+
+
+async def test_a_dropped_pooled_connection_is_retried_once(data_dir: Path) -> None:
+    call_id = new_call_id()
+    router = orchestrator_router(call_id)
+    turn = router.post(f"/conversations/{call_id}/messages")
+    turn.side_effect = [
+        httpx.RemoteProtocolError("Server disconnected without sending a response."),
+        httpx.Response(200, json=reply(call_id, "1", "Retried fine.")),
+    ]
+    async with gateway(settings_for(data_dir), transport(router)) as gw:
+        await gw.send(started(call_id))
+        r = await gw.send(said(call_id, "1", "hello"))
+        assert r.json()["actions"][0]["text"] == "Retried fine."
+    assert turn.call_count == 2
