@@ -450,3 +450,30 @@ async def test_a_failing_flow_still_gets_valid_twiml(
     assert "sorry" in (gather[0].text or "").lower()
     root = parse_twiml(await answer(driver, "/voice/webhook/twilio", call_form(), ""))
     assert [el.tag for el in root] == ["Say", "Hangup"]
+
+
+async def test_twilio_webhook_url_origin_is_accepted_when_there_is_no_public_base_url(
+    flow: RecordingFlow,
+) -> None:
+    """A local gateway behind a tunnel: Twilio signed the tunnel's URL, the app saw its own."""
+    tunnel = "https://abc123.ngrok.example/voice/webhook"
+    form = call_form()
+    signature = RequestValidator(TOKEN).compute_signature(
+        "https://abc123.ngrok.example/voice/webhook/twilio", form
+    )
+    async with httpx.AsyncClient() as http:
+        d = TwilioDriver(
+            DriverDeps(settings(public_base_url=None, twilio_webhook_url=tunnel), http, flow)
+        )
+        seen = WebhookRequest(
+            "POST",
+            "http://127.0.0.1:3000/voice/webhook/twilio",
+            {"x-twilio-signature": signature},
+            {},
+            b"",
+            form,
+        )
+        await d.verify_request(seen)
+        seen.form = {**form, "From": "+15550000000"}
+        with pytest.raises(SignatureError):
+            await d.verify_request(seen)

@@ -16,7 +16,7 @@ import logging
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.responses import Response
 from twilio.request_validator import RequestValidator, get_signature_algorithm
@@ -219,8 +219,25 @@ class TwilioDriver(BaseDriver):
             params = dict(request.form)
         else:
             params = {}  # GET webhooks: every parameter is in the signed URL
-        if not validator.validate(request.url, params, signature, algorithm):
+        if not any(
+            validator.validate(url, params, signature, algorithm)
+            for url in self._signed_url_candidates(request)
+        ):
             raise SignatureError("invalid X-Twilio-Signature", status=403)
+
+    def _signed_url_candidates(self, request: WebhookRequest) -> list[str]:
+        """The URL Twilio signed: the public URL the gateway rebuilt and, when only
+        `TWILIO_WEBHOOK_URL` says where Twilio reaches us (no `PUBLIC_BASE_URL`), the same path
+        and query on that origin (e.g. a tunnel in front of a local gateway)."""
+        candidates = [request.url]
+        configured = self.settings.twilio_webhook_url
+        if configured and not self.settings.public_base_url:
+            parts = urlsplit(request.url)
+            origin = _origin_of(str(configured))
+            rebuilt = f"{origin}{parts.path}" + (f"?{parts.query}" if parts.query else "")
+            if rebuilt != request.url:
+                candidates.append(rebuilt)
+        return candidates
 
     # ---- webhooks ------------------------------------------------------------------------
 
@@ -490,8 +507,6 @@ def _origin_of(url: str) -> str:
     head, sep, _ = url.partition(_WEBHOOK_PATH)
     if sep:
         return head.rstrip("/")
-    from urllib.parse import urlsplit
-
     parts = urlsplit(url)
     return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
