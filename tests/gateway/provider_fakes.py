@@ -288,3 +288,30 @@ def load_forwarder() -> Any:
     sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+async def insert_routed_agent(pg_dsn: str, transfer_number: str, greeting: str) -> str:
+    """An orchestrator agent routed by a fresh dialled number, with a transfer number (test data
+    in the real Postgres). Returns the dialled number in E.164."""
+    import uuid
+
+    import asyncpg
+
+    dialled = "+1202555" + f"{uuid.uuid4().int % 10_000:04d}"
+    conn = await asyncpg.connect(pg_dsn)
+    try:
+        await conn.execute(
+            "INSERT INTO agents (id, name, agent_type, configuration) VALUES ($1, $2, 'voice', $3)",
+            f"agent-{uuid.uuid4().hex[:8]}",
+            "Front desk",
+            json.dumps(
+                {
+                    "greeting": greeting,
+                    "phone_numbers": [dialled],
+                    "transfer_number": transfer_number,
+                }
+            ),
+        )
+    finally:
+        await conn.close()
+    return dialled

@@ -19,7 +19,7 @@ from botocore.stub import Stubber
 from realtime_gateway.drivers.aws_connect import AwsConnectDriver
 from realtime_gateway.drivers.base import CallOptions
 from tests.gateway.conftest import GH_SECRET, Gateway, admin_token, auth, served, settings_for
-from tests.gateway.provider_fakes import load_forwarder
+from tests.gateway.provider_fakes import insert_routed_agent, load_forwarder
 from tests.gateway.ws_client import collect
 
 INSTANCE = "11111111-2222-3333-4444-555555555555"
@@ -226,3 +226,18 @@ async def test_outbound_contact_is_started_then_driven_by_the_flow(
             events = await collect(ws, ended)
     assert [e["type"] for e in events] == ["call.started", "call.ended"]
     assert events[0]["data"]["direction"] == "outbound"
+
+
+async def test_transfer_answers_the_number_for_the_flow(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch, pg_dsn: str
+) -> None:
+    dialled = await insert_routed_agent(pg_dsn, "+15557770000", "Front desk, how can I help?")
+    contact = str(uuid.uuid4())
+    lam = Lambda(f"{gw.url}/voice/webhook/aws-connect")
+    event = contact_event(contact)
+    event["Details"]["ContactData"]["SystemEndpoint"]["Address"] = dialled
+    greeting = await lam.invoke(event, monkeypatch)
+    assert greeting["text"] == "Front desk, how can I help?"
+    ask = contact_event(contact, {"input": "Transfer me to an agent"}, {"turn": "1"})
+    answer = await lam.invoke(ask, monkeypatch)
+    assert (answer["action"], answer["transfer_number"]) == ("transfer", "+15557770000")

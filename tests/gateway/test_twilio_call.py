@@ -21,6 +21,7 @@ from tests.gateway.conftest import PUBLIC, Gateway, admin_token, auth, served, s
 from tests.gateway.provider_fakes import (
     FakeTwilioApi,
     SentRequest,
+    insert_routed_agent,
     parse_twiml,
     twilio_call_resource,
 )
@@ -334,3 +335,26 @@ async def test_unanswered_outbound_call_still_ends_once(
         assert events[1]["data"]["reason"] == "no-answer"
         status = (await gw.client.get(f"/voice/calls/{sid}/status", headers=auth())).json()
         assert (status["status"], status["direction"]) == ("no-answer", "outbound")
+
+
+async def test_transfer_dials_the_agents_number_and_a_missed_transfer_returns_to_the_agent(
+    data_dir: Path, orchestrator: httpx.ASGITransport, pg_dsn: str
+) -> None:
+    """An agent routed by the dialled number, with a transfer number: "a human, please" ->
+    `<Dial>`; nobody answers -> the agent takes the caller back."""
+    dialled = await insert_routed_agent(pg_dsn, "+15557770000", "Front desk, how can I help?")
+    sid = new_sid()
+    async with served(tw_settings(data_dir), orchestrator) as gw:
+        root = twiml_of(await twilio_post(gw, "/voice/webhook/twilio", call_form(sid, To=dialled)))
+        gather = root.find("Gather")
+        assert gather is not None and gather[0].text == "Front desk, how can I help?"
+        ask = call_form(sid, To=dialled, SpeechResult="I want to speak to a human please")
+        root = twiml_of(await twilio_post(gw, action_path(gather), ask))
+        dial = root.find("Dial")
+        assert dial is not None and dial.get("answerOnBridge") == "true"
+        assert [(n.tag, n.text) for n in dial] == [("Number", "+15557770000")]
+        assert root[-1].tag == "Hangup"
+
+        missed = call_form(sid, To=dialled, DialCallStatus="no-answer")
+        root = twiml_of(await twilio_post(gw, action_path(dial), missed))
+        assert root.find("Gather") is not None

@@ -246,7 +246,20 @@ async def test_transfer_renders_dial_with_answer_on_bridge_then_hangup(
     assert [el.tag for el in root] == ["Say", "Dial", "Hangup"]
     dial = root[1]
     assert dial.get("answerOnBridge") == "true"
+    assert dial.get("action") == f"{PUBLIC}/voice/webhook/twilio/dial?turn=2"
     assert [(n.tag, n.text) for n in dial] == [("Number", "+15557770000")]
+
+
+async def test_a_transfer_nobody_answers_comes_back_to_the_agent(driver: TwilioDriver) -> None:
+    path = "/voice/webhook/twilio/dial?turn=2"
+    missed = call_form(DialCallStatus="no-answer")
+    root = parse_twiml(await answer(driver, path, missed, "dial"))
+    gather = root.find("Gather")
+    assert gather is not None and gather_turn(gather.get("action", "")) == {"turn": "2"}
+    assert "couldn't connect" in (gather[0].text or "")
+    connected = call_form(DialCallStatus="completed", DialCallDuration="95")
+    root = parse_twiml(await answer(driver, path, connected, "dial"))
+    assert [el.tag for el in root] == ["Hangup"]
 
 
 async def test_hangup_action_says_goodbye_and_hangs_up(

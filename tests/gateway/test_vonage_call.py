@@ -23,6 +23,7 @@ import websockets
 from realtime_gateway.drivers.base import CallOptions
 from realtime_gateway.drivers.vonage import VonageDriver
 from tests.gateway.conftest import PUBLIC, Gateway, admin_token, auth, served, settings_for
+from tests.gateway.provider_fakes import insert_routed_agent
 from tests.gateway.test_vonage_driver import PRIVATE_PEM, check_ncco
 from tests.gateway.ws_client import collect
 
@@ -258,3 +259,19 @@ async def test_unanswered_outbound_call_still_ends_once(
         assert [e["type"] for e in events] == ["call.started", "call.ended"]
         status = (await gw.client.get(f"/voice/calls/{call}/status", headers=auth())).json()
         assert (status["status"], status["direction"]) == ("no-answer", "outbound")
+
+
+async def test_transfer_connects_the_caller_from_our_number(
+    data_dir: Path, orchestrator: httpx.ASGITransport, pg_dsn: str
+) -> None:
+    dialled = await insert_routed_agent(pg_dsn, "+15557770000", "Front desk, how can I help?")
+    call = str(uuid.uuid4())
+    async with served(vg_settings(data_dir), orchestrator) as gw:
+        params = {**answer_params(call), "to": dialled[1:]}
+        ncco = (await vonage_answer(gw, params)).json()
+        assert ncco[0]["text"] == "Front desk, how can I help?"
+        r = await vonage_post(gw, next_path(ncco), heard(call, "Can I talk to a real person?"))
+        ncco = r.json()
+        assert check_ncco(ncco)[-1] == "connect"
+        assert ncco[-1]["from"] == OUR_NUMBER[1:]
+        assert ncco[-1]["endpoint"] == [{"type": "phone", "number": "15557770000"}]

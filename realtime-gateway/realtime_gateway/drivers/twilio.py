@@ -59,6 +59,9 @@ REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
 GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
 APOLOGY_TEXT = "Sorry, we're having trouble right now. Please call again later. Goodbye."
 TURN_APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
+TRANSFER_FAILED_TEXT = (
+    "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
+)
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 OUTBOUND_RING_TIMEOUT_S = 30
 REST_TIMEOUT_S = 10.0
@@ -256,6 +259,8 @@ class TwilioDriver(BaseDriver):
                 return await self._on_status(request, params, call_sid)
             if step == "recording":
                 return await self._on_recording(request, params, call_sid)
+            if step == "dial":
+                return self._on_dial_end(request, params)
         except Exception:
             log.exception("twilio webhook failed", extra={"step": step, "call_id": call_sid})
             return self.fallback_response(request, step)
@@ -331,10 +336,28 @@ class TwilioDriver(BaseDriver):
     def _render(
         self, request: WebhookRequest, reply: FlowReply, next_turn: int, params: Mapping[str, str]
     ) -> VoiceResponse:
+        dial_query = urlencode({"turn": next_turn})
         return render_actions(
             reply.actions,
             self._gather_url(request, next_turn, 0, params),
             caller_id=self._dial_caller_id(params),
+            dial_url=f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/dial?{dial_query}",
+        )
+
+    def _on_dial_end(self, request: WebhookRequest, params: Mapping[str, str]) -> Response:
+        """A transfer ended. Connected: the call is over, hang up. Not connected (busy, no
+        answer, failed): the agent takes the caller back and listens again."""
+        outcome = params.get("DialCallStatus", "")
+        if outcome in ("completed", "answered"):
+            response = VoiceResponse()
+            response.hangup()
+            return twiml(response)
+        log.info("transfer not connected", extra={"dial_status": outcome[:32]})
+        turn = max(1, _int(request.query.get("turn"), 1))
+        return twiml(
+            render_prompt_and_listen(
+                TRANSFER_FAILED_TEXT, self._gather_url(request, turn, 0, params)
+            )
         )
 
     def _dial_caller_id(self, params: Mapping[str, str]) -> str | None:

@@ -46,9 +46,13 @@ def _add_prompt(target: VoiceResponse | Gather, action: Action) -> None:
 
 
 def render_actions(
-    actions: Sequence[Action], gather_url: str, caller_id: str | None = None
+    actions: Sequence[Action],
+    gather_url: str,
+    caller_id: str | None = None,
+    dial_url: str | None = None,
 ) -> VoiceResponse:
-    """TwiML for one reply; `gather_url` is the action URL of the next `<Gather>`."""
+    """TwiML for one reply; `gather_url` is the action URL of the next `<Gather>`, `dial_url`
+    the `<Dial action>` Twilio requests when a transfer ends (to recover a failed one)."""
     response = VoiceResponse()
     prompts: list[Action] = []
 
@@ -77,6 +81,9 @@ def render_actions(
             dial_kwargs: dict[str, object] = {"answer_on_bridge": True, "timeout": DIAL_TIMEOUT_S}
             if caller_id:
                 dial_kwargs["caller_id"] = caller_id
+            if dial_url:
+                dial_kwargs["action"] = dial_url
+                dial_kwargs["method"] = "POST"
             dial = response.dial(**dial_kwargs)
             dial.number(action.to)
             response.hangup()
