@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from realtime_gateway import __version__
+from realtime_gateway.access_log import AccessLogMiddleware
 from realtime_gateway.calls import CallStore, MemoryCallStore, RedisCallStore
 from realtime_gateway.config import GatewaySettings, get_settings
 from realtime_gateway.drivers.base import DriverDeps
@@ -101,7 +102,7 @@ def create_app(
             app.state.runtime = None
             await _close_runtime(runtime)
 
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = [Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware)]
     if settings.cors_origin:
         origins = [o.strip() for o in settings.cors_origin.split(",") if o.strip()]
         middleware.insert(

@@ -192,3 +192,27 @@ async def test_webhook_test_endpoint_shows_the_public_url(gw: Gateway) -> None:
     body = r.json()
     assert body["public_url"] == "http://gateway.test/voice/webhook/test?x=1"
     assert body["current_provider"] == "generic-http"
+
+
+async def test_access_log_has_request_id_and_no_query_or_secrets(
+    data_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    async with gateway(settings_for(data_dir)) as gw:
+        capsys.readouterr()
+        r = await gw.client.get(
+            "/ws/status?token=secret-token-value&from=+15550001111",
+            headers={"X-Request-ID": "req-log-1"},
+        )
+        assert r.status_code == 401
+        r = await gw.send(started(new_call_id()))
+        assert r.status_code == 200
+        out = capsys.readouterr().out
+    lines = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    access = [rec for rec in lines if rec.get("logger") == "realtime_gateway.access"]
+    first = next(rec for rec in access if rec["request_id"] == "req-log-1")
+    assert first["path"] == "/ws/status" and first["status"] == 401 and first["method"] == "GET"
+    assert any(rec["path"] == "/voice/webhook/generic-http" for rec in access)
+    assert "secret-token-value" not in out and "+15550001111" not in out
+    assert "duration_ms" in first
