@@ -477,3 +477,17 @@ async def test_a_failing_flow_still_gets_a_valid_ncco(
     assert event_turn(ncco[1]) == {"turn": "4"} and "sorry" in ncco[0]["text"].lower()
     ncco = await handle(driver, get("/voice/webhook/vonage/answer", answer_params()), "answer")
     assert check_ncco(ncco) == ["talk"]
+
+
+async def test_get_answer_signed_over_an_empty_body_is_accepted(driver: VonageDriver) -> None:
+    """A GET has no body: a payload_hash of the empty body is valid too."""
+    params = answer_params()
+    tok = vonage_jwt(hashlib.sha256(b"").hexdigest())
+    url = f"{PUBLIC}/voice/webhook/vonage/answer?{urlencode(params)}"
+    await driver.verify_request(
+        WebhookRequest("GET", url, {"authorization": f"Bearer {tok}"}, params, b"")
+    )
+    post_req = post("/voice/webhook/vonage/answer", params)
+    post_req.headers = {"authorization": f"Bearer {tok}"}
+    with pytest.raises(SignatureError):  # a POST's hash must match its body
+        await driver.verify_request(post_req)

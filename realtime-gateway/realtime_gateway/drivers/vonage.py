@@ -9,9 +9,10 @@ redelivered input result is the same turn.
 Signatures: Vonage signs every webhook with an HS256 JWT (`Authorization: Bearer …`, the
 account's signature secret). The JWT proves who sent it; its `payload_hash` claim is compared
 here with sha256 of what was sent (the raw body for POST; for GET, the query parameters as
-compact JSON in their order, as Vonage hashes them), which the SDK does not do. A token older
-than `MAX_TOKEN_AGE_S` is refused, so a captured request cannot be replayed later; a replay
-within that window is answered idempotently (same turn, deduplicated status).
+compact JSON in their order, as Vonage documents it, or the empty body), which the SDK does
+not do. A token older than `MAX_TOKEN_AGE_S` is refused, so a captured request cannot be
+replayed later; a replay within that window is answered idempotently (same turn, deduplicated
+status).
 
 The SDK (`vonage`) is synchronous and uses `requests`: it runs in threads.
 """
@@ -264,10 +265,10 @@ class VonageDriver(BaseDriver):
     @staticmethod
     def _payload_hashes(request: WebhookRequest) -> list[str]:
         if request.method.upper() == "GET":
-            hashes = [query_payload_hash(request.url)]
-            if not urlsplit(request.url).query:
-                hashes.append(hashlib.sha256(b"").hexdigest())
-            return hashes
+            # Vonage documents the hash of a GET as its query parameters as compact JSON; a
+            # GET has no body, so the hash of an empty body is accepted too (the JWT still
+            # proves Vonage sent it, within MAX_TOKEN_AGE_S).
+            return [query_payload_hash(request.url), hashlib.sha256(b"").hexdigest()]
         return [hashlib.sha256(request.body).hexdigest()]
 
     # ---- webhooks ------------------------------------------------------------------------
