@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from twilio.rest import Client
 
 log = logging.getLogger(__name__)
+# The SDK logs every REST request line by line at INFO: keep that out of normal logs.
+_rest_log = logging.getLogger(f"{__name__}.rest")
+_rest_log.setLevel(logging.WARNING)
 
 TWIML_MEDIA_TYPE = "text/xml"
 # After this many silent turns in a row the agent says goodbye and hangs up.
@@ -191,7 +194,9 @@ class TwilioDriver(BaseDriver):
             from twilio.http.http_client import TwilioHttpClient
             from twilio.rest import Client
 
-            http_client = self._http_client or TwilioHttpClient(timeout=REST_TIMEOUT_S)
+            http_client = self._http_client or TwilioHttpClient(
+                timeout=REST_TIMEOUT_S, logger=_rest_log
+            )
             self._client = Client(
                 s.twilio_account_sid,
                 s.twilio_auth_token.get_secret_value(),

@@ -363,13 +363,15 @@ class VonageDriver(BaseDriver):
             metadata=metadata,
         )
         reply = await self.flow.start(call)
-        response = self._render(request, uuid, reply, turn=1)
+        rendered = render_actions(
+            reply.actions, self._input_url(request, 1, 0), self.settings.vonage_phone_number
+        )
         if request.query.get("record") == "1":
-            ncco = json.loads(bytes(response.body))
+            # Outbound with recording: record the whole conversation from the first word.
             recording_url = f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/recording"
             recording_url += "?" + urlencode({"uuid": uuid})
-            return ncco_response([record_action(recording_url), *ncco])
-        return response
+            rendered.ncco.insert(0, record_action(recording_url))
+        return self._respond(uuid, rendered)
 
     async def _on_input(
         self, request: WebhookRequest, payload: Mapping[str, Any], uuid: str
