@@ -6,6 +6,7 @@ orchestrator on Postgres. The Connect API (outbound contacts) is faked with boto
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -241,3 +242,35 @@ async def test_transfer_answers_the_number_for_the_flow(
     ask = contact_event(contact, {"input": "Transfer me to an agent"}, {"turn": "1"})
     answer = await lam.invoke(ask, monkeypatch)
     assert (answer["action"], answer["transfer_number"]) == ("transfer", "+15557770000")
+
+
+async def test_unsigned_stale_and_replayed_deliveries(gw: Gateway) -> None:
+    forwarder = load_forwarder()
+    contact = str(uuid.uuid4())
+    url = f"{gw.url}/voice/webhook/aws-connect"
+
+    async def deliver(event: dict[str, Any], now: float | None = None) -> httpx.Response:
+        req = forwarder.signed_request(event, url, GH_SECRET, now=now)
+        return await gw.client.post(url, content=req.data, headers=dict(req.header_items()))
+
+    async with websockets.connect(f"{gw.ws_url}?call_id={contact}&token={admin_token()}") as ws:
+        unsigned = await gw.client.post(url, json=contact_event(contact))
+        assert unsigned.status_code == 401
+        stale = await deliver(contact_event(contact), now=time.time() - 3600)
+        assert stale.status_code == 401 and stale.json()["error"]["code"] == "stale_request"
+        assert (
+            await gw.client.get(f"/voice/calls/{contact}/status", headers=auth())
+        ).status_code == 404
+
+        assert (await deliver(contact_event(contact))).status_code == 200
+        turn = contact_event(contact, {"input": "Do you deliver on Sundays?"}, {"turn": "1"})
+        req = forwarder.signed_request(turn, url, GH_SECRET)
+        headers = dict(req.header_items())
+        first = await gw.client.post(url, content=req.data, headers=headers)
+        replay = await gw.client.post(url, content=req.data, headers=headers)  # byte for byte
+        assert first.status_code == replay.status_code == 200
+        assert first.json() == replay.json()
+        events = await collect(ws, lambda evs: len(evs) >= 3, timeout_s=2.0)
+    assert [e["type"] for e in events] == ["call.started", "message.received", "message.sent"]
+    status = (await gw.client.get(f"/voice/calls/{contact}/status", headers=auth())).json()
+    assert status["turns"] == 1
