@@ -109,3 +109,23 @@ async def test_offline_transfer_goodbye_and_guard_emit_the_llm_paths_actions(
         reply = await stack.say(other.conversation_id, 1, "transfer me to an operator")
         assert [a.type for a in reply.actions] == ["say", "gather"]
         assert "no one is available" in reply.reply
+
+
+async def test_memory_is_fetched_at_call_start_not_on_the_first_turn(
+    pg_dsn: str, data_dir: Path
+) -> None:
+    async with graph_stack(data_dir, pg_dsn) as stack:
+        agent = await stack.agent()
+        caller = new_phone()
+        first = await stack.start(agent, caller)
+        await stack.say(first.conversation_id, 1, "Remember that my locker code is 77")
+        await stack.end(first.conversation_id)
+        second = await stack.start(agent, caller)
+        assert "locker code is 77" in second.reply
+        # Remove the memories behind the cache's back: the first turn still answers from what
+        # was fetched when the call started, so it did not go back to Chroma for them.
+        assert stack.responder.caller_memory is not None
+        await stack.responder.caller_memory.forget_caller(caller)
+        reply = await stack.say(second.conversation_id, 1, "What is my locker code?")
+        assert "locker code is 77" in reply.reply
+        assert second.timings_ms["memory_prefetch"] > 0

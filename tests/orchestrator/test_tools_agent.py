@@ -1,0 +1,109 @@
+"""The tool agent's network guard: allow-list matching and address classes (real DNS for
+`localhost`), plus the built-ins' refusals."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from orchestrator.agents.configuration import AgentConfiguration
+from orchestrator.agents.tool_agent import (
+    ToolAgent,
+    ToolCall,
+    ToolContext,
+    address_is_public,
+    host_allowed,
+    tool_specs,
+)
+
+
+@pytest.mark.parametrize(
+    ("host", "allowed", "ok"),
+    [
+        ("api.example.com", ["api.example.com"], True),
+        ("API.Example.com.", ["api.example.com"], True),
+        ("evil.com", ["api.example.com"], False),
+        ("a.example.com", ["*.example.com"], True),
+        ("example.com", ["*.example.com"], False),
+        ("example.com.evil.io", ["*.example.com"], False),
+        ("anything", [], False),
+    ],
+)
+def test_host_allow_list(host: str, allowed: list[str], ok: bool) -> None:
+    assert host_allowed(host, allowed) is ok
+
+
+@pytest.mark.parametrize(
+    ("address", "public"),
+    [
+        ("8.8.8.8", True),
+        ("2606:4700:4700::1111", True),
+        ("127.0.0.1", False),
+        ("10.1.2.3", False),
+        ("172.16.0.1", False),
+        ("192.168.1.1", False),
+        ("169.254.169.254", False),
+        ("100.64.0.1", False),
+        ("0.0.0.0", False),
+        ("::1", False),
+        ("fd00::1", False),
+        ("fe80::1%eth0", False),
+        ("::ffff:127.0.0.1", False),
+        ("224.0.0.1", False),
+    ],
+)
+def test_private_loopback_link_local_and_reserved_ranges_are_refused(
+    address: str, public: bool
+) -> None:
+    assert address_is_public(address) is public
+
+
+async def test_url_checks_resolve_the_host() -> None:
+    async with httpx.AsyncClient() as http:
+        agent = ToolAgent(http, None, None)
+        config = AgentConfiguration(allowed_hosts=["localhost", "*.invalid"])
+        assert "private or local" in (await agent.check_url("http://localhost:1/", config) or "")
+        assert "could not be resolved" in (
+            await agent.check_url("http://nothing.invalid/", config) or ""
+        )
+        assert "allow-list" in (await agent.check_url("http://other.test/", config) or "")
+        assert "not an http(s) URL" in (await agent.check_url("file:///etc/passwd", config) or "")
+        allowed = AgentConfiguration(allowed_hosts=["localhost"], allow_private_networks=True)
+        assert await agent.check_url("http://localhost:1/", allowed) is None
+
+
+async def test_builtins_refuse_what_they_cannot_do() -> None:
+    async with httpx.AsyncClient() as http:
+        agent = ToolAgent(http, None, None)
+        ctx = ToolContext("a", AgentConfiguration(), "c", caller=None)
+        transfer = await agent.run(ToolCall("1", "transfer_call", {"to": "+19005550000"}), ctx)
+        assert not transfer.ok and transfer.action is None
+        remember = await agent.run(ToolCall("2", "remember", {"fact": "x"}), ctx)
+        assert not remember.ok and "unknown" in remember.content
+        unknown = await agent.run(ToolCall("3", "launch_rockets", {}), ctx)
+        assert unknown.content == "There is no tool named launch_rockets."
+        configured = ToolContext(
+            "a", AgentConfiguration(transfer_number="+15550001111"), "c", caller=None
+        )
+        # the model may not pick the number: the configured one is used
+        out = await agent.run(ToolCall("4", "transfer_call", {"to": "+19005550000"}), configured)
+        assert out.action is not None and out.action.to == "+15550001111" and out.terminal
+
+
+def test_only_enabled_builtins_and_http_tools_are_offered() -> None:
+    config = AgentConfiguration.model_validate(
+        {
+            "tools": [
+                "end_call",
+                {"name": "crm", "description": "CRM", "url": "https://crm.example.com/x"},
+            ]
+        }
+    )
+    names = [s["function"]["name"] for s in tool_specs(config)]
+    assert names == ["end_call", "crm"]
+    assert [s["function"]["name"] for s in tool_specs(AgentConfiguration())] == [
+        "transfer_call",
+        "end_call",
+        "search_knowledge",
+        "remember",
+    ]
