@@ -490,3 +490,20 @@ async def test_twilio_webhook_url_origin_is_accepted_when_there_is_no_public_bas
         seen.form = {**form, "From": "+15550000000"}
         with pytest.raises(SignatureError):
             await d.verify_request(seen)
+
+
+async def test_a_number_set_to_get_is_signed_over_the_url_and_answered(
+    driver: TwilioDriver, flow: RecordingFlow
+) -> None:
+    from urllib.parse import urlencode
+
+    params = call_form()
+    url = f"{PUBLIC}/voice/webhook/twilio?{urlencode(params)}"
+    signature = RequestValidator(TOKEN).compute_signature(url, {})
+    req = WebhookRequest("GET", url, {"x-twilio-signature": signature}, params, b"")
+    await driver.verify_request(req)
+    root = parse_twiml(bytes((await driver.handle_webhook(req, "")).body).decode())
+    assert root[0].tag == "Gather" and flow.starts[0].caller == CALLER
+    req.url = url.replace("CallStatus=ringing", "CallStatus=completed")
+    with pytest.raises(SignatureError):
+        await driver.verify_request(req)
