@@ -111,7 +111,8 @@ async def test_a_call_start_to_end_is_answered_and_stored(
     assert r.status_code == 200, r.text
     greeting = TurnReply.model_validate(r.json())
     assert greeting.turn_id == "greeting" and not greeting.replayed
-    assert greeting.reply == "Hello! Thanks for calling. How can I help you today?"
+    default = await orch.state["database"].agents.get_default()
+    assert greeting.reply == default.greeting and greeting.agent_id == default.id
     assert [a.type for a in greeting.actions] == ["say", "gather"]
     assert greeting.agent_id is not None
 

@@ -32,6 +32,21 @@ _INSERT_MESSAGE = (
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING "
 )
 
+# Both rows of a turn in one statement: the assistant row is inserted only if the user row was
+# (ON CONFLICT DO NOTHING waits for a concurrent duplicate to commit or roll back first).
+_INSERT_TURN = f"""
+WITH user_row AS (
+    INSERT INTO messages (conversation_id, turn_id, role, content, metadata)
+    VALUES ($1, $2, 'user', $3, $4)
+    ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING
+    RETURNING conversation_id, turn_id
+)
+INSERT INTO messages (conversation_id, turn_id, role, content, actions, timings)
+SELECT conversation_id, turn_id, 'assistant', $5, $6, $7 FROM user_row
+ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING
+RETURNING {_MESSAGE_COLUMNS}
+"""  # noqa: S608 - column names only; values are parameters
+
 
 @dataclass(slots=True)
 class TurnState:
@@ -231,36 +246,25 @@ class ConversationStore:
         timings: dict[str, float] | None = None,
         user_metadata: dict[str, Any] | None = None,
     ) -> StoredReply:
-        """Store the user message and our reply in one transaction. If the user row already
-        existed, a duplicate of this turn finished first: return its reply, not ours."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            user_id = await conn.fetchval(
-                _INSERT_MESSAGE + "RETURNING id",
-                conversation_id,
-                turn_id,
-                "user",
-                user_text,
-                [],
-                {},
-                user_metadata or {},
-            )
-            if user_id is None:
-                # The unique index made us wait for the other transaction; it has committed.
-                existing = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
-                if existing is not None:
-                    return StoredReply(Message.from_row(existing), inserted=False)
+        """Store the user message and our reply atomically (one statement, one round trip). If
+        the user row already existed, a duplicate of this turn finished first: return its
+        reply, not ours."""
+        async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                _INSERT_MESSAGE + f"RETURNING {_MESSAGE_COLUMNS}",
+                _INSERT_TURN,
                 conversation_id,
                 turn_id,
-                "assistant",
+                user_text,
+                user_metadata or {},
                 reply_text,
                 actions,
                 timings or {},
-                {},
             )
-            if row is None:
-                row = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
-                assert row is not None
-                return StoredReply(Message.from_row(row), inserted=False)
-        return StoredReply(Message.from_row(row), inserted=user_id is not None)
+            if row is not None:
+                return StoredReply(Message.from_row(row), inserted=True)
+            # The unique key made us wait for the duplicate's transaction, which has committed
+            # both of its rows: read its reply.
+            existing = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+        if existing is None:  # pragma: no cover - both rows are written by one statement
+            raise RuntimeError(f"turn {turn_id!r} of {conversation_id!r} has no stored reply")
+        return StoredReply(Message.from_row(existing), inserted=False)
