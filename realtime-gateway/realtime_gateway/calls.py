@@ -302,7 +302,7 @@ class RedisCallStore:
         return bool(done)
 
     async def first_time(self, key: str, ttl_s: float) -> bool:
-        ok = await self._r.set(f"{self._p}seen:{key}", "1", nx=True, ex=max(1, int(ttl_s)))
+        ok = await self._r.set(f"{self._p}seen:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
         return bool(ok)
 
     async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
