@@ -20,6 +20,15 @@ def main() -> None:
     except SecretConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if not settings.database_url:
+        from orchestrator.main import embedded_pgdata
+        from orchestrator.store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+
+        try:
+            EmbeddedPostgres(embedded_pgdata(settings)).check_not_owned()
+        except EmbeddedPostgresError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
     uvicorn.run(
         "orchestrator.main:create_app",
         factory=True,

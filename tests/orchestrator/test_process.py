@@ -90,6 +90,22 @@ def test_embedded_default_cold_start_serves_health_and_stops_its_postgres(
 ) -> None:
     proc, cold_s = run_until_healthy(orchestrator_env(embedded_data_dir), tmp_path)
     assert postgres_under((embedded_data_dir / "postgres").resolve())
+    # A second orchestrator on the same DATA_DIR is refused in one line, the first unharmed.
+    second = subprocess.run(
+        [sys.executable, "-m", "orchestrator"],
+        env={**orchestrator_env(embedded_data_dir), "PORT": str(free_port())},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert second.returncode == 2
+    assert second.stderr.strip().splitlines() == [
+        f"error: another orchestrator (pid {proc.pid}) already owns the embedded Postgres in "
+        f"{(embedded_data_dir / 'postgres').resolve()}; stop it, use another DATA_DIR, "
+        "or set DATABASE_URL"
+    ]
+    assert proc.poll() is None
     out = stop(proc)
     assert '"database": "embedded"' in out and '"llm": "offline"' in out
     assert "embedded Postgres stopped" in out

@@ -163,6 +163,13 @@ class EmbeddedPostgres:
             self.pid = None
             self._release_lock()
 
+    def check_not_owned(self) -> None:
+        """Raise `EmbeddedPostgresError` if another live process owns this data dir: lets the
+        command line say so in one line before the server starts."""
+        if self.lock_path.parent.is_dir():
+            self._acquire_lock()
+            self._release_lock()
+
     # -- steps --------------------------------------------------------------------------------
 
     def _acquire_lock(self) -> None:
@@ -170,10 +177,12 @@ class EmbeddedPostgres:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            handle.seek(0)
+            owner = handle.read().strip() or "?"
             handle.close()
             raise EmbeddedPostgresError(
-                f"another orchestrator already owns the embedded Postgres in {self.pgdata}; "
-                "stop it, use another DATA_DIR, or set DATABASE_URL to share one database"
+                f"another orchestrator (pid {owner}) already owns the embedded Postgres in "
+                f"{self.pgdata}; stop it, use another DATA_DIR, or set DATABASE_URL"
             ) from None
         handle.seek(0)
         handle.truncate()
