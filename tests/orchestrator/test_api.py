@@ -460,3 +460,21 @@ async def test_a_lost_database_is_a_503_json_error_not_a_500(
             "message": "the database is unavailable; retry shortly",
         }
     }
+
+
+async def test_concurrent_starts_of_one_call_store_one_greeting(
+    orch: RunningApp, service_headers: dict[str, str], db: asyncpg.Connection
+) -> None:
+    cid = new_id()
+    responses = await asyncio.gather(
+        *(
+            orch.client.post(
+                f"/conversations/{cid}/start", json=start_body(cid), headers=service_headers
+            )
+            for _ in range(5)
+        )
+    )
+    assert {r.status_code for r in responses} == {200}
+    assert len({r.json()["reply"] for r in responses}) == 1
+    assert await message_rows(db, cid) == [("greeting", "assistant")]
+    assert await db.fetchval("SELECT count(*) FROM calls WHERE call_id = $1", cid) == 1
