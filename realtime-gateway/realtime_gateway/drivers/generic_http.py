@@ -39,6 +39,7 @@ import re
 import time
 import uuid
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
@@ -63,7 +64,7 @@ from realtime_gateway.drivers.base import (
 from shared.auth import load_or_create_dev_secret
 from shared.contract import MAX_MESSAGE_CHARS, Action, Identifier
 from shared.errors import ApiError, describe_validation_errors
-from shared.logging import call_id_var, mask_phone
+from shared.logging import call_id_var
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ TOLERANCE_S = 300
 EVENT_ID_TTL_S = 86_400
 OUTBOUND_TIMEOUT_S = 10.0
 _SIG_RE = re.compile(r"v1=([0-9a-fA-F]{64})")
+_CALL_ID_RE = re.compile(r"[A-Za-z0-9._:@+\-]{1,128}")  # shared.contract.Identifier
 
 
 # -- signatures ------------------------------------------------------------------------------
@@ -323,25 +325,27 @@ class GenericHttpDriver(BaseDriver):
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
         base = self._base_url()
         secret = self._require_secret()
-        key = options.idempotency_key or uuid.uuid4().hex
+        if not self.settings.public_url():
+            raise ProviderConfigError(
+                "PUBLIC_BASE_URL is required for outbound generic-http calls (the callback_url)"
+            )
         payload = {
             "to": to,
             "from": options.from_number,
             "callback_url": self.webhook_url(),
-            "idempotency_key": key,
-            "agent_id": options.agent_id,
-            "recording": options.recording,
+            "idempotency_key": options.idempotency_key or uuid.uuid4().hex,
         }
-        body = json.dumps(payload).encode()
-        r = await self._post(f"{base}/calls", body, secret)
+        r = await self._post(f"{base}/calls", json.dumps(payload).encode(), secret)
         try:
             data = r.json()
         except ValueError:
-            data = {}
-        call_id = str(data.get("call_id") or data.get("id") or "") if isinstance(data, dict) else ""
-        if not call_id:
-            raise ProviderError("generic-http bridge answered without a call_id", status=502)
-        log.info("outbound call placed", extra={"to": mask_phone(to), "call_id": call_id})
+            data = None
+        if not isinstance(data, dict):
+            raise ProviderError("generic-http bridge answered without a JSON object", status=502)
+        call_id = str(data.get("call_id") or data.get("id") or "")
+        if not _CALL_ID_RE.fullmatch(call_id):
+            raise ProviderError("generic-http bridge answered without a valid call_id", status=502)
+        log.info("outbound call placed", extra={"to": to, "call_id": call_id})
         return OutboundCall(
             call_id=call_id,
             provider=PROVIDER,
@@ -353,7 +357,8 @@ class GenericHttpDriver(BaseDriver):
         base = self._base_url()
         secret = self._require_secret()
         body = json.dumps({"call_id": call_id}).encode()
-        await self._post(f"{base}/calls/{call_id}/hangup", body, secret, ok_statuses=(404, 409))
+        url = f"{base}/calls/{quote(call_id, safe='')}/hangup"
+        await self._post(url, body, secret, ok_statuses=(404, 409))  # already gone: not an error
 
     def _base_url(self) -> str:
         base = self.settings.generic_http_base_url
