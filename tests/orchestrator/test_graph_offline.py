@@ -129,3 +129,21 @@ async def test_memory_is_fetched_at_call_start_not_on_the_first_turn(
         reply = await stack.say(second.conversation_id, 1, "What is my locker code?")
         assert "locker code is 77" in reply.reply
         assert second.timings_ms["memory_prefetch"] > 0
+
+
+async def test_card_numbers_never_reach_the_store_or_memory(pg_dsn: str, data_dir: Path) -> None:
+    async with graph_stack(data_dir, pg_dsn) as stack:
+        agent = await stack.agent()
+        caller = new_phone()
+        call = await stack.start(agent, caller)
+        await stack.say(call.conversation_id, 1, "Remember my card 4111 1111 1111 1111, CVV 123")
+        await stack.end(call.conversation_id)
+        messages = await stack.database.conversations.messages(call.conversation_id)
+        assert messages[1].role == "user"
+        assert messages[1].content == (
+            "Remember my card [card number redacted], CVV [security code redacted]"
+        )
+        assert stack.responder.caller_memory is not None
+        everything = " ".join(m.text for m in await stack.responder.caller_memory.recent(caller))
+        assert "4111" not in everything and "123" not in everything
+        assert "[card number redacted]" in everything

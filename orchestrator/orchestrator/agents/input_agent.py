@@ -1,6 +1,7 @@
 """Input agent: cleans what the caller said, classifies the intent, guards the agent's rules.
 
-Pure functions, no I/O: a few microseconds per turn. The guard does not refuse to answer a caller
+Pure functions, no I/O: a few microseconds per turn. Card numbers and similar secrets are
+redacted here, so the model never sees them. The guard does not refuse to answer a caller
 who tries to rewrite the agent's instructions ("ignore your previous instructions", "you are now",
 "system prompt: ..."); it marks the turn, strips the attempt from what reaches the LLM as an
 instruction, and the orchestrator agent tells the model to treat the caller's words as data.
@@ -12,6 +13,8 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
+
+from orchestrator.memory.redaction import redact_secrets
 
 MAX_UTTERANCE_CHARS = 1000
 
@@ -116,6 +119,10 @@ def normalise(raw: str, input_type: str = "speech") -> NormalisedInput:
     if digits and _DTMF.match(digits):
         return NormalisedInput(text=f"The caller pressed {digits}.", intent="dtmf", dtmf=digits)
     flags: list[str] = []
+    redacted = redact_secrets(text)
+    if redacted != text:  # a card number or similar never reaches the model or the store
+        text = redacted
+        flags.append("redacted")
     trimmed = False
     if len(text) > MAX_UTTERANCE_CHARS:
         cut = text.rfind(" ", 0, MAX_UTTERANCE_CHARS)

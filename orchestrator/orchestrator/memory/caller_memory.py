@@ -1,9 +1,10 @@
 """Long-term memories of callers: facts they asked us to keep and summaries of their calls.
 
 Every memory carries `caller` (the normalised number), `agent_id`, `owner` (both, for a single
-filter), `kind` ("fact" | "summary"), `conversation_id` and `created_at` (epoch seconds). Text is redacted (`redact_secrets`) before it is
-stored or embedded. `purge_expired` enforces MEMORY_RETENTION_DAYS; `forget_caller` removes every
-memory of a number (`DELETE /callers/{phone}/memory`).
+filter), `kind` ("fact" | "summary"), `conversation_id` and `created_at` (epoch seconds).
+Text is redacted (`redact_secrets`) before it is stored or embedded. `purge_expired` enforces
+MEMORY_RETENTION_DAYS; `forget_caller` removes every memory of a number
+(`DELETE /callers/{phone}/memory`).
 """
 
 from __future__ import annotations

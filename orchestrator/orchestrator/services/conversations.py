@@ -13,6 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from orchestrator.memory.redaction import redact_secrets
 from orchestrator.services.responder import (
     ReplyDraft,
     Responder,
@@ -193,7 +194,7 @@ class ConversationService:
         saved = await self.conversations.record_turn(
             conversation_id,
             turn_id,
-            user_text=turn.message,
+            user_text=redact_secrets(turn.message),  # no card numbers at rest
             reply_text=draft.text,
             actions=_dump(draft.actions),
             timings={**draft.timings_ms, **timer.laps},
