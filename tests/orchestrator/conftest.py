@@ -117,7 +117,7 @@ def make_embedded_data_dir() -> Path:
     """A DATA_DIR for the embedded Postgres outside pytest's tmp root: as root, the server runs as
     another account, and every pytest session start (ours or a concurrent one) resets
     /tmp/pytest-of-<user> to 0700, which would lock a running server out of its own files."""
-    return Path(tempfile.mkdtemp(prefix="vao-orch-test-"))
+    return Path(tempfile.mkdtemp(prefix="vao orch-test-"))  # a space, on purpose
 
 
 @pytest.fixture

@@ -29,6 +29,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
+from urllib.parse import quote
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,8 @@ class EmbeddedPostgres:
                 self._remove_stale_files()
                 info = self._pg_ctl_start()
             self.pid = info.pid
-            self.dsn = f"postgresql://{PG_USER}@/postgres?host={info.socket_dir}&port={info.port}"
+            host = quote(info.socket_dir, safe="/")
+            self.dsn = f"postgresql://{PG_USER}@/postgres?host={host}&port={info.port}"
         except BaseException:
             self._release_lock()
             raise
@@ -317,7 +319,7 @@ class EmbeddedPostgres:
         """Fast shutdown (SIGINT) of an orphan that does not answer; SIGKILL if it lingers."""
         import psutil
 
-        log.warning("stopping an unresponsive orphaned embedded Postgres", extra={"pid": pid})
+        log.warning("terminating an embedded Postgres that does not answer", extra={"pid": pid})
         try:
             proc = psutil.Process(pid)
             proc.send_signal(signal.SIGINT)
