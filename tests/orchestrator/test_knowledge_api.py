@@ -161,6 +161,7 @@ async def test_messages_stream_as_server_sent_events_offline(
     events = parse_sse(r.text)
     assert events[-1][0] == "reply"
     tokens = "".join(e[1]["text"] for e in events if e[0] == "token")
+    assert sum(e[0] == "token" for e in events) > 3  # word by word, as a model would
     assert tokens == events[-1][1]["reply"]
     # a replay streams the stored reply, flagged as replayed
     again = parse_sse(

@@ -107,3 +107,43 @@ def test_only_enabled_builtins_and_http_tools_are_offered() -> None:
         "search_knowledge",
         "remember",
     ]
+
+
+async def test_an_http_tool_connects_to_the_address_it_vetted() -> None:
+    """DNS rebinding: the request goes to the vetted address, Host and TLS name unchanged.
+    The remote API is faked at the HTTP layer (respx); the resolver answers as DNS would."""
+    import respx
+
+    answers = {"api.example.com": ["93.184.216.34"], "rebind.example.com": ["10.0.0.5"]}
+
+    async def resolver(host: str, port: int) -> list[str]:
+        return answers[host]
+
+    config = AgentConfiguration.model_validate(
+        {
+            "allowed_hosts": ["api.example.com", "rebind.example.com"],
+            "tools": [
+                {
+                    "name": "order",
+                    "description": "d",
+                    "url": "https://api.example.com/orders/{order_id}",
+                    "method": "GET",
+                    "headers": {"X-Api-Key": "k"},
+                },
+                {"name": "rebind", "description": "d", "url": "https://rebind.example.com/x"},
+            ],
+        }
+    )
+    with respx.mock() as router:
+        route = router.get("https://93.184.216.34/orders/A%2F17").respond(json={"ok": True})
+        async with httpx.AsyncClient() as http:
+            agent = ToolAgent(http, None, None, resolver=resolver)
+            ctx = ToolContext("a", config, "c", caller=None)
+            out = await agent.run(ToolCall("1", "order", {"order_id": "A/17", "x": 1}), ctx)
+            assert out.ok and out.content == '{"ok":true}'
+            sent = route.calls[0].request
+            assert sent.headers["host"] == "api.example.com" and sent.headers["x-api-key"] == "k"
+            assert sent.extensions["sni_hostname"] == "api.example.com"
+            assert sent.url.params["x"] == "1"
+            refused = await agent.run(ToolCall("2", "rebind", {}), ctx)
+            assert not refused.ok and "private or local" in refused.content

@@ -73,8 +73,13 @@ class TurnRun:
         return elapsed
 
     async def say(self, text: str) -> None:
-        if self.sink is not None and text:
-            await self.sink(text)
+        """Text not produced by the model (offline answers, fallbacks), streamed word by word
+        like the model's tokens so a streaming caller hears it the same way."""
+        if self.sink is None or not text:
+            return
+        words = text.split(" ")
+        for i, word in enumerate(words):
+            await self.sink(word if i == len(words) - 1 else word + " ")
 
 
 class AgentGraph:

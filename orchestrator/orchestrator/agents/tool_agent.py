@@ -6,7 +6,9 @@ under the tool's timeout, redirects off (a redirect could point anywhere), and o
 - the URL's host is on the agent's `allowed_hosts` (exact, or `*.example.com`), and
 - every address the host resolves to is public, unless the agent sets `allow_private_networks`
   (loopback, RFC 1918/ULA private, link-local incl. cloud metadata 169.254.169.254, CGNAT,
-  multicast, reserved and unspecified ranges are refused).
+  multicast, reserved and unspecified ranges are refused). The request then goes to the address
+  that was checked (Host header and TLS SNI/certificate name kept), so a DNS answer that changes
+  between the check and the connection (rebinding) cannot send it elsewhere.
 Every failure (not allowed, timeout, unreachable, HTTP error, bad arguments) becomes a short
 message the LLM can read and explain to the caller; a tool never raises into the graph.
 """
@@ -147,6 +149,24 @@ def address_is_public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def pin_to_address(
+    url: str, address: str, headers: dict[str, str]
+) -> tuple[str, dict[str, str], dict[str, Any]]:
+    """The URL aimed at `address`, with the original host in `Host` and as the TLS server name
+    (SNI and certificate check), so the request reaches exactly the address that was vetted."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    netloc = f"[{ip}]" if ip.version == 6 else str(ip)
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    pinned = parts._replace(netloc=netloc).geturl()
+    out_headers = {k: v for k, v in headers.items() if k.lower() != "host"}
+    out_headers["Host"] = host if parts.port is None else f"{host}:{parts.port}"
+    extensions: dict[str, Any] = {"sni_hostname": host} if parts.scheme == "https" else {}
+    return pinned, out_headers, extensions
+
+
 async def resolve_host(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     async with asyncio.timeout(DNS_TIMEOUT_S):
@@ -251,25 +271,30 @@ class ToolAgent:
 
     async def check_url(self, url: str, config: AgentConfiguration) -> str | None:
         """None when the URL may be called, else the reason it may not (for the LLM)."""
+        refused, _ = await self.vet_url(url, config)
+        return refused
+
+    async def vet_url(self, url: str, config: AgentConfiguration) -> tuple[str | None, str | None]:
+        """(reason refused, None) or (None, the checked address to connect to, if resolved)."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if not host or parts.scheme not in ("http", "https"):
-            return "its URL is not an http(s) URL"
+            return "its URL is not an http(s) URL", None
         if not host_allowed(host, config.allowed_hosts):
-            return f"the host {host} is not on this agent's allow-list"
+            return f"the host {host} is not on this agent's allow-list", None
         if config.allow_private_networks:
-            return None
+            return None, None
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             addresses = await self._resolve(host, port)
         except (OSError, TimeoutError):
-            return f"the host {host} could not be resolved"
+            return f"the host {host} could not be resolved", None
         if not addresses:
-            return f"the host {host} could not be resolved"
+            return f"the host {host} could not be resolved", None
         for address in addresses:
             if not address_is_public(address):
-                return f"the host {host} resolves to a private or local address"
-        return None
+                return f"the host {host} resolves to a private or local address", None
+        return None, addresses[0]
 
     async def _http_tool(self, call: ToolCall, tool: HttpTool, ctx: ToolContext) -> ToolOutcome:
         args = dict(call.args)
@@ -278,11 +303,19 @@ class ToolAgent:
             placeholder = "{" + key + "}"
             if placeholder in url:
                 url = url.replace(placeholder, quote(str(args.pop(key)), safe=""))
-        refused = await self.check_url(url, ctx.config)
+        refused, address = await self.vet_url(url, ctx.config)
         if refused:
             log.info("tool call refused", extra={"tool": tool.name, "why": refused})
             return ToolOutcome(call, f"The tool {tool.name} is not allowed: {refused}.", ok=False)
-        request: dict[str, Any] = {"headers": tool.headers, "timeout": tool.timeout_s}
+        headers = dict(tool.headers)
+        extensions: dict[str, Any] = {}
+        if address is not None:
+            url, headers, extensions = pin_to_address(url, address, headers)
+        request: dict[str, Any] = {
+            "headers": headers,
+            "timeout": tool.timeout_s,
+            "extensions": extensions,
+        }
         if tool.method in ("GET", "DELETE"):
             request["params"] = {
                 k: v if isinstance(v, str) else json.dumps(v) for k, v in args.items()
