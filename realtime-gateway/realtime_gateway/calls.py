@@ -12,6 +12,7 @@ for a day after a call starts.
 
 from __future__ import annotations
 
+import heapq
 import json
 import time
 from collections import OrderedDict
@@ -27,6 +28,7 @@ CALL_TTL_S = 86_400
 ENDED_TTL_S = 86_400
 MAX_MEMORY_CALLS = 10_000
 MAX_RECENT = 1_000
+MAX_TTL_KEYS = 200_000
 _TERMINAL_RANK = max(STATUS_ORDER.values())
 
 
@@ -131,6 +133,41 @@ def _matches(call: LiveCall, status: str | None) -> bool:
     return call.status == status
 
 
+class TtlKeys:
+    """Keys that expire, for the in-process store: O(log n) per add, bounded in size."""
+
+    def __init__(self, max_keys: int = MAX_TTL_KEYS) -> None:
+        self._expires: dict[str, float] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._max_keys = max_keys
+
+    def add_if_absent(self, key: str, ttl_s: float) -> bool:
+        now = time.monotonic()
+        self._purge(now)
+        expires = self._expires.get(key)
+        if expires is not None and expires > now:
+            return False
+        self._expires[key] = now + ttl_s
+        heapq.heappush(self._heap, (now + ttl_s, key))
+        while len(self._expires) > self._max_keys:  # full: forget the soonest to expire
+            _, old = heapq.heappop(self._heap)
+            self._expires.pop(old, None)
+        return True
+
+    def __len__(self) -> int:
+        return len(self._expires)
+
+    def __contains__(self, key: str) -> bool:
+        expires = self._expires.get(key)
+        return expires is not None and expires > time.monotonic()
+
+    def _purge(self, now: float) -> None:
+        while self._heap and self._heap[0][0] <= now:
+            expires, key = heapq.heappop(self._heap)
+            if self._expires.get(key) == expires:
+                del self._expires[key]
+
+
 class MemoryCallStore:
     """In-process store; bounded (oldest calls are forgotten past `max_calls`)."""
 
@@ -138,8 +175,8 @@ class MemoryCallStore:
 
     def __init__(self, max_calls: int = MAX_MEMORY_CALLS) -> None:
         self._calls: OrderedDict[str, LiveCall] = OrderedDict()
-        self._ended: dict[str, float] = {}
-        self._seen: dict[str, float] = {}
+        self._ended = TtlKeys()
+        self._seen = TtlKeys()
         self._max_calls = max_calls
 
     async def create(self, call: LiveCall) -> bool:
@@ -147,8 +184,7 @@ class MemoryCallStore:
             return False
         self._calls[call.call_id] = call
         while len(self._calls) > self._max_calls:
-            old_id, _ = self._calls.popitem(last=False)
-            self._ended.pop(old_id, None)
+            self._calls.popitem(last=False)
         return True
 
     async def get(self, call_id: str) -> LiveCall | None:
@@ -169,11 +205,9 @@ class MemoryCallStore:
         return call.turns
 
     async def mark_ended(self, call_id: str, reason: str, ended_at: float | None = None) -> bool:
-        now = time.time()
-        self._expire(self._ended, now - ENDED_TTL_S)
-        if call_id in self._ended:
+        if not self._ended.add_if_absent(call_id, ENDED_TTL_S):
             return False
-        self._ended[call_id] = now
+        now = time.time()
         call = self._calls.get(call_id)
         if call is not None:
             call.ended_at = ended_at or now
@@ -183,14 +217,7 @@ class MemoryCallStore:
         return True
 
     async def first_time(self, key: str, ttl_s: float) -> bool:
-        now = time.monotonic()
-        if len(self._seen) > 10_000:
-            self._expire(self._seen, now)
-        expires = self._seen.get(key)
-        if expires is not None and expires > now:
-            return False
-        self._seen[key] = now + ttl_s
-        return True
+        return self._seen.add_if_absent(key, ttl_s)
 
     async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
         out: list[LiveCall] = []
@@ -206,11 +233,6 @@ class MemoryCallStore:
 
     async def aclose(self) -> None:
         return None
-
-    @staticmethod
-    def _expire(table: dict[str, float], before: float) -> None:
-        for key in [k for k, t in table.items() if t <= before]:
-            del table[key]
 
 
 # KEYS[1] call hash, KEYS[2] recent zset;

@@ -101,3 +101,20 @@ async def test_redis_store_reports_unavailable_when_redis_is_down() -> None:
     s = RedisCallStore(aioredis.from_url("redis://127.0.0.1:1/0", socket_connect_timeout=0.2))
     assert await s.health() == "unavailable"
     await s.aclose()
+
+
+def test_memory_ttl_keys_expire_and_stay_bounded() -> None:
+    import time as _time
+
+    from realtime_gateway.calls import TtlKeys
+
+    keys = TtlKeys(max_keys=100)
+    assert keys.add_if_absent("a", 0.05) and not keys.add_if_absent("a", 0.05)
+    _time.sleep(0.06)
+    assert "a" not in keys and keys.add_if_absent("a", 60)
+    t0 = _time.perf_counter()
+    for i in range(20_000):
+        keys.add_if_absent(f"k{i}", 60)
+    assert _time.perf_counter() - t0 < 1.0
+    assert len(keys) == 100  # bounded: the soonest to expire were forgotten
+    assert "k19999" in keys
