@@ -167,3 +167,12 @@ async def test_a_real_client_that_stops_reading_is_dropped(data_dir: Path) -> No
                 await read_until_closed(slow)
             assert closed.value.rcvd is not None and closed.value.rcvd.code == 1013
         assert publish_s < 10
+
+
+async def test_too_many_call_ids_in_the_filter_are_refused(data_dir: Path) -> None:
+    ids = ",".join(f"c{i}" for i in range(101))
+    async with served(settings_for(data_dir)) as gw:
+        with pytest.raises(InvalidStatus):
+            async with websockets.connect(f"{gw.ws_url}?token={admin_token()}&call_id={ids}"):
+                pass
+        assert gw.rt.bus.hub.connected == 0

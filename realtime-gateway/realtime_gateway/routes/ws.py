@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 
 INSTANCE = f"{socket.gethostname()}:{os.getpid()}"
 MAX_FILTER_IDS = 100
+CLOSE_POLICY_VIOLATION = 1008
 
 
 def _ack(client: WsClient) -> str:
@@ -40,6 +41,9 @@ async def events(websocket: WebSocket) -> None:
     wanted: set[str] = set()
     for value in websocket.query_params.getlist("call_id"):
         wanted.update(part.strip() for part in value.split(",") if part.strip())
+    if len(wanted) > MAX_FILTER_IDS:
+        await websocket.close(CLOSE_POLICY_VIOLATION, f"at most {MAX_FILTER_IDS} call ids")
+        return
     client = hub.add(websocket, wanted or None, opened=False)
     try:
         await websocket.accept()
