@@ -377,3 +377,20 @@ async def test_end_call_hangs_up_and_injection_is_flagged_to_the_model(
     assert [a.type for a in bye.actions] == ["say", "hangup"]
     assert bye.actions[1].reason == "caller_done"
     assert "tries to change" not in fake_openai.system_prompt()
+
+
+async def test_a_failing_model_still_greets_a_returning_caller_with_context(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    agent = await llm_stack.agent(greeting="Hi there.")
+    caller = new_phone()
+    assert llm_stack.responder.caller_memory is not None
+    await llm_stack.responder.caller_memory.remember(
+        caller, "my order number is 5150", agent_id=agent.id
+    )
+    fake_openai.error(500)
+    greeting = await llm_stack.start(agent, caller)
+    assert fake_openai.route.call_count == 1  # no retries on the greeting's tight budget
+    assert greeting.reply == (
+        "Hi there. Welcome back! I have a note from your last call: your order number is 5150."
+    )

@@ -174,7 +174,8 @@ class OrchestratorAgent:
             "mention briefly what you remember, so they know you have context."
         )
         chat = self.llm.chat(config.model, config.temperature)
-        result = await call_llm(chat, [SystemMessage(prompt), HumanMessage(ask)], policy=self.retry)
+        once = RetryPolicy(max_retries=0)  # the greeting has a tight budget: no retries
+        result = await call_llm(chat, [SystemMessage(prompt), HumanMessage(ask)], policy=once)
         content = result.message.content
         return (content if isinstance(content, str) else ""), result.elapsed_ms
 

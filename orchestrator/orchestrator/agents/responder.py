@@ -49,6 +49,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 GREETING_TURN_ID = "greeting"
+# A returning caller's greeting is written by the model only if it comes this fast.
+GREETING_LLM_BUDGET_S = 3.0
 
 
 class GraphResponder:
@@ -74,7 +76,9 @@ class GraphResponder:
             self.knowledge, self.caller_memory, history_turns=settings.history_turns
         )
         self.orchestrator = OrchestratorAgent(
-            llm, default_prompt=settings.default_agent_system_prompt, retry=retry
+            llm,
+            default_prompt=settings.default_agent_system_prompt,
+            retry=retry or RetryPolicy(retry_window_s=settings.llm_timeout_s),
         )
         self.tools = ToolAgent(http, self.knowledge, self.caller_memory)
         self.graph = AgentGraph(self.memory_agent, self.orchestrator, self.tools)
@@ -176,11 +180,12 @@ class GraphResponder:
         timings = {"memory_prefetch": ctx.fetched_ms}
         if ctx.memories and self.mode == "llm":
             try:
-                written, llm_ms = await self.orchestrator.greeting(config, base, ctx.memories)
+                async with asyncio.timeout(GREETING_LLM_BUDGET_S):
+                    written, llm_ms = await self.orchestrator.greeting(config, base, ctx.memories)
                 timings["llm"] = round(llm_ms, 3)
                 text = written.strip() or text
-            except LLMUnavailable:
-                pass  # the offline welcome-back is a fine greeting
+            except (LLMUnavailable, TimeoutError):
+                pass  # the offline welcome-back is a fine greeting; the call must not wait
         timings["agent_total"] = round((time.perf_counter() - started) * 1000, 3)
         return ReplyDraft(
             text,

@@ -1,7 +1,9 @@
 """One LLM round with our retry policy and optional token streaming.
 
 Retryable: 429, 5xx, timeouts and connection errors, up to `max_retries` extra attempts with a
-short backoff (a phone caller is waiting), and only while nothing has been streamed to the caller
+short backoff (a phone caller is waiting), none once `retry_window_s` has passed since the first
+attempt (three slow timeouts in a row would keep the caller waiting for half a minute), and only
+while nothing has been streamed to the caller
 (a retry after tokens were spoken would repeat them). When the attempts are spent `LLMUnavailable`
 is raised and the orchestrator agent speaks a graceful fallback.
 """
@@ -33,6 +35,8 @@ class RetryPolicy:
     max_retries: int = 2
     backoff_s: float = 0.25
     max_backoff_s: float = 1.0
+    # No retry starts after this long since the first attempt: a caller is on the line.
+    retry_window_s: float = 10.0
 
 
 @dataclass(slots=True)
@@ -90,7 +94,13 @@ async def call_llm(
             )
         except Exception as exc:
             errors.append(_describe(exc))
-            if streamed or not is_retryable(exc) or attempt > policy.max_retries:
+            elapsed_s = time.perf_counter() - started
+            if (
+                streamed
+                or not is_retryable(exc)
+                or attempt > policy.max_retries
+                or elapsed_s + policy.backoff_s > policy.retry_window_s
+            ):
                 log.warning(
                     "llm call failed",
                     extra={"attempts": attempt, "err": errors[-1], "streamed": streamed},
