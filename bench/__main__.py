@@ -392,6 +392,9 @@ class Bench:
         runs = [("levels", level, False) for level in self.plan.levels]
         runs += [("saturated", level, True) for level in self.plan.saturation_levels]
         top = max(self.plan.levels)
+        # --profile: the level the ratio target is set at, and the heaviest saturation run
+        mid = self.plan.levels[len(self.plan.levels) // 2]
+        profile_at = {("levels", mid), ("saturated", max(self.plan.saturation_levels))}
         try:
             for key, level, saturate in runs:
                 print(f"[bench] floor/turn {key} @{level}", file=sys.stderr, flush=True)
@@ -407,7 +410,7 @@ class Bench:
                         self.profiling(
                             {"gateway": gw, "orchestrator": orch},
                             f"{provider}-{key}-{level}",
-                            level == top,
+                            (key, level) in profile_at,
                         ),
                     ):
                         r = self.load(provider, gw.url, level, f"{provider[:1]}-{tag}", saturate)
@@ -457,7 +460,7 @@ class Bench:
                 "url": orch.url,
                 "fake_llm_url": self.fake_llm.url,
                 "jwt_secret": self.jwt_secret,
-                "requests": self.plan.stream_requests,
+                "requests": self.plan.stream_requests * 2,
                 "concurrency": 1,
                 "duration_s": 5.0 if self.plan.smoke else 60.0,
             }
@@ -469,6 +472,14 @@ class Bench:
                 got = ", ".join(raw["content_types"]) or "no answer"
                 block["status"] = f"n/a (not implemented: Accept: text/event-stream answered {got})"
                 return
+            direct = summary(raw["direct_ms"])
+            block["direct_turn"] = {"p50": direct["p50"], "p99": direct["p99"], "n": direct["n"]}
+            stages: dict[str, list[float]] = {}
+            for t in raw["timings"]:
+                for stage, ms in t.items():
+                    if isinstance(ms, int | float):
+                        stages.setdefault(stage, []).append(float(ms))
+            block["stage_p50_ms"] = {k: summary(v)["p50"] for k, v in sorted(stages.items())}
             s = summary(raw["added_ms"])
             block.update(
                 {"n": s["n"], "added_p50": s["p50"], "added_p99": s["p99"], "added_max": s["max"]}
@@ -500,6 +511,7 @@ class Bench:
             }
             raw = run_loadgen(spec, timeout_s=300, module="bench.memory_probe")
             recall, chroma = summary(raw["recall_ms"]), summary(raw["chroma_query_ms"])
+            recent, heavy = summary(raw["recent_ms"]), summary(raw["recent_heavy_ms"])
             block.update(
                 {
                     "memories": raw["memories"],
@@ -510,8 +522,17 @@ class Bench:
                     "chroma_p50": chroma["p50"],
                     "chroma_p99": chroma["p99"],
                     "recall_hits_per_query": raw["recall_hits_per_query"],
+                    "recent_p50": recent["p50"],
+                    "recent_p99": recent["p99"],
+                    "recent_heavy_p50": heavy["p50"],
+                    "recent_heavy_p99": heavy["p99"],
                 }
             )
+            if not raw["recall_hits_per_query"]:
+                block["status"] = (
+                    "n/a (recall found none of the seeded memories: the memory metadata changed; "
+                    "update bench/memory_probe.py memory_metadata)"
+                )
             if "store_write_ms" in raw:
                 w = summary(raw["store_write_ms"])
                 block.update({"store_write_p50": w["p50"], "store_write_p99": w["p99"]})

@@ -30,8 +30,12 @@ from bench.results_io import write_result
 
 REPLY_MARK = REPLY.split(",")[0].encode()  # what a real (not apologetic) answer contains
 QUESTION = "What are your opening hours on Saturday?"
-CALLER = "+15550001111"
 CALLEE = "+15550002222"
+CALLERS_POOL = 100_000  # calls come from many numbers, a few of them twice (as in life)
+
+
+def caller_number() -> str:
+    return f"+1555{random.randrange(CALLERS_POOL):07d}"
 
 
 @dataclass
@@ -148,7 +152,7 @@ async def caller_generic(spec: dict[str, Any], conn: RawConnection, rec: Recorde
         started = generic_event(
             "call.started",
             call_id,
-            **{"from": CALLER, "to": CALLEE, "direction": "inbound", "metadata": {}},
+            **{"from": caller_number(), "to": CALLEE, "direction": "inbound", "metadata": {}},
         )
         try:
             await post(started)
@@ -202,7 +206,7 @@ async def caller_twilio(spec: dict[str, Any], conn: RawConnection, rec: Recorder
         base = {
             "CallSid": sid,
             "AccountSid": spec["twilio_account_sid"],
-            "From": CALLER,
+            "From": caller_number(),
             "To": CALLEE,
             "Direction": "inbound",
             "ApiVersion": "2010-04-01",
@@ -285,52 +289,78 @@ async def run_stream(spec: dict[str, Any]) -> dict[str, Any]:
     content_types: set[str] = set()
     deadline = time.monotonic() + spec["duration_s"]
 
+    direct_ms: list[float] = []
+    timings: list[dict[str, float]] = []
+
     async def worker(w: int) -> None:
+        """Conversations of 10 turns; turns alternate streamed (SSE) and plain JSON, so both
+        are measured under the same conditions; the JSON reply carries the stage timings."""
         conn = RawConnection(url.hostname or "127.0.0.1", url.port or 80)
-        call_id = f"bench-stream-{w}-{uuid.uuid4().hex[:8]}"
-        auth = {"Authorization": f"Bearer {tokens.token()}", "Content-Type": "application/json"}
-        start_body = json.dumps({"call_id": call_id, "provider": "generic-http"}).encode()
         try:
-            await conn.request("POST", f"/conversations/{call_id}/start", auth, start_body)
-            turn = 0
             while time.monotonic() < deadline and len(arrivals) + len(errors) < spec["requests"]:
-                turn += 1
-                nonce = f"bench-{uuid.uuid4().hex[:12]}"
-                body = json.dumps(
-                    {"message": f"{QUESTION} ref {nonce}", "turn_id": str(turn)}
-                ).encode()
-                headers = {
-                    **auth,
-                    "Accept": "text/event-stream",
-                    "Idempotency-Key": f"{call_id}:{turn}",
-                    "Authorization": f"Bearer {tokens.token()}",
-                }
-                seen: list[float] = []
-                buf = bytearray()
-
-                def on_chunk(
-                    t: float, data: bytes, seen: list[float] = seen, buf: bytearray = buf
-                ) -> None:
-                    buf.extend(data)
-                    if not seen and first_text in buf:
-                        seen.append(t)
-
-                try:
-                    r = await conn.request(
-                        "POST", f"/conversations/{call_id}/messages", headers, body, on_chunk
-                    )
-                except Exception as exc:
-                    errors.append(f"{type(exc).__name__}: {exc}")
-                    continue
-                content_types.add(r.headers.get("content-type", "").split(";")[0])
-                if r.status != 200:
-                    errors.append(f"HTTP {r.status}: {r.body[:200]!r}")
-                elif seen:
-                    arrivals[nonce] = seen[0]
-                else:
-                    errors.append(f"no reply text in stream: {bytes(buf[:200])!r}")
+                await conversation(conn, w)
         finally:
             await conn.close()
+
+    async def conversation(conn: RawConnection, w: int) -> None:
+        call_id = f"bench-stream-{w}-{uuid.uuid4().hex[:8]}"
+        auth = {"Authorization": f"Bearer {tokens.token()}", "Content-Type": "application/json"}
+        start_body = json.dumps(
+            {"call_id": call_id, "provider": "generic-http", "caller": caller_number()}
+        ).encode()
+        try:
+            r = await conn.request("POST", f"/conversations/{call_id}/start", auth, start_body)
+        except Exception as exc:
+            errors.append(f"start: {type(exc).__name__}: {exc}")
+            await asyncio.sleep(0.5)
+            return
+        if r.status != 200:
+            errors.append(f"start: HTTP {r.status}: {r.body[:200]!r}")
+            await asyncio.sleep(0.5)
+            return
+        for turn in range(1, 21):
+            if time.monotonic() >= deadline or len(arrivals) + len(errors) >= spec["requests"]:
+                return
+            nonce = f"bench-{uuid.uuid4().hex[:12]}"
+            body = json.dumps({"message": f"{QUESTION} ref {nonce}", "turn_id": str(turn)}).encode()
+            streamed = turn % 2 == 1
+            headers = {
+                **auth,
+                "Accept": "text/event-stream" if streamed else "application/json",
+                "Idempotency-Key": f"{call_id}:{turn}",
+                "Authorization": f"Bearer {tokens.token()}",
+            }
+            seen: list[float] = []
+            buf = bytearray()
+
+            def on_chunk(
+                t: float, data: bytes, seen: list[float] = seen, buf: bytearray = buf
+            ) -> None:
+                buf.extend(data)
+                if not seen and first_text in buf:
+                    seen.append(t)
+
+            sent = time.monotonic()
+            try:
+                r = await conn.request(
+                    "POST", f"/conversations/{call_id}/messages", headers, body, on_chunk
+                )
+            except Exception as exc:
+                errors.append(f"{type(exc).__name__}: {exc}")
+                continue
+            if r.status != 200:
+                errors.append(f"HTTP {r.status}: {r.body[:200]!r}")
+                continue
+            if not streamed:
+                direct_ms.append((time.monotonic() - sent) * 1000)
+                with contextlib.suppress(ValueError, AttributeError):
+                    timings.append(dict(json.loads(r.body).get("timings_ms") or {}))
+                continue
+            content_types.add(r.headers.get("content-type", "").split(";")[0])
+            if seen:
+                arrivals[nonce] = seen[0]
+            else:
+                errors.append(f"no reply text in stream: {bytes(buf[:200])!r}")
 
     await asyncio.gather(*(worker(w) for w in range(spec["concurrency"])))
     llm_conn = RawConnection(llm.hostname or "127.0.0.1", llm.port or 80)
@@ -344,6 +374,8 @@ async def run_stream(spec: dict[str, Any]) -> dict[str, Any]:
         "errors": len(errors),
         "error_samples": errors[:5],
         "content_types": sorted(content_types),
+        "direct_ms": direct_ms,
+        "timings": timings,
     }
 
 

@@ -39,6 +39,36 @@ def memory_text(i: int, rng: random.Random) -> str:
     return f"Caller {rng.choice(TOPICS)}; note {i} {uuid.UUID(int=rng.getrandbits(128)).hex[:8]}"
 
 
+AGENT = "bench-agent"
+
+
+def memory_metadata(caller: str, conversation_id: str, created_at: int) -> dict[str, Any]:
+    """What `CallerMemory.remember` writes (its `owner` key is the one filter it queries by)."""
+    meta: dict[str, Any] = {
+        "caller": caller,
+        "agent_id": AGENT,
+        "kind": "fact",
+        "conversation_id": conversation_id,
+        "created_at": created_at,
+    }
+    try:
+        from orchestrator.memory.caller_memory import owner_key
+
+        meta["owner"] = owner_key(caller, AGENT)
+    except ImportError:
+        pass
+    return meta
+
+
+def owner_filter(caller: str) -> dict[str, Any]:
+    try:
+        from orchestrator.memory.caller_memory import _caller_filter
+
+        return dict(_caller_filter(caller, AGENT))
+    except ImportError:
+        return {"$and": [{"caller": caller}, {"agent_id": AGENT}]}
+
+
 async def seed(memories: Any, n: int, callers: int, batch: int = 500) -> float:
     rng = random.Random(7)
     start = time.monotonic()
@@ -49,13 +79,7 @@ async def seed(memories: Any, n: int, callers: int, batch: int = 500) -> float:
             ids.append(f"mem_bench_{i}")
             docs.append(memory_text(i, rng))
             metas.append(
-                {
-                    "caller": f"+1555{i % callers:07d}",
-                    "agent_id": "bench-agent",
-                    "kind": "fact",
-                    "conversation_id": f"bench-conv-{i % callers}",
-                    "created_at": now - i,
-                }
+                memory_metadata(f"+1555{i % callers:07d}", f"bench-conv-{i % callers}", now - i)
             )
         await asyncio.to_thread(memories.add, ids=ids, documents=docs, metadatas=metas)
     return time.monotonic() - start
@@ -87,11 +111,33 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
     for _ in range(queries):
         caller = f"+1555{rng.randrange(callers):07d}"
         t = time.monotonic()
-        found = await memory.recall(caller, rng.choice(TOPICS), agent_id="bench-agent", k=5)
+        found = await memory.recall(caller, rng.choice(TOPICS), agent_id=AGENT, k=5)
         recall_ms.append((time.monotonic() - t) * 1000)
         hits += len(found)
     out["recall_ms"] = recall_ms
     out["recall_hits_per_query"] = hits / max(1, queries)
+    recent_ms: list[float] = []
+    for _ in range(queries):
+        caller = f"+1555{rng.randrange(callers):07d}"
+        t = time.monotonic()
+        await memory.recent(caller, agent_id=AGENT, limit=8)
+        recent_ms.append((time.monotonic() - t) * 1000)
+    out["recent_ms"] = recent_ms
+    heavy = "+15559999999"
+    rng_h = random.Random(5)
+    docs = [memory_text(i, rng_h) for i in range(200)]
+    await asyncio.to_thread(
+        handle.memories.add,
+        ids=[f"mem_bench_heavy_{i}" for i in range(200)],
+        documents=docs,
+        metadatas=[memory_metadata(heavy, "bench-heavy", int(time.time()) - i) for i in range(200)],
+    )
+    heavy_ms: list[float] = []
+    for _ in range(max(10, queries // 5)):
+        t = time.monotonic()
+        await memory.recent(heavy, agent_id=AGENT, limit=8)
+        heavy_ms.append((time.monotonic() - t) * 1000)
+    out["recent_heavy_ms"] = heavy_ms
     query_vecs = await asyncio.to_thread(handle.embedding, TOPICS)
     chroma_ms: list[float] = []
     for _ in range(queries):
@@ -102,7 +148,7 @@ async def run(spec: dict[str, Any]) -> dict[str, Any]:
             handle.memories.query,
             query_embeddings=[vec],
             n_results=5,
-            where={"$and": [{"caller": caller}, {"agent_id": "bench-agent"}]},
+            where=owner_filter(caller),
             include=["documents", "metadatas", "distances"],
         )
         chroma_ms.append((time.monotonic() - t) * 1000)

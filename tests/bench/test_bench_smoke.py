@@ -69,9 +69,9 @@ def test_floor_and_turns_report_numbers_at_every_level(smoke: dict[str, Any]) ->
 
 def test_memory_startup_and_rss_report_numbers(smoke: dict[str, Any]) -> None:
     s = smoke["scenarios"]
-    for key in ("recall_p50", "recall_p99", "chroma_p50", "store_write_p50"):
+    for key in ("recall_p50", "recall_p99", "recent_p50", "chroma_p50", "store_write_p50"):
         assert is_number(s["memory"][key]), key
-    assert s["memory"]["memories"] > 0
+    assert s["memory"]["memories"] > 0 and s["memory"]["recall_hits_per_query"] > 0
     for svc in ("gateway", "orchestrator"):
         assert is_number(s["startup"][svc]["median_s"])
         assert is_number(s["rss"][svc]["idle_mb"]) and is_number(s["rss"][svc]["load_mb"])
@@ -94,7 +94,7 @@ def test_stream_and_fanout_report_numbers_or_say_why_not(smoke: dict[str, Any]) 
 
 def test_every_target_is_checked_with_a_value_or_a_reason(smoke: dict[str, Any]) -> None:
     figures = [c["figure"] for c in smoke["checks"]]
-    assert len(figures) == 10, figures
+    assert len(figures) == 11, figures
     for c in smoke["checks"]:
         if c["value"] is None:
             assert c["met"] is None and c["note"], c
