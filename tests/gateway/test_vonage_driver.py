@@ -281,6 +281,20 @@ async def test_transfer_connects_from_our_number(driver: VonageDriver, flow: Rec
     connect = ncco[1]
     assert connect["from"] == OUR_NUMBER[1:]
     assert connect["endpoint"] == [{"type": "phone", "number": "14155550199"}]
+    assert connect["eventType"] == "synchronous" and connect["eventMethod"] == "POST"
+    assert connect["eventUrl"] == [f"{PUBLIC}/voice/webhook/vonage/transfer?turn=2"]
+
+
+async def test_a_transfer_nobody_answers_comes_back_to_the_agent(
+    driver: VonageDriver, flow: RecordingFlow
+) -> None:
+    leg = {"uuid": "other-leg", "conversation_uuid": "CON-x", "status": "ringing"}
+    path = "/voice/webhook/vonage/transfer?turn=2"
+    assert await handle(driver, post(path, leg), "transfer") is None
+    ncco = await handle(driver, post(path, {**leg, "status": "timeout"}), "transfer")
+    assert check_ncco(ncco) == ["talk", "input"]
+    assert "couldn't connect" in ncco[0]["text"] and event_turn(ncco[1]) == {"turn": "2"}
+    assert flow.statuses == []  # the other leg's events are not this call's status
 
 
 async def test_hangup_action_ends_with_talk_and_an_api_hangup(

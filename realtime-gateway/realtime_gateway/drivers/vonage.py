@@ -2,7 +2,8 @@
 
 Steps under `/voice/webhook/vonage`: '' or `answer` (the answer webhook, GET query or POST
 JSON: the call starts), `input` (the result of an NCCO `input`: one caller turn), `status` or
-`event` (call events, mapped to our statuses), `recording` (a `record` action finished).
+`event` (call events, mapped to our statuses), `recording` (a `record` action finished),
+`transfer` (a transferred leg's events: an unanswered transfer returns to the agent).
 As with Twilio, the turn number and the count of silent turns travel in the `eventUrl`, so a
 redelivered input result is the same turn.
 
@@ -70,6 +71,12 @@ REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
 GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
 APOLOGY_TEXT = "Sorry, we're having trouble right now. Please call again later. Goodbye."
 TURN_APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
+TRANSFER_FAILED_TEXT = (
+    "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
+)
+TRANSFER_FAILED_STATUSES = frozenset(
+    {"busy", "cancelled", "failed", "rejected", "timeout", "unanswered"}
+)
 REST_TIMEOUT_S = 10
 # Vonage's text-to-speech says roughly 14 characters a second; the API hang-up waits for the
 # goodbye to be heard (the NCCO ending hangs up too: this makes the end provable).
@@ -279,6 +286,8 @@ class VonageDriver(BaseDriver):
             payload = self._payload(request)
         except ValueError as exc:
             return error_response(400, "bad_request", str(exc))
+        if step == "transfer":  # the transferred leg's events: its uuid is not the call's
+            return await self._on_transfer_event(request, payload)
         uuid = str(payload.get("uuid") or request.query.get("uuid") or "")
         if not uuid and step not in ("recording",):
             return error_response(400, "bad_request", "uuid is required")
@@ -335,10 +344,35 @@ class VonageDriver(BaseDriver):
         return f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/input?{urlencode(query)}"
 
     def _render(self, request: WebhookRequest, uuid: str, reply: FlowReply, turn: int) -> Response:
-        rendered = render_actions(
-            reply.actions, self._input_url(request, turn, 0), self.settings.vonage_phone_number
+        return self._respond(uuid, self._rendered(request, reply, turn))
+
+    def _rendered(self, request: WebhookRequest, reply: FlowReply, turn: int) -> RenderedNcco:
+        transfer_query = urlencode({"turn": turn})
+        return render_actions(
+            reply.actions,
+            self._input_url(request, turn, 0),
+            self.settings.vonage_phone_number,
+            transfer_url=(
+                f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/transfer?{transfer_query}"
+            ),
         )
-        return self._respond(uuid, rendered)
+
+    async def _on_transfer_event(
+        self, request: WebhookRequest, payload: Mapping[str, Any]
+    ) -> Response:
+        """Events of a transferred leg. Not connected (busy, no answer, failed): the caller
+        hears an apology and the agent listens again; otherwise acknowledged."""
+        status = str(payload.get("status") or "")
+        if status not in TRANSFER_FAILED_STATUSES:
+            return Response(status_code=204)
+        log.info("transfer not connected", extra={"transfer_status": status[:32]})
+        turn = max(1, _int(request.query.get("turn"), 1))
+        rendered = render_actions(
+            [Action.say(TRANSFER_FAILED_TEXT), Action.gather()],
+            self._input_url(request, turn, 0),
+            self.settings.vonage_phone_number,
+        )
+        return ncco_response(rendered.ncco)
 
     def _respond(self, uuid: str, rendered: RenderedNcco) -> Response:
         if rendered.hangup:
@@ -363,9 +397,7 @@ class VonageDriver(BaseDriver):
             metadata=metadata,
         )
         reply = await self.flow.start(call)
-        rendered = render_actions(
-            reply.actions, self._input_url(request, 1, 0), self.settings.vonage_phone_number
-        )
+        rendered = self._rendered(request, reply, 1)
         if request.query.get("record") == "1":
             # Outbound with recording: record the whole conversation from the first word.
             recording_url = f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/recording"

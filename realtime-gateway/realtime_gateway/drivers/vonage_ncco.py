@@ -92,9 +92,14 @@ def _prompt(action: Action, barge_in: bool) -> list[dict[str, Any]]:
 
 
 def render_actions(
-    actions: Sequence[Action], input_url: str, from_number: str | None
+    actions: Sequence[Action],
+    input_url: str,
+    from_number: str | None,
+    transfer_url: str | None = None,
 ) -> RenderedNcco:
-    """NCCO for one reply; `input_url` is the eventUrl of the next `input`."""
+    """NCCO for one reply; `input_url` is the eventUrl of the next `input`; `transfer_url`
+    receives the transferred leg's events synchronously, so a transfer nobody answers can be
+    replaced by a new NCCO (the agent takes the caller back)."""
     ncco: Ncco = []
     prompts: list[Action] = []
     spoken = 0
@@ -121,6 +126,9 @@ def render_actions(
                         from_=digits_only(from_number),
                         endpoint=[PhoneEndpoint(number=digits_only(action.to))],
                         timeout=CONNECT_TIMEOUT_S,
+                        eventType="synchronous" if transfer_url else None,
+                        eventUrl=[transfer_url] if transfer_url else None,
+                        eventMethod="POST" if transfer_url else None,
                     )
                 )
             )
