@@ -3,6 +3,10 @@
 An agent's `configuration` is validated by `AgentConfiguration`: a bad field is a 422 naming it
 (`configuration.temperature: ...`). A dialled number may route to one agent only (409 otherwise).
 The default agent (created from settings at first start) cannot be deleted: calls need it.
+
+`agent_type` is the spec's role label (input | memory | orchestrator | tool; "voice" for the
+default agent made from settings). Whatever the label, an agent that answers a call (it lists the
+dialled number, or it is the default) runs the whole graph with its configuration.
 """
 
 from __future__ import annotations
