@@ -218,11 +218,15 @@ class GatewayFlow:
         try:
             await self.orchestrator.end(call_id, body)
         except OrchestratorUnavailable as exc:
-            log.warning(
-                "orchestrator not told of the call end; retrying in the background",
-                extra={"error": str(exc)},
-            )
-            self._hold(asyncio.create_task(self._retry_end(call_id, body)))
+            if exc.status is not None and 400 <= exc.status < 500 and exc.status not in (408, 429):
+                # refused (e.g. a conversation it never saw): a retry would be refused too
+                log.warning("orchestrator refused the call end", extra={"error": str(exc)})
+            else:
+                log.warning(
+                    "orchestrator not told of the call end; retrying in the background",
+                    extra={"error": str(exc)},
+                )
+                self._hold(asyncio.create_task(self._retry_end(call_id, body)))
         log.info("call ended", extra={"reason": reason, "duration_s": duration_s})
         return True
 

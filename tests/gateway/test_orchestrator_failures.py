@@ -199,3 +199,14 @@ async def test_a_dropped_pooled_connection_is_retried_once(data_dir: Path) -> No
         r = await gw.send(said(call_id, "1", "hello"))
         assert r.json()["actions"][0]["text"] == "Retried fine."
     assert turn.call_count == 2
+
+
+async def test_a_refused_end_is_not_retried(data_dir: Path) -> None:
+    call_id = new_call_id()
+    router = orchestrator_router(call_id)
+    end = router.post(f"/conversations/{call_id}/end").respond(404, json={"error": {}})
+    async with gateway(settings_for(data_dir), transport(router)) as gw:
+        r = await gw.send(event("call.ended", call_id, reason="hangup"))
+        assert r.status_code == 200
+        assert end.call_count == 1
+        assert gw.rt.flow.pending_tasks == 0
