@@ -6,7 +6,6 @@ A missing or malformed value stops start-up with one line naming the variable
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -72,6 +71,5 @@ def load_settings(cls: type[S], **overrides: Any) -> S:
     try:
         return cls(**overrides)
     except ValidationError as exc:
-        line = f"configuration error: {describe_settings_error(exc)}"
-        print(line, file=sys.stderr)
-        raise ConfigError(line) from None
+        # SystemExit prints its message on stderr once and exits non-zero.
+        raise ConfigError(f"configuration error: {describe_settings_error(exc)}") from None
