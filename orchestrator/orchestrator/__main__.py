@@ -13,9 +13,10 @@ from shared.config import ConfigError
 
 def main() -> None:
     try:
-        settings = get_settings()  # a bad value prints one line naming it, then exits
+        settings = get_settings()
         settings.resolved_jwt_secret()
-    except ConfigError:
+    except ConfigError as exc:  # one line naming the variable
+        print(exc, file=sys.stderr)
         sys.exit(2)
     except SecretConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
