@@ -278,6 +278,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         out["chroma_retrieval"] = await retrieval(
             Path(tmp) / "retrieval", args.memories, args.queries
         )
+    out["load_avg_1m_after"] = round(os.getloadavg()[0], 2)
     return out
 
 
