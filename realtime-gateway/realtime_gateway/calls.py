@@ -112,6 +112,10 @@ class CallStore(Protocol):
         """True the first time `key` is seen within `ttl_s`."""
         ...
 
+    async def merge_metadata(self, call_id: str, updates: dict[str, Any]) -> bool:
+        """Set these metadata keys on the call (e.g. recording, answered_by); False if unknown."""
+        ...
+
     async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
         """Most recently started first; `status="active"` means not ended."""
         ...
@@ -214,6 +218,13 @@ class MemoryCallStore:
             call.end_reason = reason
             if call.status not in TERMINAL_STATUSES:
                 call.status = "completed"
+        return True
+
+    async def merge_metadata(self, call_id: str, updates: dict[str, Any]) -> bool:
+        call = self._calls.get(call_id)
+        if call is None:
+            return False
+        call.metadata.update(updates)
         return True
 
     async def first_time(self, key: str, ttl_s: float) -> bool:
@@ -323,6 +334,14 @@ class RedisCallStore:
         )
         return bool(done)
 
+    async def merge_metadata(self, call_id: str, updates: dict[str, Any]) -> bool:
+        """One hash field per metadata key (`meta:<key>`), so concurrent updates don't clobber."""
+        key = self._key(call_id)
+        if not updates or not await self._r.exists(key):
+            return False
+        await self._r.hset(key, mapping={f"meta:{k}": json.dumps(v) for k, v in updates.items()})
+        return True
+
     async def first_time(self, key: str, ttl_s: float) -> bool:
         ok = await self._r.set(f"{self._p}seen:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
         return bool(ok)
@@ -393,5 +412,8 @@ def _from_hash(raw: dict[Any, Any]) -> LiveCall:
         ended_at=float(ended_at) if ended_at else None,
         end_reason=opt("end_reason"),
         turns=int(d.get("turns", 0)),
-        metadata=json.loads(d.get("metadata") or "{}"),
+        metadata={
+            **json.loads(d.get("metadata") or "{}"),
+            **{k[5:]: json.loads(v) for k, v in d.items() if k.startswith("meta:")},
+        },
     )

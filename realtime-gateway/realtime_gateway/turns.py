@@ -190,6 +190,9 @@ class GatewayFlow:
         changed = await self.calls.update_status(call_id, status)
         if changed:
             log.info("call status", extra={"status": status})
+        kept = {k: extra[k] for k in ("recording", "answered_by") if extra and extra.get(k)}
+        if kept:
+            await self.calls.merge_metadata(call_id, kept)
         if status in TERMINAL_STATUSES:
             duration = _float_or_none((extra or {}).get("duration_s"))
             await self.end(call_id, reason=status, duration_s=duration)

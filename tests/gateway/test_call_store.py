@@ -118,3 +118,14 @@ def test_memory_ttl_keys_expire_and_stay_bounded() -> None:
     assert _time.perf_counter() - t0 < 1.0
     assert len(keys) == 100  # bounded: the soonest to expire were forgotten
     assert "k19999" in keys
+
+
+async def test_metadata_updates_merge_into_the_call(store: CallStore) -> None:
+    await store.create(LiveCall("c-meta", "twilio", metadata={"k": 1}))
+    recording = {"sid": "RE1", "url": "https://api.twilio.com/rec/RE1", "duration_s": 12}
+    assert await store.merge_metadata("c-meta", {"recording": recording}) is True
+    assert await store.merge_metadata("c-meta", {"answered_by": "human"}) is True
+    assert await store.merge_metadata("unknown", {"answered_by": "human"}) is False
+    got = await store.get("c-meta")
+    assert got is not None
+    assert got.metadata == {"k": 1, "recording": recording, "answered_by": "human"}
