@@ -38,7 +38,7 @@ from orchestrator.memory.redaction import redact_secrets
 from orchestrator.memory.retention import RetentionTask
 from orchestrator.services.responder import ReplyDraft, TurnInputs
 from orchestrator.store.records import Agent, Conversation
-from shared.contract import Action
+from shared.contract import Action, TurnContext
 
 if TYPE_CHECKING:
     from orchestrator.health import HealthChecks
@@ -129,6 +129,7 @@ class GraphResponder:
         )
         await responder.retention.purge_once()
         responder.retention.start()
+        await responder.warm_up()
         if health is not None:
             health.add("chroma", chroma.heartbeat)
         if llm is not None:
@@ -147,6 +148,25 @@ class GraphResponder:
                 extra={"llm_mode": "offline"},
             )
         return responder
+
+    async def warm_up(self) -> None:
+        """One empty turn through the graph and one knowledge query, at start-up: the first
+        real turn then costs what later ones do (LangGraph and Chroma set up on first use).
+        An empty turn calls no model and touches no caller's memory."""
+        from datetime import UTC, datetime
+
+        now = datetime.now(UTC)
+        agent = Agent("warm-up", "warm-up", "orchestrator", {}, False, now, now)
+        conversation = Conversation("warm-up", "warm-up", None, None, None, None, "active", now)
+        started = time.perf_counter()
+        await self.respond(
+            TurnInputs(conversation, agent, "warm-up", "", TurnContext(), history=[])
+        )
+        self.memory_agent.drop("warm-up")
+        self.stats.forget("warm-up")
+        if self.knowledge is not None:
+            await self.knowledge.search("warm up", k=1)
+        log.debug("graph warmed up", extra={"ms": round((time.perf_counter() - started) * 1000)})
 
     async def aclose(self) -> None:
         if self.retention is not None:
