@@ -33,6 +33,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.llm import offline
 from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
 from orchestrator.memory.caller_memory import FACT, CallerMemory, try_normalize_caller
+from orchestrator.memory.embeddings import HASHING_NAME
 from orchestrator.memory.knowledge import KnowledgeBase
 from orchestrator.memory.redaction import redact_secrets
 from orchestrator.memory.retention import RetentionTask
@@ -152,7 +153,8 @@ class GraphResponder:
     async def warm_up(self) -> None:
         """One empty turn through the graph and one knowledge query, at start-up: the first
         real turn then costs what later ones do (LangGraph and Chroma set up on first use).
-        An empty turn calls no model and touches no caller's memory."""
+        An empty turn calls no model and touches no caller's memory; the query is made only
+        with the offline embedding (OpenAI embeddings would be an API call)."""
         from datetime import UTC, datetime
 
         now = datetime.now(UTC)
@@ -164,8 +166,12 @@ class GraphResponder:
         )
         self.memory_agent.drop("warm-up")
         self.stats.forget("warm-up")
-        if self.knowledge is not None:
-            await self.knowledge.search("warm up", k=1)
+        offline_embedding = self.chroma is not None and self.chroma.embedding.name() == HASHING_NAME
+        if self.knowledge is not None and offline_embedding:  # never an API call at start-up
+            try:
+                await self.knowledge.search("warm up", k=1)
+            except Exception:
+                log.warning("knowledge warm-up query failed", exc_info=True)
         log.debug("graph warmed up", extra={"ms": round((time.perf_counter() - started) * 1000)})
 
     async def aclose(self) -> None:
