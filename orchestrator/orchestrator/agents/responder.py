@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -222,7 +222,7 @@ class GraphResponder:
     async def respond(self, turn: TurnInputs) -> ReplyDraft:
         return await self._run(turn, None)
 
-    async def stream(self, turn: TurnInputs) -> AsyncIterator[str | ReplyDraft]:
+    async def stream(self, turn: TurnInputs) -> AsyncGenerator[str | ReplyDraft, None]:
         queue: asyncio.Queue[str | None] = asyncio.Queue()
 
         async def sink(token: str) -> None:

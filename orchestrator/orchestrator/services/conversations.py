@@ -8,6 +8,7 @@ reply, so the caller hears one answer per turn and the store holds one message p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
@@ -139,11 +140,13 @@ class ConversationService:
             return
         draft: ReplyDraft | None = None
         if isinstance(self.responder, StreamingResponder):
-            async for item in self.responder.stream(begun):
-                if isinstance(item, ReplyDraft):
-                    draft = item
-                else:
-                    yield item
+            # aclosing: a client that goes away (barge-in) cancels the turn at once.
+            async with contextlib.aclosing(self.responder.stream(begun)) as stream:
+                async for item in stream:
+                    if isinstance(item, ReplyDraft):
+                        draft = item
+                    else:
+                        yield item
         else:
             draft = await self.responder.respond(begun)
             yield draft.text

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
@@ -60,7 +60,7 @@ class Responder(Protocol):
 
 @runtime_checkable
 class StreamingResponder(Responder, Protocol):
-    def stream(self, turn: TurnInputs) -> AsyncIterator[str | ReplyDraft]:
+    def stream(self, turn: TurnInputs) -> AsyncGenerator[str | ReplyDraft, None]:
         """The reply's text as it is produced, then the final `ReplyDraft` (last item).
         Closing the iterator early cancels the turn (the caller barged in)."""
         ...
