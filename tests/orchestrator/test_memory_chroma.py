@@ -158,3 +158,16 @@ async def test_health_heartbeat_reports_mode_and_counts(chroma: ChromaHandle) ->
     info = await chroma.heartbeat()
     assert info["status"] == "connected" and info["mode"] in ("embedded", "http")
     assert info["memories"] == 0
+
+
+async def test_an_unreachable_chroma_server_is_retried_then_reported(data_dir: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed_port = s.getsockname()[1]
+    settings = chroma_settings(
+        data_dir, chroma_host="127.0.0.1", chroma_port=closed_port, db_connect_wait_s=0.5
+    )
+    started = time.monotonic()
+    with pytest.raises(ValueError, match="Could not connect to a Chroma server"):
+        await open_chroma(settings)
+    assert 0.15 < time.monotonic() - started < 5  # retried, within DB_CONNECT_WAIT_S

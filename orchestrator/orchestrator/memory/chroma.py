@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,8 +134,21 @@ def _open_sync(
 async def open_chroma(
     settings: OrchestratorSettings, embedding: EmbeddingFunction[Documents] | None = None
 ) -> ChromaHandle:
+    """Open the client and collections. A Chroma server that is not up yet (compose starts
+    them together) is retried for DB_CONNECT_WAIT_S, then the error is raised."""
     ef = embedding if embedding is not None else build_embedding_function(settings)
-    handle = await asyncio.to_thread(_open_sync, settings, ef)
+    deadline = time.monotonic() + (settings.db_connect_wait_s if settings.chroma_host else 0.0)
+    delay = 0.2
+    while True:
+        try:
+            handle = await asyncio.to_thread(_open_sync, settings, ef)
+            break
+        except Exception as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("chroma not reachable yet; retrying", extra={"err": type(exc).__name__})
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
     log.info(
         "chroma opened",
         extra={"chroma_mode": handle.mode, "embedding": type(ef).__name__},
