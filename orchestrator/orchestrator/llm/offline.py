@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 
 import numpy as np
 
@@ -49,8 +50,21 @@ def second_person(fact: str) -> str:
     return out
 
 
+@lru_cache(maxsize=4096)
+def _sentence_vector(text: str) -> np.ndarray:
+    """Knowledge sentences recur turn after turn: embed each once (read-only vectors)."""
+    vec = hash_embed(text)
+    vec.setflags(write=False)
+    return vec
+
+
+@lru_cache(maxsize=4096)
+def _sentence_words(text: str) -> frozenset[str]:
+    return frozenset(content_words(text))
+
+
 def _score(query_vec: np.ndarray, text: str) -> float:
-    return float(np.dot(query_vec, hash_embed(text)))
+    return float(np.dot(query_vec, _sentence_vector(text)))
 
 
 def best_sentences(query: str, hits: Sequence[KnowledgeHit], limit: int = 2) -> tuple[str, float]:
@@ -64,7 +78,7 @@ def best_sentences(query: str, hits: Sequence[KnowledgeHit], limit: int = 2) -> 
             sentence = sentence.strip()
             if len(sentence) < 3:
                 continue
-            overlap = len(qwords & set(content_words(sentence))) / max(1, len(qwords))
+            overlap = len(qwords & _sentence_words(sentence)) / max(1, len(qwords))
             scored.append((0.6 * _score(qv, sentence) + 0.4 * overlap, order, sentence))
             order += 1
     if not scored:
