@@ -371,8 +371,14 @@ class Bench:
         lat = raw["latencies_ms"]
         out = summary(lat)
         out["throughput"] = len(lat) / raw["window_s"] if raw["window_s"] else 0.0
+        if not lat:
+            out["note"] = (
+                f"no turn answered within the {window:g} s window "
+                f"({raw.get('late', 0)} answered after it, {raw['errors']} errors)"
+            )
         out["errors"] = raw["errors"]
         out["degraded"] = raw["degraded"]
+        out["late"] = raw.get("late", 0)
         out["error_samples"] = raw["error_samples"]
         out["paced"] = paced
         return out
@@ -404,6 +410,7 @@ class Bench:
                 if not self.wanted("turn") or gw is None or orch is None:
                     continue
                 for provider in providers:
+                    settled = settle({"gateway": gw, "orchestrator": orch})
                     sampler = RssSampler({"gateway": gw, "orchestrator": orch})
                     with (
                         sampler if level == top else _null(),
@@ -418,6 +425,7 @@ class Bench:
                         for name, peak in sampler.peak.items():
                             entry = rss.setdefault(name, {})
                             entry["load_mb"] = max(entry.get("load_mb", 0.0), peak)
+                    r["settle_s"] = settled
                     r["ratio_p50"] = _ratio(r["p50"], floor["p50"])
                     r["ratio_p99"] = _ratio(r["p99"], floor["p99"])
                     turn_block[provider][key][str(level)] = r
@@ -540,13 +548,41 @@ class Bench:
                 block["store_write_note"] = "n/a (no Postgres reachable)"
 
 
+def settle(services: dict[str, ServiceProcess], limit_s: float = 30.0) -> float:
+    """Wait until the services are idle (background work of the previous run, e.g. the memories
+    written when its calls ended, done), so one run's backlog is not charged to the next.
+    Returns the seconds waited."""
+    import psutil
+
+    started = time.monotonic()
+    procs = []
+    for svc in services.values():
+        try:
+            p = psutil.Process(svc.proc.pid)
+            p.cpu_percent(None)
+            procs.append(p)
+        except psutil.Error:
+            pass
+    quiet = 0
+    while time.monotonic() - started < limit_s:
+        time.sleep(0.5)
+        try:
+            busy = sum(p.cpu_percent(None) for p in procs)
+        except psutil.Error:
+            break
+        quiet = quiet + 1 if busy < 10.0 else 0
+        if quiet >= 2:
+            break
+    return round(time.monotonic() - started, 2)
+
+
 @contextmanager
 def _null() -> Iterator[None]:
     yield
 
 
-def _ratio(a: float, b: float) -> float | None:
-    if not b or a != a or b != b:
+def _ratio(a: float | None, b: float | None) -> float | None:
+    if a is None or not b:
         return None
     return a / b
 

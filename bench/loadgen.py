@@ -46,6 +46,7 @@ class Recorder:
     ok: int = 0
     errors: int = 0
     degraded: int = 0
+    late: int = 0
     error_samples: list[str] = field(default_factory=list)
 
     def error(self, what: str) -> None:
@@ -63,6 +64,9 @@ class Recorder:
                 self.error(f"{type(exc).__name__}: {exc}")
             return None
         end = time.monotonic()
+        if self.window_start <= start <= self.window_end < end:
+            self.late += 1  # started in the window, answered after it: too slow to count
+            return body if status == 200 else None
         if not (self.window_start <= start and end <= self.window_end):
             return body if status == 200 else None
         if status != 200:
@@ -83,6 +87,7 @@ class Recorder:
             "ok": self.ok,
             "errors": self.errors,
             "degraded": self.degraded,
+            "late": self.late,
             "window_s": self.window_end - self.window_start,
             "error_samples": self.error_samples,
         }

@@ -80,16 +80,12 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 note,
             )
         )
-        p99 = _get(s, "turn", provider, "levels", str(top), "p99")
-        out.append(
-            Check(
-                f"turn {provider} p99 @{top}",
-                p99,
-                "<= 50 ms",
-                None if p99 is None else p99 <= 50,
-                note=note,
-            )
-        )
+        top_run = _get(s, "turn", provider, "levels", str(top)) or {}
+        p99 = top_run.get("p99")
+        met = None if p99 is None else p99 <= 50
+        if top_run and p99 is None:
+            met, note = False, top_run.get("note", "no turn answered")
+        out.append(Check(f"turn {provider} p99 @{top}", p99, "<= 50 ms", met, note=note))
     stream = s.get("stream", {})
     p99 = stream.get("added_p99")
     out.append(
@@ -182,7 +178,8 @@ def table(results: dict[str, Any]) -> str:
             for level, r in (block.get(key) or {}).items():
                 lines.append(
                     f"{name:<22}{level:>5}{fmt(r['p50']):>10}{fmt(r['p99']):>10}"
-                    f"{fmt(r['max']):>10}{fmt(r['throughput'], '/s'):>9}{r['errors']:>6}"
+                    f"{fmt(r['max']):>10}{fmt(r['throughput'], '/s'):>9}"
+                    f"{r['errors'] + r.get('late', 0):>6}"
                     f"{r.get('degraded', 0):>6}{fmt(r.get('ratio_p50'), 'x'):>11}"
                     f"{fmt(r.get('ratio_p99'), 'x'):>11}"
                 )
@@ -212,11 +209,12 @@ def table(results: dict[str, Any]) -> str:
             f"p99 {fmt(mem.get('chroma_p99'))}; store write p50 {fmt(mem.get('store_write_p50'))} "
             f"p99 {fmt(mem.get('store_write_p99'))}"
         )
-    for key in ("all", "per_call"):
+    for key in ("all", "per_call", "all_low"):
         fan = _get(s, "fanout", key)
         if fan and fan.get("p50") is not None:
             extra.append(
-                f"fan-out ({key}): {fan.get('rate_achieved', 0):.0f} events/s published, "
+                f"fan-out ({fan.get('mode', key)}, {fan.get('subscribers')} subscribers): "
+                f"{fan.get('rate_achieved', 0):.0f} events/s published, "
                 f"p50 {fmt(fan['p50'])} p99 {fmt(fan['p99'])} max {fmt(fan.get('max'))}, "
                 f"delivered {fan.get('delivered_ratio', 0):.1%}, stalled subscriber "
                 f"{fan.get('stalled_outcome', '?')}, dropped {fan.get('dropped', 0)}"

@@ -14,10 +14,8 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 
 def summary(values: list[float]) -> dict[str, Any]:
+    """n, p50, p99, max; the figures are None when there are no values (JSON has no NaN)."""
     s = sorted(values)
-    return {
-        "n": len(s),
-        "p50": percentile(s, 50),
-        "p99": percentile(s, 99),
-        "max": s[-1] if s else math.nan,
-    }
+    if not s:
+        return {"n": 0, "p50": None, "p99": None, "max": None}
+    return {"n": len(s), "p50": percentile(s, 50), "p99": percentile(s, 99), "max": s[-1]}

@@ -21,6 +21,7 @@ from starlette.middleware.cors import CORSMiddleware
 
 from realtime_gateway import __version__
 from realtime_gateway.access_log import AccessLogMiddleware
+from realtime_gateway.call_log import attach_call_log
 from realtime_gateway.calls import CallStore, MemoryCallStore, RedisCallStore
 from realtime_gateway.config import GatewaySettings, get_settings
 from realtime_gateway.drivers.base import DriverDeps
@@ -87,6 +88,7 @@ def create_app(
         )
         app.state.runtime = runtime
         try:
+            await attach_call_log(runtime)  # the Supabase mirror, when configured
             await _load_current_driver(runtime)
             log.info(
                 "realtime-gateway ready",
@@ -230,6 +232,8 @@ async def _load_current_driver(rt: GatewayRuntime) -> None:
 
 async def _close_runtime(rt: GatewayRuntime) -> None:
     await rt.flow.aclose()
+    if rt.call_log is not None:
+        await rt.call_log.aclose()  # drains queued call log rows
     await rt.drivers.aclose()
     await rt.bus.aclose()
     await rt.calls.aclose()  # closes the shared Redis client too

@@ -97,6 +97,6 @@ def test_every_target_is_checked_with_a_value_or_a_reason(smoke: dict[str, Any])
     assert len(figures) == 11, figures
     for c in smoke["checks"]:
         if c["value"] is None:
-            assert c["met"] is None and c["note"], c
+            assert c["note"], c  # not measured, or nothing answered in time: it says which
         else:
             assert is_number(c["value"]) and isinstance(c["met"], bool), c
