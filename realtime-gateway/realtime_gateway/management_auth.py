@@ -10,16 +10,44 @@ a WebSocket handshake (browsers cannot set headers there). The verified principa
 from __future__ import annotations
 
 import json
+from typing import Literal
 from urllib.parse import parse_qs
 
+from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.auth import TokenError, bearer_from_header, verify_management_token
-from shared.errors import error_body
+from shared.auth import Principal, TokenError, bearer_from_header, verify_management_token
+from shared.errors import ApiError, error_body
 
 PUBLIC_PREFIXES = ("/voice/webhook/", "/voice/stream/", "/health/")
 PUBLIC_PATHS = frozenset({"/health", "/voice/webhook"})
 CLOSE_POLICY_VIOLATION = 1008
+
+
+Role = Literal["viewer", "operator", "admin"]
+# admin: everything; operator: place and end calls, and read; viewer: read only.
+ROLE_RANK: dict[str, int] = {"viewer": 1, "operator": 2, "admin": 3}
+
+
+def principal_of(conn: HTTPConnection) -> Principal:
+    """The management principal the middleware verified for this request."""
+    principal = conn.scope.get("state", {}).get("principal")
+    if not isinstance(principal, Principal):
+        raise ApiError(401, "unauthorized", "missing bearer token (Authorization: Bearer <JWT>)")
+    return principal
+
+
+def require_role(conn: HTTPConnection, minimum: Role, action: str) -> Principal:
+    """The principal, if its role is `minimum` or above; 403 naming both roles otherwise."""
+    principal = principal_of(conn)
+    if ROLE_RANK.get(principal.role, 0) < ROLE_RANK[minimum]:
+        above = " or admin" if minimum == "operator" else ""
+        raise ApiError(
+            403,
+            "forbidden",
+            f"{action} needs the {minimum}{above} role; this token's role is {principal.role}",
+        )
+    return principal
 
 
 def is_public(path: str) -> bool:

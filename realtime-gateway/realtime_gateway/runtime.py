@@ -24,6 +24,9 @@ from shared.errors import ApiError
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
+    from realtime_gateway.call_log import CallLog
+    from realtime_gateway.outbound import InitiateLedger
+
 
 @dataclass(slots=True)
 class GatewayRuntime:
@@ -37,6 +40,8 @@ class GatewayRuntime:
     flow: GatewayFlow
     drivers: DriverRegistry
     redis: aioredis.Redis | None = None
+    call_log: CallLog | None = None  # the Supabase mirror, when configured
+    initiate_ledger: InitiateLedger | None = None  # Idempotency-Key ledger, made on first use
     started_at: float = field(default_factory=time.time)
 
 

@@ -2,7 +2,9 @@
 
 `/health` answers 200 while the process serves, `healthy` or `degraded` (and which dependency):
 a gateway whose orchestrator is down still answers callers (with an apology), so a load balancer
-should keep it. `/health/database` answers 503 when the call store is unreachable.
+should keep it. `/health/database` answers 503 when the call store is unreachable; it also
+reports the Supabase call log mirror (`call_log`: not_configured / configured / connected /
+failing, queue depth), which never makes it 503: calls do not depend on it.
 """
 
 from __future__ import annotations
@@ -73,6 +75,7 @@ async def database(request: Request) -> JSONResponse:
         "status": status,
         "backend": rt.calls.backend,
         "events": rt.bus.backend,
+        "call_log": rt.call_log.status() if rt.call_log else {"status": "not_configured"},
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         "timestamp": utc_now_iso(),
     }
