@@ -50,8 +50,16 @@ class Principal:
     claims: dict[str, Any]
 
 
+MIN_DISTINCT_SECRET_CHARS = 8
+
+
 def secret_is_weak(secret: str) -> bool:
-    return len(secret) < MIN_PRODUCTION_SECRET_CHARS or secret.lower() in WEAK_SECRETS
+    """Too short, a known placeholder, or too little variety (`aaaa...`) to be random."""
+    return (
+        len(secret) < MIN_PRODUCTION_SECRET_CHARS
+        or secret.lower() in WEAK_SECRETS
+        or len(set(secret)) < MIN_DISTINCT_SECRET_CHARS
+    )
 
 
 def load_or_create_dev_secret(data_dir: Path, filename: str = DEV_SECRET_FILE) -> str:

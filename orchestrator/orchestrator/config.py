@@ -6,6 +6,7 @@ from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.config import CommonSettings, load_settings
+from shared.ratelimit import parse_rate
 
 
 class OrchestratorSettings(CommonSettings):
@@ -41,10 +42,33 @@ class OrchestratorSettings(CommonSettings):
     )
     default_transfer_number: str | None = None
 
-    @field_validator("database_url", "chroma_host", "chroma_path", "openai_api_key", mode="before")
+    # Security (issue 8): management rate limit (shared by instances through REDIS_URL),
+    # request body limit, browser access.
+    rate_limit_management: str = "100/15minutes"
+    redis_url: str | None = None
+    trust_proxy: bool = False
+    max_body_bytes: int = Field(1_048_576, ge=1024)
+    cors_origin: str | None = None
+    cors_credentials: bool = False
+
+    @field_validator(
+        "database_url",
+        "chroma_host",
+        "chroma_path",
+        "openai_api_key",
+        "redis_url",
+        "cors_origin",
+        mode="before",
+    )
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit_management")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     @field_validator("database_url")
     @classmethod

@@ -24,6 +24,7 @@ from orchestrator.api.routes import agents, callers, conversations, health, know
 from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
 from orchestrator.memory.chroma import warm_imports
+from orchestrator.security import install_security
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder
 from orchestrator.state import OrchestratorState
@@ -36,6 +37,8 @@ from orchestrator.store.database import (
 from orchestrator.store.embedded import EmbeddedPostgres
 from orchestrator.store.records import Agent
 from orchestrator.version import __version__
+from shared.auth import SecretConfigError
+from shared.config import ConfigError
 from shared.errors import (
     ApiError,
     describe_validation_errors,
@@ -178,6 +181,11 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         redoc_url=None,
     )
     app.state.settings = settings
+    try:  # a weak or missing production JWT_SECRET stops start-up here, in one line
+        jwt_secret = settings.resolved_jwt_secret()
+    except SecretConfigError as exc:
+        raise ConfigError(f"configuration error: {exc}") from None
+    install_security(app, settings, jwt_secret)
     app.add_middleware(RequestIdMiddleware)
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)

@@ -17,25 +17,29 @@ import httpx
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
 
 from realtime_gateway import __version__
 from realtime_gateway.access_log import AccessLogMiddleware
 from realtime_gateway.call_log import attach_call_log
 from realtime_gateway.calls import CallStore, MemoryCallStore, RedisCallStore
+from realtime_gateway.circuit_breaker import CircuitBreaker
 from realtime_gateway.config import GatewaySettings, get_settings
 from realtime_gateway.drivers.base import DriverDeps
 from realtime_gateway.drivers.registry import DriverRegistry, DriverUnavailable
 from realtime_gateway.events import EventBus, FanoutHub, LocalEventBus, RedisEventBus
-from realtime_gateway.management_auth import ManagementAuthMiddleware
+from realtime_gateway.management_auth import ManagementAuthMiddleware, is_public
 from realtime_gateway.orchestrator_client import OrchestratorClient
 from realtime_gateway.routes import build_routes
 from realtime_gateway.runtime import GatewayRuntime
 from realtime_gateway.turns import GatewayFlow
+from realtime_gateway.webhook_guard import WebhookFailureLimiter
 from shared.auth import SecretConfigError, ServiceTokenSource
+from shared.body_limit import BodyLimitMiddleware
 from shared.config import ConfigError
 from shared.errors import ApiError, on_api_error, on_http_exception, on_unexpected_error
 from shared.logging import RequestIdMiddleware, setup_logging
+from shared.ratelimit import ManagementRateLimitMiddleware, RateLimiter
+from shared.security_headers import CorsConfigError, SecurityHeadersMiddleware, cors_middleware
 
 log = logging.getLogger("realtime_gateway")
 
@@ -105,18 +109,8 @@ def create_app(
             await _close_runtime(runtime)
 
     middleware = [Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware)]
-    if settings.cors_origin:
-        origins = [o.strip() for o in settings.cors_origin.split(",") if o.strip()]
-        middleware.insert(
-            0,
-            Middleware(
-                CORSMiddleware,
-                allow_origins=origins,
-                allow_credentials=settings.cors_credentials,
-                allow_methods=["GET", "POST", "PUT", "DELETE", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
-            ),
-        )
+    security, limits = _security_middleware(settings, jwt_secret)
+    middleware.extend(security)
     middleware.append(
         Middleware(
             ManagementAuthMiddleware,
@@ -138,7 +132,48 @@ def create_app(
     )
     app.state.settings = settings
     app.state.runtime = None
+    app.state.webhook_failures = limits
     return app
+
+
+def _security_middleware(
+    settings: GatewaySettings, jwt_secret: str
+) -> tuple[list[Middleware], WebhookFailureLimiter]:
+    """Outermost first (inside request id and access log): security headers on every
+    response, CORS, the body limit (413 before any parsing), the management rate limit (before
+    auth, so floods of bad tokens count too). Also the webhook verification-failure limiter
+    the webhook routes consult."""
+    https = settings.public_url().startswith("https://")
+    stack = [
+        Middleware(
+            SecurityHeadersMiddleware, https_public_url=https, trust_proxy=settings.trust_proxy
+        )
+    ]
+    try:
+        cors = cors_middleware(settings.cors_origin, settings.cors_credentials)
+    except CorsConfigError as exc:
+        raise _config_error(str(exc)) from None
+    if cors is not None:
+        stack.append(cors)
+    stack.append(Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes))
+    stack.append(
+        Middleware(
+            ManagementRateLimitMiddleware,
+            limiter=RateLimiter(
+                settings.rate_limit_management, settings.redis_url, "gateway-management"
+            ),
+            secret=jwt_secret,
+            trust_proxy=settings.trust_proxy,
+            audience=settings.jwt_audience,
+            issuer=settings.jwt_issuer,
+            is_exempt=lambda path: is_public(path) or path.startswith("/metrics"),
+        )
+    )
+    failures = WebhookFailureLimiter(
+        RateLimiter(settings.rate_limit_webhook_failures, settings.redis_url, "gateway-webhooks"),
+        trust_proxy=settings.trust_proxy,
+    )
+    return stack, failures
 
 
 async def _open_runtime(
@@ -179,6 +214,9 @@ async def _open_runtime(
         ServiceTokenSource(jwt_secret, ttl_s=SERVICE_TOKEN_TTL_S),
         budget_s=budget,
         connect_timeout_s=settings.orchestrator_connect_timeout_s,
+        breaker=CircuitBreaker(
+            settings.orchestrator_breaker_failures, settings.orchestrator_breaker_reset_s
+        ),
     )
     flow = GatewayFlow(calls, bus, orchestrator)
     drivers = DriverRegistry(

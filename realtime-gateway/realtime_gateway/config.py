@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 
 from shared.config import CommonSettings, load_settings
+from shared.ratelimit import parse_rate
 
 ProviderName = Literal["twilio", "vonage", "aws-connect", "generic-http"]
 PROVIDERS: tuple[ProviderName, ...] = ("twilio", "vonage", "aws-connect", "generic-http")
@@ -27,6 +28,12 @@ class GatewaySettings(CommonSettings):
     orchestrator_connect_timeout_s: float = Field(0.5, gt=0)
     ws_client_queue: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)
+
+    # Security and failure handling (issue 8).
+    rate_limit_management: str = "100/15minutes"
+    rate_limit_webhook_failures: str = "20/minute"
+    orchestrator_breaker_failures: int = Field(5, ge=1)
+    orchestrator_breaker_reset_s: float = Field(10.0, gt=0)
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None
@@ -78,6 +85,12 @@ class GatewaySettings(CommonSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("rate_limit_management", "rate_limit_webhook_failures")
+    @classmethod
+    def _a_rate(cls, value: str) -> str:
+        parse_rate(value)
+        return value
 
     def public_url(self) -> str:
         """Base URL providers use to reach us, without a trailing slash ('' when unknown)."""

@@ -20,6 +20,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, ValidationError
 
+from realtime_gateway.circuit_breaker import CircuitBreaker
 from shared.auth import ServiceTokenSource
 from shared.contract import (
     IDEMPOTENCY_HEADER,
@@ -56,8 +57,10 @@ class OrchestratorClient:
         tokens: ServiceTokenSource,
         budget_s: float,
         connect_timeout_s: float,
+        breaker: CircuitBreaker | None = None,
     ) -> None:
         self._http = http
+        self.breaker = breaker
         self._tokens = tokens
         self._budget_s = budget_s
         self._connect_s = min(connect_timeout_s, budget_s)
@@ -87,6 +90,30 @@ class OrchestratorClient:
 
     async def _post(
         self, path: str, body: BaseModel, model: type[M], idempotency: str | None = None
+    ) -> M:
+        """`_attempts` behind the circuit breaker: while it is open, fail at once."""
+        breaker = self.breaker
+        if breaker is not None and not breaker.allow():
+            raise OrchestratorUnavailable("orchestrator circuit open (recent failures)")
+        try:
+            result = await self._attempts(path, body, model, idempotency)
+        except OrchestratorUnavailable as exc:
+            if breaker is not None:
+                if exc.status is not None and 400 <= exc.status < 500:
+                    breaker.record_success()  # a refusal: the orchestrator is up
+                else:
+                    breaker.record_failure()
+            raise
+        except BaseException:
+            if breaker is not None:
+                breaker.abandon()  # e.g. cancelled mid-request: no verdict, free the probe
+            raise
+        if breaker is not None:
+            breaker.record_success()
+        return result
+
+    async def _attempts(
+        self, path: str, body: BaseModel, model: type[M], idempotency: str | None
     ) -> M:
         headers = {"Authorization": f"Bearer {self._tokens.token()}"}
         rid = request_id_var.get()

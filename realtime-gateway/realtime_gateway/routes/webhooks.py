@@ -18,6 +18,7 @@ from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, WebhookRequest
 from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
 from realtime_gateway.runtime import get_runtime
+from realtime_gateway.webhook_guard import count_failed_verification
 from shared.errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ async def _dispatch(request: Request, provider: str, step: str) -> Response:
             "webhook rejected",
             extra={"provider": provider, "status": exc.status, "reason": str(exc)},
         )
+        throttled = await count_failed_verification(request)
+        if throttled is not None:
+            return throttled
         code = exc.code or _SIGNATURE_CODES.get(exc.status, "rejected")
         return error_response(exc.status, code, str(exc))
     except ProviderConfigError as exc:

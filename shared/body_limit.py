@@ -1,0 +1,128 @@
+"""Request bodies are bounded before any parser sees them (pure ASGI, both services).
+
+`BodyLimitMiddleware` answers 413 JSON when `Content-Length` declares more than `max_bytes`, or
+when the streamed (e.g. chunked) body grows past it; nothing reaches the app. A JSON body is also
+checked for nesting depth with a linear scan before it is handed on: Python's `json` parser
+recurses per level, so a few hundred kilobytes of `[[[[...` would otherwise surface as a
+RecursionError (a 500) deep inside a route. Deeper than `max_json_depth` -> 400 JSON.
+
+The body is read here in full (it is at most `max_bytes`) and replayed to the app; after the
+replay, `receive` goes back to the server's, so disconnect detection still works.
+"""
+
+from __future__ import annotations
+
+import json
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import error_body
+
+DEFAULT_MAX_JSON_DEPTH = 64
+_OPEN = frozenset(b"[{")
+_CLOSE = frozenset(b"]}")
+
+
+def json_depth_exceeds(body: bytes, limit: int) -> bool:
+    """True when the JSON text nests arrays/objects deeper than `limit` (strings skipped)."""
+    depth = 0
+    in_string = False
+    escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:  # quote
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in _OPEN:
+            depth += 1
+            if depth > limit:
+                return True
+        elif byte in _CLOSE:
+            depth -= 1
+    return False
+
+
+def _is_json(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"content-type":
+            media: str = value.decode("latin-1").split(";")[0].strip().lower()
+            return media == "application/json" or media.endswith("+json")
+    return False
+
+
+async def _reject(send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps(error_body(code, message)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class BodyLimitMiddleware:
+    def __init__(
+        self, app: ASGIApp, max_bytes: int, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+    ) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.max_json_depth = max_json_depth
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        too_large = f"request body larger than {self.max_bytes} bytes"
+        for name, value in scope.get("headers", ()):
+            if name == b"content-length":
+                declared = value.decode("latin-1").strip()
+                if not declared.isdigit():
+                    await _reject(send, 400, "bad_request", "Content-Length is not a number")
+                    return
+                if int(declared) > self.max_bytes:
+                    await _reject(send, 413, "payload_too_large", too_large)
+                    return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect: the client left
+                return
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_bytes:
+                await _reject(send, 413, "payload_too_large", too_large)
+                return
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if body and _is_json(scope) and json_depth_exceeds(body, self.max_json_depth):
+            await _reject(
+                send,
+                400,
+                "invalid_json",
+                f"body: JSON nested deeper than {self.max_json_depth} levels",
+            )
+            return
+        replayed = False
+
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
