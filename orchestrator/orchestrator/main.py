@@ -24,6 +24,7 @@ from orchestrator.api.routes import agents, callers, conversations, health, know
 from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
 from orchestrator.memory.chroma import warm_imports
+from orchestrator.metrics import count_errors, install_metrics
 from orchestrator.security import install_security
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder
@@ -48,6 +49,7 @@ from shared.errors import (
     on_unexpected_error,
 )
 from shared.logging import RequestIdMiddleware, setup_logging
+from shared.sentry import init_sentry
 
 log = logging.getLogger("orchestrator")
 
@@ -173,6 +175,7 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging("orchestrator", settings.debug, settings.log_level)
+    init_sentry(settings, "orchestrator", __version__)  # only when SENTRY_DSN is set
     app = FastAPI(
         title="Voice Agent Orchestrator",
         version=__version__,
@@ -187,12 +190,13 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         raise ConfigError(f"configuration error: {exc}") from None
     install_security(app, settings, jwt_secret)
     app.add_middleware(RequestIdMiddleware)
+    install_metrics(app)  # the last added is outermost: it times everything
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     for unavailable in DATABASE_UNAVAILABLE_ERRORS:
-        app.add_exception_handler(unavailable, on_database_unavailable)
-    app.add_exception_handler(Exception, on_unexpected_error)
+        app.add_exception_handler(unavailable, count_errors(on_database_unavailable, "store"))
+    app.add_exception_handler(Exception, count_errors(on_unexpected_error, "internal"))
     app.include_router(health.router)
     app.include_router(conversations.router)
     app.include_router(agents.router)

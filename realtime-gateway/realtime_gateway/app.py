@@ -28,11 +28,13 @@ from realtime_gateway.drivers.base import DriverDeps
 from realtime_gateway.drivers.registry import DriverRegistry, DriverUnavailable
 from realtime_gateway.events import EventBus, FanoutHub, LocalEventBus, RedisEventBus
 from realtime_gateway.management_auth import ManagementAuthMiddleware, is_public
+from realtime_gateway.metrics import install_metrics
 from realtime_gateway.orchestrator_client import OrchestratorClient
 from realtime_gateway.routes import build_routes
 from realtime_gateway.runtime import GatewayRuntime
 from realtime_gateway.turns import GatewayFlow
 from realtime_gateway.webhook_guard import WebhookFailureLimiter
+from shared import sentry
 from shared.auth import SecretConfigError, ServiceTokenSource
 from shared.body_limit import BodyLimitMiddleware
 from shared.config import ConfigError
@@ -62,15 +64,7 @@ def create_app(
     in process through `httpx.ASGITransport`."""
     settings = settings or get_settings()
     setup_logging("realtime-gateway", settings.debug, settings.log_level)
-    if settings.sentry_dsn is not None:
-        import sentry_sdk  # only when configured: not on the default start-up path
-
-        sentry_sdk.init(
-            dsn=settings.sentry_dsn.get_secret_value(),
-            environment=settings.app_env,
-            release=f"realtime-gateway@{__version__}",
-            send_default_pii=False,
-        )
+    sentry.init_sentry(settings, "realtime-gateway", __version__)  # only when SENTRY_DSN is set
     try:
         jwt_secret = settings.resolved_jwt_secret()
     except SecretConfigError as exc:
@@ -130,6 +124,7 @@ def create_app(
         },
         lifespan=lifespan,
     )
+    install_metrics(app)
     app.state.settings = settings
     app.state.runtime = None
     app.state.webhook_failures = limits

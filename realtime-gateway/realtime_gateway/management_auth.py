@@ -1,6 +1,6 @@
 """Management auth, deny by default: every route needs a management JWT except the ones a
 provider or a load balancer must reach without one (provider webhooks and streams, which carry the
-provider's own signature, and health checks).
+provider's own signature, health checks, and `/metrics` for Prometheus).
 
 Pure ASGI, so it covers HTTP and WebSocket alike: `Authorization: Bearer <JWT>`, or `?token=` on
 a WebSocket handshake (browsers cannot set headers there). The verified principal is left in
@@ -20,7 +20,8 @@ from shared.auth import Principal, TokenError, bearer_from_header, verify_manage
 from shared.errors import ApiError, error_body
 
 PUBLIC_PREFIXES = ("/voice/webhook/", "/voice/stream/", "/health/")
-PUBLIC_PATHS = frozenset({"/health", "/voice/webhook"})
+# /metrics: Prometheus scrapes without a JWT; it exposes no personal data (shared/metrics.py).
+PUBLIC_PATHS = frozenset({"/health", "/voice/webhook", "/metrics"})
 CLOSE_POLICY_VIOLATION = 1008
 
 

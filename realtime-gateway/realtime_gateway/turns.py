@@ -21,6 +21,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from realtime_gateway import metrics
 from realtime_gateway.calls import CallStore, LiveCall
 from realtime_gateway.drivers.base import (
     FALLBACK_APOLOGY,
@@ -104,6 +105,7 @@ class GatewayFlow:
         )
         created = await self.calls.create(live)
         if created:
+            metrics.call_started(call.provider, call.direction)
             await self._emit(
                 EventType.CALL_STARTED,
                 call.call_id,
@@ -117,6 +119,7 @@ class GatewayFlow:
             )
         return created
 
+    @metrics.observed_turn
     async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
         call_id_var.set(call_id)
         live = await self.calls.get(call_id)
@@ -204,6 +207,7 @@ class GatewayFlow:
         if not await self.calls.mark_ended(call_id, reason):
             return False
         live = await self.calls.get(call_id)
+        metrics.call_ended(live.provider if live is not None else None)
         if duration_s is None and live is not None:
             duration_s = live.duration_s
         status = live.status if live is not None else "completed"
@@ -267,6 +271,7 @@ class GatewayFlow:
     async def _error(
         self, call_id: str, stage: str, exc: OrchestratorUnavailable, turn_id: str | None = None
     ) -> None:
+        metrics.orchestrator_error(exc)
         log.warning(
             "orchestrator unavailable; caller gets the fallback",
             extra={"stage": stage, "error": str(exc)},

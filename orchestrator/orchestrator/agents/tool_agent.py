@@ -31,6 +31,7 @@ import httpx
 from orchestrator.agents.configuration import E164, AgentConfiguration, HttpTool
 from orchestrator.memory.caller_memory import CallerMemory, MemoryRecord
 from orchestrator.memory.knowledge import KnowledgeBase
+from orchestrator.metrics import count_error
 from shared.contract import Action
 
 log = logging.getLogger(__name__)
@@ -192,6 +193,7 @@ class ToolAgent:
         try:
             outcome = await self._dispatch(call, ctx)
         except Exception as exc:  # a tool must never break the turn
+            count_error("tool")
             log.warning("tool failed", extra={"tool": call.name, "err": type(exc).__name__})
             outcome = ToolOutcome(call, f"The tool {call.name} failed unexpectedly.", ok=False)
         outcome.elapsed_ms = round((time.perf_counter() - started) * 1000, 3)
@@ -325,6 +327,7 @@ class ToolAgent:
         try:
             response = await self._http.request(tool.method, url, follow_redirects=False, **request)
         except httpx.TimeoutException:
+            count_error("tool")
             return ToolOutcome(
                 call,
                 f"The tool {tool.name} did not answer within {tool.timeout_s:g} seconds. "
@@ -332,6 +335,7 @@ class ToolAgent:
                 ok=False,
             )
         except httpx.HTTPError as exc:
+            count_error("tool")
             return ToolOutcome(
                 call, f"The tool {tool.name} could not be reached ({type(exc).__name__}).", ok=False
             )

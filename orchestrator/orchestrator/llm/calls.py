@@ -17,6 +17,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from orchestrator.metrics import count_error
+
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage, BaseMessage
     from langchain_openai import ChatOpenAI
@@ -105,6 +107,7 @@ async def call_llm(
                     "llm call failed",
                     extra={"attempts": attempt, "err": errors[-1], "streamed": streamed},
                 )
+                count_error("llm")
                 raise LLMUnavailable(errors[-1]) from exc
             delay = min(policy.backoff_s * (2 ** (attempt - 1)), policy.max_backoff_s)
             retry_after = _retry_after(exc)

@@ -14,6 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from realtime_gateway import metrics
 from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, WebhookRequest
 from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
@@ -34,7 +35,8 @@ _SIGNATURE_CODES = {
 
 
 async def current_provider_webhook(request: Request) -> Response:
-    return await _dispatch(request, get_runtime(request).drivers.current_name, "")
+    provider = get_runtime(request).drivers.current_name
+    return await metrics.observe_webhook(provider, _dispatch(request, provider, ""))
 
 
 async def provider_webhook(request: Request) -> Response:
@@ -42,7 +44,7 @@ async def provider_webhook(request: Request) -> Response:
     step = str(request.path_params.get("step", "")).strip("/")
     if provider == TEST_PROVIDER:
         return webhook_check(request)
-    return await _dispatch(request, provider, step)
+    return await metrics.observe_webhook(provider, _dispatch(request, provider, step))
 
 
 def webhook_check(request: Request) -> JSONResponse:
@@ -109,6 +111,7 @@ async def _dispatch(request: Request, provider: str, step: str) -> Response:
         fallback = driver.fallback_response(webhook, step)
         if fallback is None:
             raise
+        metrics.webhook_failed()
         return fallback
 
 

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 
 from orchestrator.api.schemas import ConversationView
 from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep
+from orchestrator.metrics import count_error, observe_turn
 from shared.contract import (
     IDEMPOTENCY_HEADER,
     MAX_ID_CHARS,
@@ -68,7 +69,9 @@ async def post_message(
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
-    return await service.message(conversation_id, turn_id, body.message, body.context)
+    reply = await service.message(conversation_id, turn_id, body.message, body.context)
+    observe_turn(reply)
+    return reply
 
 
 async def sse_events(
@@ -82,6 +85,7 @@ async def sse_events(
     try:
         async for item in items():
             if isinstance(item, TurnReply):
+                observe_turn(item)
                 data = item.model_dump_json(exclude_none=True)
                 yield f"event: reply\ndata: {data}\n\n".encode()
             elif item:
@@ -89,6 +93,7 @@ async def sse_events(
     except ApiError as exc:
         yield f"event: error\ndata: {json.dumps(error_body(exc.code, exc.message))}\n\n".encode()
     except Exception:
+        count_error("internal")
         log.exception("streamed turn failed")
         body = error_body("internal_error", "internal error; see the service logs")
         yield f"event: error\ndata: {json.dumps(body)}\n\n".encode()

@@ -1,0 +1,119 @@
+"""Sentry error reporting for both services, only when `SENTRY_DSN` is set.
+
+`init_sentry()` is called once by each service's `create_app`; without a DSN it does nothing and
+`sentry_sdk` is not even imported. The environment is `APP_ENV` (the spec's `NODE_ENV` is its
+alias, see `CommonSettings.app_env`), the release `<service>@<version>`.
+
+Nothing personal or secret leaves the process: `send_default_pii=False`, and `scrub_event` (the
+`before_send` hook, which sees the serialized event: exception messages, stack-frame variables,
+log extras, breadcrumbs, request data) masks phone numbers (`shared.logging.mask_phone` /
+`scrub_text`), drops bearer tokens and JWTs, redacts every value under a secret-looking key
+(authorization, cookie, token, secret, signature, password, api key, DSN...), and removes
+query strings (they can carry `?token=`) and cookies from the request. If scrubbing fails, the
+SDK drops the event rather than sending it unscrubbed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any, cast
+
+from shared.logging import PHONE_KEYS, mask_phone, scrub_text
+
+if TYPE_CHECKING:
+    from sentry_sdk.types import Breadcrumb, BreadcrumbHint, Event, Hint
+
+    from shared.config import CommonSettings
+
+log = logging.getLogger(__name__)
+
+REDACTED = "[redacted]"
+# A key containing any of these holds a secret, whatever the value looks like.
+SECRET_KEY_PARTS = (
+    "authorization",
+    "cookie",
+    "token",
+    "secret",
+    "password",
+    "passwd",
+    "signature",
+    "api_key",
+    "apikey",
+    "api-key",
+    "private_key",
+    "credential",
+    "dsn",
+    "session",
+    "x-amz-",
+)
+# Structural fields of an event, left untouched (ids, SDK and package versions).
+UNTOUCHED_KEYS = frozenset(
+    {"event_id", "timestamp", "start_timestamp", "sdk", "modules", "release", "environment",
+     "platform", "level", "trace_id", "span_id", "parent_span_id"}
+)  # fmt: skip
+
+
+def init_sentry(settings: CommonSettings, service: str, version: str, **options: Any) -> bool:
+    """Start the Sentry client when `SENTRY_DSN` is set; True when started. `options` go to
+    `sentry_sdk.init` (tests pass a `transport`)."""
+    if settings.sentry_dsn is None:
+        return False
+    import sentry_sdk  # only when configured: not on the default start-up path
+
+    sentry_sdk.init(
+        dsn=settings.sentry_dsn.get_secret_value(),
+        environment=settings.app_env,
+        release=f"{service}@{version}",
+        send_default_pii=False,
+        before_send=scrub_event,
+        before_breadcrumb=scrub_breadcrumb,
+        **options,
+    )
+    sentry_sdk.set_tag("service", service)
+    log.info("sentry enabled", extra={"environment": settings.app_env})
+    return True
+
+
+def is_secret_key(key: str) -> bool:
+    lowered = key.lower()
+    return any(part in lowered for part in SECRET_KEY_PARTS)
+
+
+def scrub(value: Any, key: str = "") -> Any:
+    """A copy of `value` with secrets redacted and phone numbers masked, at any depth."""
+    if key:
+        if key in UNTOUCHED_KEYS:
+            return value
+        if is_secret_key(key) and value not in (None, "", [], {}):
+            return REDACTED
+    if isinstance(value, str):
+        return mask_phone(value) if key.lower() in PHONE_KEYS else scrub_text(value)
+    if isinstance(value, dict):
+        return {k: scrub(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        # [name, value] pairs (e.g. headers sent as a list): the name decides for the value
+        if len(value) == 2 and isinstance(value[0], str) and is_secret_key(value[0]):
+            return [value[0], REDACTED]
+        return [scrub(v, key) for v in value]
+    return value
+
+
+def scrub_event(event: Event, hint: Hint) -> Event | None:
+    """`before_send`: the event without phone numbers, tokens, cookies or query strings."""
+    request = cast("dict[str, Any]", event).get("request")
+    if isinstance(request, dict):
+        request.pop("cookies", None)
+        if request.get("query_string"):
+            request["query_string"] = REDACTED
+        url = request.get("url")
+        if isinstance(url, str) and "?" in url:
+            request["url"] = url.split("?", 1)[0]
+    return cast("Event", scrub(event))
+
+
+def scrub_breadcrumb(crumb: Breadcrumb, hint: BreadcrumbHint) -> Breadcrumb | None:
+    """`before_breadcrumb`: log lines and HTTP calls kept for context, scrubbed the same way."""
+    data = crumb.get("data")
+    if isinstance(data, dict) and isinstance(data.get("url"), str):
+        data["url"] = data["url"].split("?", 1)[0]
+    return cast("Breadcrumb", scrub(crumb))
