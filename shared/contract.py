@@ -51,10 +51,11 @@ class Action(BaseModel):
     input: list[Literal["speech", "dtmf"]] | None = None  # gather
     timeout_s: float | None = None  # gather
     language: str | None = None  # say, gather
+    voice: str | None = None  # say: the agent's configured TTS voice (provider-specific name)
 
     @classmethod
-    def say(cls, text: str, language: str | None = None) -> Action:
-        return cls(type="say", text=text, language=language)
+    def say(cls, text: str, language: str | None = None, voice: str | None = None) -> Action:
+        return cls(type="say", text=text, language=language, voice=voice)
 
     @classmethod
     def gather(cls, timeout_s: float = 5.0, language: str | None = None) -> Action:

@@ -147,3 +147,13 @@ async def test_card_numbers_never_reach_the_store_or_memory(pg_dsn: str, data_di
         everything = " ".join(m.text for m in await stack.responder.caller_memory.recent(caller))
         assert "4111" not in everything and "123" not in everything
         assert "[card number redacted]" in everything
+
+
+async def test_the_agents_language_and_voice_reach_the_actions(pg_dsn: str, data_dir: Path) -> None:
+    async with graph_stack(data_dir, pg_dsn) as stack:
+        agent = await stack.agent(language="es-ES", voice="Polly.Lucia", greeting="Hola.")
+        call = await stack.start(agent, new_phone())
+        assert call.actions[0].language == "es-ES" and call.actions[0].voice == "Polly.Lucia"
+        reply = await stack.say(call.conversation_id, 1, "hello")
+        say, gather = reply.actions
+        assert (say.voice, say.language, gather.language) == ("Polly.Lucia", "es-ES", "es-ES")

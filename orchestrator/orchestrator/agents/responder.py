@@ -215,7 +215,10 @@ class GraphResponder:
         timings["agent_total"] = round((time.perf_counter() - started) * 1000, 3)
         return ReplyDraft(
             text,
-            [Action.say(text, config.language), Action.gather(language=config.language)],
+            [
+                Action.say(text, config.language, config.voice),
+                Action.gather(language=config.language),
+            ],
             timings,
         )
 
@@ -270,7 +273,7 @@ class GraphResponder:
         fallback = bool(state.get("fallback"))
         if not text:
             text, fallback = FALLBACK_REPLY, True
-        actions = [Action.say(text, config.language)]
+        actions = [Action.say(text, config.language, config.voice)]
         actions.extend(state.get("actions") or [Action.gather(language=config.language)])
         total = (time.perf_counter() - started) * 1000
         timings = {k: round(v, 3) for k, v in run.clock.items()}
