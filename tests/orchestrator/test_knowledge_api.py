@@ -124,6 +124,11 @@ async def test_forgetting_a_caller_removes_every_memory(
     vonage_style = caller.lstrip("+")  # the same number as Vonage sends it
     r = await app.client.delete(f"/callers/{vonage_style}/memory", headers=admin_headers)
     assert r.status_code == 200 and r.json()["deleted"] == 2  # the fact + the call summary
+    assert r.json()["summaries_cleared"] == 1  # the summary kept on the first conversation
+    summaries = await app.state["database"].pool.fetchval(
+        "SELECT count(summary) FROM conversations WHERE caller = $1", caller
+    )
+    assert summaries == 0
     assert "***" in r.json()["phone"]
     forgotten = await call(app, service_headers, caller)
     assert "morning" not in forgotten[0] and "Welcome back" not in forgotten[0]

@@ -328,10 +328,21 @@ class GraphResponder:
         await self.database.conversations.set_summary(conversation.id, summary)
         log.info("call summary stored", extra={"conversation_id": conversation.id})
 
-    async def forget_caller(self, phone: str) -> int:
-        """Every memory of this number, gone (the API's `DELETE /callers/{phone}/memory`)."""
-        if self.caller_memory is None:
-            return 0
-        deleted = await self.caller_memory.forget_caller(phone)
+    async def forget_caller(self, phone: str) -> tuple[int, int]:
+        """Every memory of this number, gone (the API's `DELETE /callers/{phone}/memory`): the
+        Chroma memories, and the call summaries kept on their conversations (the same memory,
+        in Postgres). Returns (memories deleted, summaries cleared). Transcripts stay: they are
+        the record of the calls, not memory."""
+        deleted = 0
+        if self.caller_memory is not None:
+            deleted = await self.caller_memory.forget_caller(phone)
         self.memory_agent.drop_caller(phone)
-        return deleted
+        cleared = 0
+        if self.database is not None:
+            status = await self.database.pool.execute(
+                "UPDATE conversations SET summary = NULL "
+                "WHERE caller = ANY($1::text[]) AND summary IS NOT NULL",
+                [phone, phone.lstrip("+")],
+            )
+            cleared = int(status.split()[-1]) if status.startswith("UPDATE") else 0
+        return deleted, cleared

@@ -1,4 +1,6 @@
-"""`DELETE /callers/{phone}/memory`: forget a caller entirely (every memory of that number)."""
+"""`DELETE /callers/{phone}/memory`: forget a caller entirely: every memory of that number in
+Chroma and the call summaries kept with their conversations. The number may be given with or
+without `+` (providers differ); the answer masks it."""
 
 from __future__ import annotations
 
@@ -30,5 +32,5 @@ async def forget_caller(
     forget = getattr(responder, "forget_caller", None)
     if forget is None:
         raise ApiError(503, "memory_unavailable", "caller memory (Chroma) is not available")
-    deleted = int(await forget(number))
-    return {"phone": mask_phone(number), "deleted": deleted}
+    deleted, summaries = await forget(number)
+    return {"phone": mask_phone(number), "deleted": deleted, "summaries_cleared": summaries}
