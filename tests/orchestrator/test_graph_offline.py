@@ -157,3 +157,24 @@ async def test_the_agents_language_and_voice_reach_the_actions(pg_dsn: str, data
         reply = await stack.say(call.conversation_id, 1, "hello")
         say, gather = reply.actions
         assert (say.voice, say.language, gather.language) == ("Polly.Lucia", "es-ES", "es-ES")
+
+
+async def test_expired_memories_are_purged_when_the_service_starts(
+    pg_dsn: str, data_dir: Path
+) -> None:
+    import time
+
+    from orchestrator.memory.caller_memory import CallerMemory
+    from orchestrator.memory.chroma import open_chroma
+    from tests.orchestrator.graph_harness import graph_settings
+
+    handle = await open_chroma(graph_settings(data_dir, pg_dsn))
+    memory = CallerMemory(handle.memories)
+    now = int(time.time())
+    await memory.remember("+15550004444", "ancient", agent_id="a", created_at=now - 100 * 86400)
+    await memory.remember("+15550004444", "recent", agent_id="a", created_at=now - 86400)
+    await handle.close()
+    async with graph_stack(data_dir, pg_dsn, memory_retention_days=30) as stack:
+        assert stack.responder.caller_memory is not None
+        kept = await stack.responder.caller_memory.recent("+15550004444")
+        assert [m.text for m in kept] == ["recent"]
