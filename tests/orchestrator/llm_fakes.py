@@ -102,6 +102,9 @@ class FakeOpenAI:
     def _answer(self, request: httpx.Request) -> httpx.Response:
         body = json.loads(request.content)
         self.requests.append(body)
+        problem = _transcript_problem(body.get("messages", []))
+        if problem:  # what the real API rejects, so a malformed transcript fails the test
+            return httpx.Response(400, json={"error": {"message": problem, "type": "invalid"}})
         if not self.script:
             return httpx.Response(500, json={"error": {"message": "fake: script exhausted"}})
         step = self.script.pop(0)
@@ -177,6 +180,26 @@ class FakeOpenAI:
 
     def tool_results(self, index: int = -1) -> list[str]:
         return [m["content"] for m in self.requests[index]["messages"] if m["role"] == "tool"]
+
+
+def _transcript_problem(messages: list[dict[str, Any]]) -> str | None:
+    """Every tool call of an assistant message is answered by a `tool` message before anything
+    else, and every `tool` message answers one (the real API returns 400 otherwise)."""
+    calls: set[str] = set()
+    unanswered: set[str] = set()
+    for message in messages:
+        role = message.get("role")
+        if role == "tool":
+            if message.get("tool_call_id") not in calls:
+                return f"tool message for unknown tool_call_id {message.get('tool_call_id')!r}"
+            unanswered.discard(message["tool_call_id"])
+            continue
+        if unanswered:
+            return f"tool calls {sorted(unanswered)} have no tool message"
+        if role == "assistant":
+            calls = {c["id"] for c in message.get("tool_calls") or []}
+            unanswered = set(calls)
+    return None
 
 
 def _split(text: str) -> list[str]:
