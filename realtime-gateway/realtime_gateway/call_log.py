@@ -149,6 +149,7 @@ class CallLog:
         self._calls = calls
         self.queue_size = queue_size
         self.retry_delays_s = retry_delays_s
+        self.drain_timeout_s = DRAIN_TIMEOUT_S
         self._transport = transport
         self._queue: asyncio.Queue[str] = asyncio.Queue(maxsize=queue_size)
         self._pending: dict[str, dict[str, Any]] = {}
@@ -187,11 +188,11 @@ class CallLog:
         self._worker = asyncio.create_task(self._run(), name="call-log-mirror")
         log.info("call log mirror on", extra={"table": TABLE})
 
-    async def aclose(self, drain_timeout_s: float = DRAIN_TIMEOUT_S) -> None:
+    async def aclose(self) -> None:
         """Drain what is queued (up to `drain_timeout_s`), then stop."""
         if self._worker is not None:
             try:
-                async with asyncio.timeout(drain_timeout_s):
+                async with asyncio.timeout(self.drain_timeout_s):
                     await self._queue.join()
             except TimeoutError:
                 log.error(
