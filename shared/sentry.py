@@ -16,6 +16,8 @@ SDK drops the event rather than sending it unscrubbed.
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from typing import TYPE_CHECKING, Any, cast
 
 from shared.logging import PHONE_KEYS, mask_phone, scrub_text
@@ -45,6 +47,7 @@ SECRET_KEY_PARTS = (
     "dsn",
     "session",
     "x-amz-",
+    "query_string",  # an ASGI scope's, in stack-frame variables
 )
 # Structural fields of an event, left untouched (ids, SDK and package versions).
 UNTOUCHED_KEYS = frozenset(
@@ -53,13 +56,36 @@ UNTOUCHED_KEYS = frozenset(
 )  # fmt: skip
 
 
+# A URL's query string anywhere in a text (`?token=...` in a repr), and a URL-encoded "+" number.
+_URL_QUERY_RE = re.compile(r"((?:https?|wss?)://[^\s'\"?#]*)\?[^\s'\"#]*")
+_ENCODED_PHONE_RE = re.compile(r"(?i)%2B(\d{7,15})(?!\d)")
+# `'x-gateway-signature': 'v1=...'` or `token='...'` inside a repr (e.g. of a request's headers),
+# and `token=...` in a bare query string.
+_SENSITIVE_NAMES = (
+    r"(?:authorization|cookie|token|secret|password|signature|api[_-]?key|credential)"
+)
+_QUOTED_SECRET_RE = re.compile(
+    rf"(?i)(['\"]?[\w.-]*{_SENSITIVE_NAMES}[\w.-]*['\"]?\s*[:=]\s*)(['\"])[^'\"]*\2"
+)
+_BARE_SECRET_RE = re.compile(rf"(?i)(\b[\w.-]*{_SENSITIVE_NAMES}[\w.-]*=)[^&\s'\",;)]+")
+
+
 def init_sentry(settings: CommonSettings, service: str, version: str, **options: Any) -> bool:
     """Start the Sentry client when `SENTRY_DSN` is set; True when started. `options` go to
     `sentry_sdk.init` (tests pass a `transport`)."""
     if settings.sentry_dsn is None:
         return False
     import sentry_sdk  # only when configured: not on the default start-up path
+    from sentry_sdk.integrations.starlette import StarletteIntegration
 
+    # No auto-enabled integrations: they import every supported library installed (langchain,
+    # boto3, huggingface...), seconds of start-up for nothing. Logging (errors become events,
+    # other lines breadcrumbs) and the web framework (request context, unhandled errors) it is.
+    integrations: list[Any] = [StarletteIntegration()]
+    if "fastapi" in sys.modules:  # the orchestrator; the gateway never imports FastAPI
+        from sentry_sdk.integrations.fastapi import FastApiIntegration
+
+        integrations.append(FastApiIntegration())
     sentry_sdk.init(
         dsn=settings.sentry_dsn.get_secret_value(),
         environment=settings.app_env,
@@ -67,6 +93,8 @@ def init_sentry(settings: CommonSettings, service: str, version: str, **options:
         send_default_pii=False,
         before_send=scrub_event,
         before_breadcrumb=scrub_breadcrumb,
+        auto_enabling_integrations=False,
+        integrations=integrations,
         **options,
     )
     sentry_sdk.set_tag("service", service)
@@ -87,7 +115,7 @@ def scrub(value: Any, key: str = "") -> Any:
         if is_secret_key(key) and value not in (None, "", [], {}):
             return REDACTED
     if isinstance(value, str):
-        return mask_phone(value) if key.lower() in PHONE_KEYS else scrub_text(value)
+        return mask_phone(value) if key.lower() in PHONE_KEYS else scrub_string(value)
     if isinstance(value, dict):
         return {k: scrub(v, str(k)) for k, v in value.items()}
     if isinstance(value, list | tuple):
@@ -96,6 +124,16 @@ def scrub(value: Any, key: str = "") -> Any:
             return [value[0], REDACTED]
         return [scrub(v, key) for v in value]
     return value
+
+
+def scrub_string(text: str) -> str:
+    """`shared.logging.scrub_text` (bearer tokens, JWTs, phone numbers), plus what reprs of
+    requests carry: URL query strings, URL-encoded numbers, secret-named values."""
+    text = _URL_QUERY_RE.sub(r"\1?[redacted]", text)
+    text = _QUOTED_SECRET_RE.sub(r"\1\2[redacted]\2", text)
+    text = _BARE_SECRET_RE.sub(r"\1[redacted]", text)
+    text = _ENCODED_PHONE_RE.sub(lambda m: mask_phone("+" + m.group(1)), text)
+    return scrub_text(text)
 
 
 def scrub_event(event: Event, hint: Hint) -> Event | None:
