@@ -25,6 +25,7 @@ from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
 from orchestrator.memory.chroma import warm_imports
 from orchestrator.metrics import count_errors, install_metrics
+from orchestrator.openapi import document_errors
 from orchestrator.security import install_security
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder
@@ -189,6 +190,7 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     except SecretConfigError as exc:
         raise ConfigError(f"configuration error: {exc}") from None
     install_security(app, settings, jwt_secret)
+    document_errors(app)
     app.add_middleware(RequestIdMiddleware)
     install_metrics(app)  # the last added is outermost: it times everything
     app.add_exception_handler(ApiError, on_api_error)

@@ -9,13 +9,20 @@ exempt: live call turns are never throttled. Auth and roles themselves are `deps
 
 from __future__ import annotations
 
-from fastapi import FastAPI
+import logging
+
+import asyncpg
+from fastapi import FastAPI, Request
+from starlette.responses import Response
 
 from orchestrator.config import OrchestratorSettings
 from shared.body_limit import BodyLimitMiddleware
 from shared.config import ConfigError
+from shared.errors import error_response
 from shared.ratelimit import DEFAULT_EXEMPT_PREFIXES, ManagementRateLimitMiddleware, RateLimiter
 from shared.security_headers import CorsConfigError, SecurityHeadersMiddleware, cors_middleware
+
+log = logging.getLogger(__name__)
 
 
 def _exempt(path: str) -> bool:
@@ -43,3 +50,15 @@ def install_security(app: FastAPI, settings: OrchestratorSettings, jwt_secret: s
     if cors is not None:
         app.add_middleware(cors.cls, *cors.args, **cors.kwargs)
     app.add_middleware(SecurityHeadersMiddleware, trust_proxy=settings.trust_proxy)
+    app.add_exception_handler(asyncpg.DataError, on_data_error)
+
+
+async def on_data_error(request: Request, exc: Exception) -> Response:
+    """A value Postgres cannot take (e.g. `?offset=` beyond int64, found by fuzzing) is the
+    client's input, not a server fault: 400 naming the request, never a 500."""
+    log.warning(
+        "value refused by the database", extra={"path": request.url.path, "error": str(exc)[:200]}
+    )
+    return error_response(
+        400, "invalid_parameter", f"a value in the request is out of range: {exc}"
+    )

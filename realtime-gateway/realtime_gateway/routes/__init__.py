@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from realtime_gateway.openapi import openapi_json
 from realtime_gateway.routes import calls, health, providers, webhooks, ws
 
 
@@ -28,5 +29,6 @@ def build_routes() -> list[BaseRoute]:
         Route("/voice/calls/{call_id}/status", calls.status, methods=["GET"]),
         Route("/voice/calls/{call_id}/end", calls.end, methods=["POST"]),
         Route("/ws/status", ws.status, methods=["GET"]),
+        Route("/openapi.json", openapi_json, methods=["GET"]),
         WebSocketRoute("/ws", ws.events),
     ]
