@@ -85,12 +85,28 @@ class FakeOpenAI:
         return self
 
     def tool_call(
-        self, name: str, args: dict[str, Any] | str, *, parts: int = 3, call_id: str = "call_1"
+        self,
+        name: str,
+        args: dict[str, Any] | str,
+        *,
+        parts: int = 3,
+        call_id: str = "call_1",
+        text: str = "",
     ) -> FakeOpenAI:
+        """A tool call (arguments split into `parts` stream chunks), optionally after `text`."""
         raw = args if isinstance(args, str) else json.dumps(args)
         size = max(1, -(-len(raw) // parts))
         pieces = [raw[i : i + size] for i in range(0, len(raw), size)]
-        self.script.append(Scripted("tool", tool_name=name, tool_args=pieces, tool_id=call_id))
+        self.script.append(
+            Scripted(
+                "tool",
+                text=text,
+                tokens=_split(text) if text else [],
+                tool_name=name,
+                tool_args=pieces,
+                tool_id=call_id,
+            )
+        )
         return self
 
     def error(self, status: int) -> FakeOpenAI:
@@ -129,7 +145,7 @@ class FakeOpenAI:
             json=_completion(
                 {
                     "role": "assistant",
-                    "content": None,
+                    "content": step.text or None,
                     "tool_calls": [
                         {
                             "id": step.tool_id,
@@ -152,6 +168,7 @@ class FakeOpenAI:
             out += [_chunk({"content": token}) for token in step.tokens]
             out.append(_chunk({}, "stop"))
         else:
+            out += [_chunk({"content": token}) for token in step.tokens]
             out.append(
                 _chunk(
                     {

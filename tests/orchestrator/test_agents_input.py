@@ -41,6 +41,9 @@ def test_control_characters_are_removed() -> None:
     [
         ("Can I speak to a human?", "transfer"),
         ("put me through to an operator", "transfer"),
+        ("get me a human", "transfer"),
+        ("human please", "transfer"),
+        ("I am an agent of change", "statement"),
         ("ok thanks, goodbye", "goodbye"),
         ("that's all", "goodbye"),
         ("Hello!", "greeting"),

@@ -165,17 +165,20 @@ async def test_search_knowledge_tool_loops_back_to_the_model(
     await llm_stack.responder.knowledge.ingest(
         "Gift cards never expire and can be used online.", title="Gift cards", agent_id=agent.id
     )
-    fake_openai.tool_call("search_knowledge", {"query": "gift card expiry"}, parts=5)
+    fake_openai.tool_call(
+        "search_knowledge", {"query": "gift card expiry"}, parts=5, text="Let me check."
+    )
     fake_openai.reply("Gift cards never expire.")
     call = await llm_stack.start(agent, new_phone())
     if streamed:
-        _, draft = await stream_turn(
+        tokens, draft = await stream_turn(
             llm_stack.responder, llm_stack, call.conversation_id, "Do gift cards expire?"
         )
         text = draft.text
+        assert "".join(tokens) == text  # the rounds are spoken as one, spaced
     else:
         text = (await llm_stack.say(call.conversation_id, 1, "Do gift cards expire?")).reply
-    assert text == "Gift cards never expire."
+    assert text == "Let me check. Gift cards never expire."
     assert len(fake_openai.requests) == 2
     (result,) = fake_openai.tool_results(1)
     assert "never expire" in result

@@ -178,3 +178,28 @@ async def test_expired_memories_are_purged_when_the_service_starts(
         assert stack.responder.caller_memory is not None
         kept = await stack.responder.caller_memory.recent("+15550004444")
         assert [m.text for m in kept] == ["recent"]
+
+
+async def test_offline_streamed_text_is_the_final_reply(pg_dsn: str, data_dir: Path) -> None:
+    from orchestrator.services.responder import ReplyDraft, TurnInputs
+    from shared.contract import TurnContext
+
+    async with graph_stack(data_dir, pg_dsn) as stack:
+        agent = await stack.agent(transfer_number="+15550007777")
+        call = await stack.start(agent, None)  # type: ignore[arg-type]
+        conversation = await stack.database.conversations.get(call.conversation_id)
+        assert conversation is not None
+        for text, expected in [
+            ("remember that I like tea", "I'm sorry, I can't keep notes on this call."),
+            ("get me a human", "Let me transfer you to someone who can help."),
+            ("hello", "Hello! How can I help you today?"),
+        ]:
+            tokens: list[str] = []
+            final = None
+            turn = TurnInputs(conversation, agent, "s", text, TurnContext(), history=[])
+            async for item in stack.responder.stream(turn):
+                if isinstance(item, ReplyDraft):
+                    final = item
+                else:
+                    tokens.append(item)
+            assert final is not None and final.text == expected == "".join(tokens)

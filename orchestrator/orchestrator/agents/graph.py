@@ -72,6 +72,23 @@ class TurnRun:
         self.clock[stage] = self.clock.get(stage, 0.0) + elapsed
         return elapsed
 
+    def spaced_sink(self) -> TokenSink | None:
+        """The sink for a later model round: its first token is set apart from what was
+        already said, as the final text joins the rounds with a space."""
+        sink = self.sink
+        if sink is None:
+            return None
+        first = True
+
+        async def spaced(token: str) -> None:
+            nonlocal first
+            if first and token.strip():
+                first = False
+                token = " " + token.lstrip()
+            await sink(token)
+
+        return spaced
+
     async def say(self, text: str) -> None:
         """Text not produced by the model (offline answers, fallbacks), streamed word by word
         like the model's tokens so a streaming caller hears it the same way."""
@@ -157,7 +174,8 @@ class AgentGraph:
             )
             if decision.text:
                 spoken.append(decision.text)
-                await run.say(decision.text)
+                if not decision.tool_calls:  # else spoken once the tools have answered
+                    await run.say(decision.text)
             run.add("orchestrator", started)
             return {"spoken": spoken, "pending": decision.tool_calls, "rounds": 1}
         if inp.intent == "empty":  # nothing to send to a model
@@ -176,7 +194,7 @@ class AgentGraph:
                 run.config,
                 messages,
                 with_tools=rounds <= run.config.max_tool_rounds,
-                on_token=run.sink,
+                on_token=run.spaced_sink() if spoken else run.sink,
             )
             llm_ms = (time.perf_counter() - llm_started) * 1000
         except LLMUnavailable:
@@ -211,21 +229,24 @@ class AgentGraph:
         outcomes = await asyncio.gather(*(self._run_tool(call, run) for call in pending))
         spoken = list(state.get("spoken", []))
         actions = list(state.get("actions", []))
-        finished = self.orchestrator.mode == "offline"
+        offline_mode = self.orchestrator.mode == "offline"
+        finished = offline_mode  # the offline responder's tools end its turn
+        default_line: str | None = None
         for outcome in outcomes:
             if outcome.memory is not None:
                 self.memory.note(run.conversation_id, outcome.memory)
             if outcome.terminal and outcome.action is not None and not actions:
                 actions.append(outcome.action)
                 finished = True
-                if not spoken and outcome.spoken:
+                if not spoken and outcome.spoken:  # the model said nothing before it
                     spoken.append(outcome.spoken)
-                    await run.say(outcome.spoken)
-        if self.orchestrator.mode == "offline":
-            for outcome in outcomes:
-                if not outcome.ok and outcome.call.name == "remember":
-                    spoken = ["I'm sorry, I can't keep notes on this call."]
-                    await run.say(spoken[0])
+                    default_line = outcome.spoken
+        if offline_mode:
+            if any(not o.ok and o.call.name == "remember" for o in outcomes):
+                spoken = ["I'm sorry, I can't keep notes on this call."]
+            await run.say(" ".join(spoken))  # held back until the tools had answered
+        elif default_line is not None:
+            await run.say(default_line)
         run.add("tools", started)
         update: dict[str, Any] = {
             "outcomes": [*(state.get("outcomes") or []), *outcomes],

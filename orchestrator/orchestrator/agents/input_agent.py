@@ -42,6 +42,9 @@ _GOODBYE = re.compile(
 _TRANSFER = re.compile(
     r"\b(?:(?:speak|talk)\s+(?:to|with)\s+(?:a|an|the|some|your)?\s*(?:real\s+)?"
     r"(?:human|person|agent|representative|operator|someone|manager|somebody)|"
+    r"(?:get|give|find)\s+me\s+(?:a|an|the|some)?\s*(?:real\s+)?"
+    r"(?:human|person|agent|representative|operator|someone|manager|somebody)|"
+    r"^(?:a\s+|an\s+)?(?:real\s+)?(?:human|person|agent)(?:\s+please)?[.!]?$|"
     r"transfer\s+me|put\s+me\s+through|connect\s+me\s+(?:to|with)|"
     r"(?:human|live|real)\s+(?:agent|person|representative)|representative|operator)\b",
     re.I,
