@@ -27,6 +27,7 @@ import logging
 import re
 import time
 from collections import OrderedDict
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -238,13 +239,19 @@ async def initiate(
     from_number = parse_e164(request.from_number, "from_number") if request.from_number else None
     provider = check_provider(request.provider or rt.drivers.current_name)
     if idempotency_key is None:
-        return Initiated(await _place(rt, request, to, from_number, provider, subject, None))
+        return Initiated(await _shielded(_place(rt, request, to, from_number, provider, subject)))
     ledger = ledger_for(rt)
     key = f"{subject}:{idempotency_key}"
     fingerprint = request.fingerprint()
     deadline = time.monotonic() + PENDING_WAIT_S
     while True:
-        held = await ledger.claim(key, fingerprint)
+        try:
+            held = await ledger.claim(key, fingerprint)
+        except Exception:  # e.g. Redis unreachable: cannot promise a single dial
+            log.exception("idempotency ledger unavailable")
+            raise ApiError(
+                503, "idempotency_unavailable", f"cannot check {IDEMPOTENCY_HEADER} now; retry"
+            ) from None
         if held is None:
             break
         if held.fingerprint != fingerprint:
@@ -263,13 +270,29 @@ async def initiate(
                 f"a request with {IDEMPOTENCY_HEADER} {idempotency_key!r} is still in progress",
             )
         await asyncio.sleep(PENDING_POLL_S)
-    try:
-        body = await _place(rt, request, to, from_number, provider, subject, idempotency_key)
-    except BaseException:
-        await ledger.release(key)  # nothing was dialled (or it failed): a retry may dial
-        raise
-    await ledger.complete(key, LedgerEntry("done", fingerprint, body))
-    return Initiated(body)
+
+    async def place_and_record() -> dict[str, Any]:
+        try:
+            body = await _place(rt, request, to, from_number, provider, subject, idempotency_key)
+        except Exception:
+            await ledger.release(key)  # nothing was dialled (or it failed): a retry may dial
+            raise
+        await ledger.complete(key, LedgerEntry("done", fingerprint, body))
+        return body
+
+    return Initiated(await _shielded(place_and_record()))
+
+
+_PLACING: set[asyncio.Task[dict[str, Any]]] = set()
+
+
+async def _shielded(placing: Coroutine[Any, Any, dict[str, Any]]) -> dict[str, Any]:
+    """Run the dial to its end even if the request is cancelled (client gone, shutdown): a call
+    the provider placed is always recorded, and its idempotency key completed."""
+    task = asyncio.create_task(placing)
+    _PLACING.add(task)
+    task.add_done_callback(_PLACING.discard)
+    return await asyncio.shield(task)
 
 
 async def _place(
@@ -279,7 +302,7 @@ async def _place(
     from_number: str | None,
     provider: str,
     subject: str,
-    idempotency_key: str | None,
+    idempotency_key: str | None = None,
 ) -> dict[str, Any]:
     explicit = request.provider is not None
     try:
@@ -321,23 +344,10 @@ async def _place(
         status=status,
         metadata=metadata,
     )
-    if await rt.calls.create(live):
-        await rt.bus.publish(
-            CallEvent(
-                type=EventType.CALL_STARTED,
-                call_id=placed.call_id,
-                data={
-                    "provider": provider,
-                    "direction": "outbound",
-                    "from": caller,
-                    "to": to,
-                    "agent_id": request.agent_id,
-                    "status": status,
-                },
-            )
-        )
-    else:  # the provider's first callback was faster and created it
-        await rt.calls.merge_metadata(placed.call_id, metadata)
+    try:
+        await _record(rt, live, metadata)
+    except Exception:  # placed but not tracked here: its own webhooks will track it later
+        log.exception("outbound call placed but not recorded", extra={"provider": provider})
     log.info(
         "outbound call placed",
         extra={"provider": provider, "to": mask_phone(to), "status": status},
@@ -350,6 +360,28 @@ async def _place(
         "to": to,
         "agent_id": request.agent_id,
     }
+
+
+async def _record(rt: GatewayRuntime, live: LiveCall, metadata: dict[str, Any]) -> None:
+    """Track the placed call; `call.started` once (the provider's first callback may have
+    been faster and created it)."""
+    if await rt.calls.create(live):
+        await rt.bus.publish(
+            CallEvent(
+                type=EventType.CALL_STARTED,
+                call_id=live.call_id,
+                data={
+                    "provider": live.provider,
+                    "direction": "outbound",
+                    "from": live.caller,
+                    "to": live.callee,
+                    "agent_id": live.agent_id,
+                    "status": live.status,
+                },
+            )
+        )
+    else:
+        await rt.calls.merge_metadata(live.call_id, metadata)
 
 
 async def end(rt: GatewayRuntime, call_id: str) -> dict[str, Any]:

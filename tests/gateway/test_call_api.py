@@ -571,3 +571,58 @@ async def test_outbound_amazon_connect_call_through_the_api(
             ended = await gw.client.post(f"/voice/calls/{contact}/end", headers=auth())
             assert ended.status_code == 200 and ended.json()["status"] == "completed"
             stub.assert_no_pending_responses()
+
+
+async def test_two_instances_on_one_redis_dial_a_keyed_call_once(
+    data_dir: Path, orchestrator: httpx.ASGITransport, bridge: respx.Router, redis_url: str
+) -> None:
+    settings = settings_for(data_dir, generic_http_base_url=BRIDGE, redis_url=redis_url)
+    transport = httpx.MockTransport(bridge.async_handler)
+    key = {"Idempotency-Key": f"op-{uuid.uuid4().hex}"}
+    body = {"phone_number": CALLEE}
+    async with (
+        gateway(settings, orchestrator, provider_transport=transport) as one,
+        gateway(settings, orchestrator, provider_transport=transport) as two,
+    ):
+        first = await one.client.post(INITIATE, json=body, headers=auth() | key)
+        retried = await two.client.post(INITIATE, json=body, headers=auth() | key)
+        assert (first.status_code, retried.status_code) == (201, 200)
+        assert retried.json()["call_id"] == first.json()["call_id"]
+        # the other instance knows the call too, and ends it once
+        ended = await two.client.post(f"/voice/calls/{first.json()['call_id']}/end", headers=auth())
+        assert ended.json()["already_ended"] is False
+    assert len(dials(bridge)) == 1
+
+
+async def test_a_dial_outlives_a_cancelled_request_and_is_recorded(
+    gh: Gateway, bridge: respx.Router
+) -> None:
+    """The client goes away while the provider is dialling: the call the provider placed is
+    still tracked (and its idempotency key completed), so it can be found and ended."""
+    dialling = asyncio.Event()
+    answer = asyncio.Event()
+
+    async def slow(request: httpx.Request) -> httpx.Response:
+        dialling.set()
+        await answer.wait()
+        return httpx.Response(201, json={"call_id": "gh-late", "status": "queued"})
+
+    bridge.post("/calls").mock(side_effect=slow)
+    key = {"Idempotency-Key": "late-1"}
+    request = asyncio.create_task(
+        gh.client.post(INITIATE, json={"phone_number": CALLEE}, headers=auth() | key)
+    )
+    await asyncio.wait_for(dialling.wait(), 5)
+    request.cancel()
+    answer.set()
+    with pytest.raises(asyncio.CancelledError):
+        await request
+    for _ in range(200):
+        if await gh.rt.calls.get("gh-late") is not None:
+            break
+        await asyncio.sleep(0.01)
+    status = await gh.client.get("/voice/calls/gh-late/status", headers=auth())
+    assert status.status_code == 200 and status.json()["direction"] == "outbound"
+    retry = await gh.client.post(INITIATE, json={"phone_number": CALLEE}, headers=auth() | key)
+    assert retry.status_code == 200 and retry.json()["call_id"] == "gh-late"
+    assert len(dials(bridge)) == 1

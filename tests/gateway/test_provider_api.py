@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import respx
 import websockets
 from twilio.request_validator import RequestValidator
 
+from realtime_gateway.drivers import registry
 from realtime_gateway.drivers.twilio import TwilioDriver
 from shared.auth import mint_token
 from tests.gateway.conftest import (
@@ -320,3 +322,17 @@ async def test_a_switch_during_a_live_twilio_call_finishes_it_on_twilio(
         assert status["provider"] == "generic-http"
         old = (await gw.client.get(f"/voice/calls/{sid}/status", headers=auth())).json()
         assert (old["provider"], old["status"], old["turns"]) == ("twilio", "completed", 1)
+
+
+async def test_a_driver_that_cannot_load_is_listed_as_unavailable(
+    gw: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(registry.DRIVERS, "vonage", "realtime_gateway.drivers.no_such:Nope")
+    body = (await gw.client.get("/voice/providers", headers=auth())).json()
+    vonage = body["providers"]["vonage"]
+    assert vonage["status"] == "unavailable" and "no_such" in vonage["error"]
+    assert body["providers"]["generic-http"]["status"] == "active"
+    r = await gw.client.post("/voice/providers/switch", json={"provider": "vonage"}, headers=auth())
+    assert r.status_code == 400 and r.json()["error"]["code"] == "provider_unavailable"
+    r = await gw.client.get("/voice/providers/vonage/capabilities", headers=auth())
+    assert r.status_code == 503
