@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from tests.orchestrator.graph_harness import graph_stack, new_phone
 
 
@@ -203,3 +205,34 @@ async def test_offline_streamed_text_is_the_final_reply(pg_dsn: str, data_dir: P
                 else:
                     tokens.append(item)
             assert final is not None and final.text == expected == "".join(tokens)
+
+
+async def test_offline_mode_makes_no_outside_network_calls(
+    pg_dsn: str, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    from typing import Any
+
+    attempts: list[Any] = []
+    real_connect = socket.socket.connect
+
+    def guarded(self: socket.socket, address: Any) -> Any:
+        host = address[0] if isinstance(address, tuple) else str(address)
+        if self.family in (socket.AF_INET, socket.AF_INET6) and host not in ("127.0.0.1", "::1"):
+            attempts.append(address)
+            raise OSError(f"test: outside network call to {address!r}")
+        return real_connect(self, address)
+
+    monkeypatch.setattr(socket.socket, "connect", guarded)
+    async with graph_stack(data_dir, pg_dsn) as stack:  # Postgres is on loopback
+        agent = await stack.agent(transfer_number="+15550006666")
+        assert stack.responder.knowledge is not None
+        await stack.responder.knowledge.ingest("Tickets cost 12 dollars.", agent_id=agent.id)
+        caller = new_phone()
+        call = await stack.start(agent, caller)
+        for i, text in enumerate(["How much do tickets cost?", "remember I sit in row F", "bye"]):
+            await stack.say(call.conversation_id, i, text)
+        await stack.end(call.conversation_id)
+        again = await stack.start(agent, caller)
+        assert "row F" in again.reply
+    assert attempts == []
