@@ -374,6 +374,10 @@ async def attach_call_log(rt: GatewayRuntime) -> None:
     """Start the mirror when configured and put it behind the event bus the flow publishes to."""
     call_log = CallLog.from_settings(rt.settings, rt.calls)
     if call_log is None:
+        s = rt.settings
+        if (s.supabase_url is None) != (s.supabase_service_role_key is None):
+            missing = "SUPABASE_URL" if s.supabase_url is None else "SUPABASE_SERVICE_ROLE_KEY"
+            log.warning("call log mirror off: %s is not set", missing)
         return
     await call_log.start()
     bus = MirroringEventBus(rt.bus, call_log)
