@@ -1,0 +1,102 @@
+"""Barge-in over real HTTP: a client that stops reading the event stream cancels the turn.
+
+The app runs under a real uvicorn server in this process; OpenAI is faked at the HTTP layer with
+a slow token stream. When the client goes away after the first token, the model's stream is
+abandoned, and no reply is stored for that turn (the caller never heard it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import respx
+import uvicorn
+
+from orchestrator.main import create_app
+from tests.orchestrator.conftest import make_settings, new_id
+from tests.orchestrator.llm_fakes import OPENAI_BASE
+
+
+def _chunk(content: str) -> bytes:
+    body = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+    }
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+async def test_a_client_that_goes_away_cancels_the_streamed_turn(
+    pg_dsn: str, data_dir: Path, service_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    cid = new_id()
+    model_stream_closed = asyncio.Event()
+    sent_tokens: list[str] = []
+
+    async def slow_tokens() -> AsyncIterator[bytes]:
+        try:
+            for word in ["Well", " let", " me", " think", " about", " that", " for", " a", " bit"]:
+                sent_tokens.append(word)
+                yield _chunk(word)
+                await asyncio.sleep(0.2)
+            yield b"data: [DONE]\n\n"
+        finally:
+            model_stream_closed.set()
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = make_settings(
+        data_dir, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_config=None)
+    )
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="127.0.0.1").pass_through()
+        router.post(f"{OPENAI_BASE}/chat/completions").mock(
+            side_effect=lambda request: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=slow_tokens()
+            )
+        )
+        task = asyncio.create_task(server.serve())
+        try:
+            base = f"http://127.0.0.1:{port}"
+            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+                for _ in range(200):
+                    if server.started:
+                        break
+                    await asyncio.sleep(0.05)
+                body = {
+                    "call_id": cid,
+                    "provider": "generic-http",
+                    "caller": "+15550101010",
+                }
+                r = await client.post(
+                    f"/conversations/{cid}/start", json=body, headers=service_headers
+                )
+                assert r.status_code == 200, r.text
+                headers = {**service_headers, "Accept": "text/event-stream"}
+                async with client.stream(
+                    "POST",
+                    f"/conversations/{cid}/messages",
+                    json={"message": "Tell me a story", "turn_id": "1"},
+                    headers=headers,
+                ) as response:
+                    async for line in response.aiter_lines():
+                        if line.startswith("data:"):
+                            assert json.loads(line[5:]) == {"text": "Well"}
+                            break  # the caller barged in: stop listening
+                await asyncio.wait_for(model_stream_closed.wait(), 5)
+                assert len(sent_tokens) < 9  # the model's stream was abandoned midway
+                view = await client.get(f"/conversations/{cid}", headers=admin_headers)
+                assert [m["turn_id"] for m in view.json()["messages"]] == ["greeting"]
+        finally:
+            server.should_exit = True
+            await task
