@@ -3,7 +3,8 @@
 - `POST /voice/calls/initiate` (operator+): `{phone_number, options: {recording, transcription,
   machine_detection}, agent_id?, provider?, from_number?}`; `Idempotency-Key` header honoured.
   201 with `{call_id, provider, status, direction, to, agent_id}`; a replay answers 200 with the
-  first call and `Idempotent-Replayed: true`.
+  first call and `Idempotent-Replayed: true`. `call.started` is emitted when the provider
+  accepts the call (not when the callee answers); `call.ended` follows whatever happens.
 - `GET /voice/calls?status=&limit=` (any role): recent calls, newest first.
 - `GET /voice/calls/{callId}/status` (any role).
 - `POST /voice/calls/{callId}/end` (operator+): idempotent.
