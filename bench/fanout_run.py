@@ -64,7 +64,7 @@ def run_mode(bench: Bench, gw: ServiceProcess, mode: str, token: str, rate: int)
     plan = bench.plan
     n = plan.fan_subscribers
     connect_s = 1.0 if plan.smoke else 4.0
-    grace_s = 2.0
+    grace_s = 0.5 if plan.smoke else 2.0
     start_at = time.monotonic() + connect_s
     common = {"subscribers": n, "start_at": start_at, "duration_s": plan.fan_duration_s}
     before = ws_status(gw, token)
@@ -119,7 +119,12 @@ def run_mode(bench: Bench, gw: ServiceProcess, mode: str, token: str, rate: int)
         "stalled_outcome": stalled_outcome,
         "drained_mb": received["drained_bytes"] / 1e6,
         "ws_status_after": after,
-        "status": "ok",
+        "status": (
+            f"{received['connect_errors']} of {n} subscribers could not connect: "
+            f"{(received['errors'] or [''])[0][:160]}"
+            if received["connect_errors"]
+            else "ok"
+        ),
     }
 
 

@@ -102,9 +102,12 @@ def checks(results: dict[str, Any]) -> list[Check]:
         p99 = fan.get("p99")
         delivered = fan.get("delivered_ratio")
         met = None if p99 is None else (p99 <= 50 and (delivered or 0) >= 0.999)
+        if fan.get("connect_errors"):
+            met = False if p99 is not None else None
         note = _status(fan) or _status(_get(s, "fanout") or {})
         if delivered is not None:
             note = f"{delivered:.1%} delivered to live subscribers; {note}".strip("; ")
+        note = note or _status(_get(s, "fanout") or {})
         out.append(
             Check(
                 f"fan-out p99, {fan.get('subscribers', '?')} subscribers ({label})",
@@ -178,8 +181,7 @@ def table(results: dict[str, Any]) -> str:
             for level, r in (block.get(key) or {}).items():
                 lines.append(
                     f"{name:<22}{level:>5}{fmt(r['p50']):>10}{fmt(r['p99']):>10}"
-                    f"{fmt(r['max']):>10}{fmt(r['throughput'], '/s'):>9}"
-                    f"{r['errors'] + r.get('late', 0):>6}"
+                    f"{fmt(r['max']):>10}{fmt(r['throughput'], '/s'):>9}{r['errors']:>6}"
                     f"{r.get('degraded', 0):>6}{fmt(r.get('ratio_p50'), 'x'):>11}"
                     f"{fmt(r.get('ratio_p99'), 'x'):>11}"
                 )
