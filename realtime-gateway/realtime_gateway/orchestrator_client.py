@@ -163,7 +163,11 @@ class OrchestratorClient:
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
             if r.status_code >= 400:
-                log.error(
+                # 404/409 are expected states (a conversation never opened, a turn after the
+                # end), not faults: a warning, not an error.
+                level = logging.WARNING if r.status_code in (404, 409) else logging.ERROR
+                log.log(
+                    level,
                     "orchestrator refused the request",
                     extra={"path": path, "status": r.status_code, "body": r.text[:300]},
                 )

@@ -64,6 +64,10 @@ class GatewayFlow:
     async def start(self, call: CallInfo) -> FlowReply:
         call_id_var.set(call.call_id)
         created = await self._track(call)
+        if not created:
+            # e.g. an outbound call placed as "queued": the provider's start webhook means
+            # it was answered (a no-op for a call already further on).
+            await self.calls.update_status(call.call_id, "in-progress")
         live = await self.calls.get(call.call_id)
         if live is not None and live.ended:
             return FlowReply(actions=[Action.hangup("call already ended")])

@@ -33,6 +33,8 @@ from tests.gateway.conftest import (
     gateway,
     served,
     settings_for,
+    sign,
+    started,
 )
 from tests.gateway.provider_fakes import FakeTwilioApi, SentRequest
 from tests.gateway.test_vonage_driver import PRIVATE_PEM
@@ -626,3 +628,20 @@ async def test_a_dial_outlives_a_cancelled_request_and_is_recorded(
     retry = await gh.client.post(INITIATE, json={"phone_number": CALLEE}, headers=auth() | key)
     assert retry.status_code == 200 and retry.json()["call_id"] == "gh-late"
     assert len(dials(bridge)) == 1
+
+
+async def test_an_outbound_call_reads_in_progress_once_the_bridge_reports_it_answered(
+    gh: Gateway,
+) -> None:
+    r = await gh.client.post(INITIATE, json={"phone_number": CALLEE}, headers=as_role("operator"))
+    assert r.status_code == 201, r.text
+    call_id = r.json()["call_id"]
+    status = (await gh.client.get(f"/voice/calls/{call_id}/status", headers=auth())).json()
+    assert status["status"] == "queued"
+    body = json.dumps(started(call_id)).encode()
+    answer = await gh.client.post("/voice/webhook/generic-http", content=body, headers=sign(body))
+    assert answer.status_code == 200, answer.text
+    assert [a["type"] for a in answer.json()["actions"]] == ["say", "gather"]
+    status = (await gh.client.get(f"/voice/calls/{call_id}/status", headers=auth())).json()
+    assert status["status"] == "in-progress"
+    assert status["direction"] == "outbound"
