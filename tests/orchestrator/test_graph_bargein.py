@@ -18,7 +18,7 @@ import uvicorn
 
 from orchestrator.main import create_app
 from tests.orchestrator.conftest import make_settings, new_id
-from tests.orchestrator.llm_fakes import OPENAI_BASE
+from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
 
 
 def _chunk(content: str) -> bytes:
@@ -60,7 +60,8 @@ async def test_a_client_that_goes_away_cancels_the_streamed_turn(
     )
     with respx.mock(assert_all_called=False) as router:
         router.route(host="127.0.0.1").pass_through()
-        router.post(f"{OPENAI_BASE}/chat/completions").mock(
+        fake = FakeOpenAI(router)  # embeddings as usual; chat answers with the slow stream
+        fake.route.mock(
             side_effect=lambda request: httpx.Response(
                 200, headers={"content-type": "text/event-stream"}, content=slow_tokens()
             )

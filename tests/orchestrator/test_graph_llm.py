@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import respx
 
@@ -397,3 +398,24 @@ async def test_a_failing_model_still_greets_a_returning_caller_with_context(
     assert greeting.reply == (
         "Hi there. Welcome back! I have a note from your last call: your order number is 5150."
     )
+
+
+async def test_a_hanging_embedding_api_costs_the_turn_its_excerpts_not_a_silence(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    import time
+
+    def hang(request: httpx.Request) -> httpx.Response:
+        time.sleep(1.5)  # the sync embedding client waits in Chroma's worker thread
+        return httpx.Response(500)
+
+    fake_openai.embeddings_route.mock(side_effect=hang)
+    llm_stack.responder.memory_agent.retrieval_timeout_s = 0.2
+    agent = await llm_stack.agent()
+    call = await llm_stack.start(agent, new_phone())
+    fake_openai.reply("We open at nine.")
+    started = time.monotonic()
+    reply = await llm_stack.say(call.conversation_id, 1, "When do you open?")
+    assert time.monotonic() - started < 1.0
+    assert reply.reply == "We open at nine."
+    assert "Knowledge base excerpts" not in fake_openai.system_prompt()

@@ -69,7 +69,9 @@ class MemoryAgent:
         memory_limit: int = 8,
         knowledge_k: int = 3,
         cache_size: int = 10_000,
+        retrieval_timeout_s: float = 2.0,
     ) -> None:
+        self.retrieval_timeout_s = retrieval_timeout_s
         self.knowledge = knowledge
         self.memory = memory
         self.history_turns = history_turns
@@ -85,10 +87,11 @@ class MemoryAgent:
         memories: list[MemoryRecord] = []
         if caller and self.memory is not None:
             try:
-                memories = await self.memory.recent(
-                    caller, agent_id=agent_id, limit=self.memory_limit
-                )
-            except Exception:
+                async with asyncio.timeout(self.retrieval_timeout_s):
+                    memories = await self.memory.recent(
+                        caller, agent_id=agent_id, limit=self.memory_limit
+                    )
+            except Exception:  # incl. TimeoutError: the call goes on without its memories
                 log.warning("memory prefetch failed", exc_info=True)
         ctx = CallerContext(
             caller, agent_id, memories, round((time.perf_counter() - started) * 1000, 3)
@@ -169,12 +172,17 @@ class MemoryAgent:
         )
 
     async def _search(self, query: str, agent_id: str) -> list[KnowledgeHit]:
+        """Knowledge for this turn, within `retrieval_timeout_s`: a slow embedding API or
+        Chroma server costs the turn its excerpts, never the caller a long silence."""
         assert self.knowledge is not None
         try:
-            return await self.knowledge.search(query, agent_id=agent_id, k=self.knowledge_k)
+            async with asyncio.timeout(self.retrieval_timeout_s):
+                return await self.knowledge.search(query, agent_id=agent_id, k=self.knowledge_k)
+        except TimeoutError:
+            log.warning("knowledge search timed out", extra={"timeout_s": self.retrieval_timeout_s})
         except Exception:
             log.warning("knowledge search failed", exc_info=True)
-            return []
+        return []
 
     async def write_summary(
         self, conversation_id: str, caller: str | None, agent_id: str, summary: str

@@ -210,8 +210,9 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[mis
         key = api_key or os.environ.get(api_key_env_var)
         if not key:
             raise ValueError(f"{api_key_env_var} is not set; OpenAI embeddings need a key")
+        # One retry at most: a caller is waiting on the query embedding.
         self._client = openai.OpenAI(
-            api_key=key, base_url=base_url, timeout=timeout_s, max_retries=2
+            api_key=key, base_url=base_url, timeout=timeout_s, max_retries=1
         )
 
     def __call__(self, input: Documents) -> Embeddings:
