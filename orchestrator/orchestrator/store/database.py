@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 # not 500, and logged once without the traceback noise of an unexpected error.
 DATABASE_UNAVAILABLE_ERRORS: tuple[type[Exception], ...] = (
     asyncpg.InterfaceError,  # pool closed, connection lost mid-use
+    # a pooled connection caught mid-operation by a server restart (its protocol is left
+    # "in progress"); the pool terminates it on release and connects afresh
+    asyncpg.InternalClientError,
     asyncpg.PostgresConnectionError,
     asyncpg.CannotConnectNowError,
     asyncpg.TooManyConnectionsError,
