@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 MAX_TOOL_RESULT_CHARS = 2000
 DNS_TIMEOUT_S = 2.0
+STORE_TIMEOUT_S = 3.0  # built-ins on Chroma (and the embedding API behind it)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 
@@ -247,7 +248,11 @@ class ToolAgent:
             return ToolOutcome(call, "search_knowledge needs a non-empty `query`.", ok=False)
         if self._knowledge is None:
             return ToolOutcome(call, "The knowledge base is not available.", ok=False)
-        hits = await self._knowledge.search(query, agent_id=ctx.agent_id, k=3)
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                hits = await self._knowledge.search(query, agent_id=ctx.agent_id, k=3)
+        except TimeoutError:
+            return ToolOutcome(call, "The knowledge base is slow right now; try later.", ok=False)
         if not hits:
             return ToolOutcome(call, "Nothing in the knowledge base matches that.")
         lines = [
@@ -263,9 +268,13 @@ class ToolAgent:
             return ToolOutcome(
                 call, "This caller's number is unknown, so nothing can be remembered.", ok=False
             )
-        record = await self._memory.remember(
-            ctx.caller, fact, agent_id=ctx.agent_id, conversation_id=ctx.conversation_id
-        )
+        try:
+            async with asyncio.timeout(STORE_TIMEOUT_S):
+                record = await self._memory.remember(
+                    ctx.caller, fact, agent_id=ctx.agent_id, conversation_id=ctx.conversation_id
+                )
+        except TimeoutError:
+            return ToolOutcome(call, "The note could not be saved in time.", ok=False)
         if record is None:
             return ToolOutcome(call, "Nothing to remember.", ok=False)
         ctx.remembered.append(record)
