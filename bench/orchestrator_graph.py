@@ -1,4 +1,4 @@
-"""`python -m bench.orchestrator_graph [--json PATH] [--turns N]`: the agent graph's own cost.
+"""`python -m bench.orchestrator_graph [--smoke] [--json PATH]`: the agent graph's own cost.
 
 In process, on real parts: the real `GraphResponder` (LangGraph input -> memory -> orchestrator
 <-> tool), real embedded Chroma under a temp dir (knowledge + caller memories), the real
@@ -318,7 +318,10 @@ if __name__ == "__main__":
     parser.add_argument("--memories", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=300)
     parser.add_argument("--json", type=Path, default=None)
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes: checks it runs")
     ns = parser.parse_args()
+    if ns.smoke:
+        ns.turns, ns.paced_turns, ns.memories, ns.queries = 20, 2, 1000, 20
     result = asyncio.run(main(ns))
     print(render(result))
     if ns.json:
