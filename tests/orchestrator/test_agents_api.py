@@ -40,6 +40,7 @@ async def test_create_list_get_update_delete(
                 "transfer_call",
                 {"name": "balance", "description": "d", "url": "https://api.example.com/b"},
             ],
+            "allowed_hosts": ["api.example.com"],
             "transfer_number": "+15550002222",
             "phone_numbers": [number()],
         },
@@ -88,6 +89,14 @@ async def test_create_list_get_update_delete(
         ),
         ({"configuration": {"model": ""}}, "configuration.model"),
         ({"configuration": {"favourite_colour": "red"}}, "configuration.favourite_colour"),
+        (
+            {
+                "configuration": {
+                    "tools": [{"name": "x", "description": "d", "url": "https://h.io/"}]
+                }
+            },
+            "configuration.tools.0.url",
+        ),
     ],
 )
 async def test_invalid_configuration_is_a_422_naming_the_field(

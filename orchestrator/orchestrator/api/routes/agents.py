@@ -95,6 +95,25 @@ async def _check_numbers(
             )
 
 
+def _check_tool_hosts(config: AgentConfiguration) -> None:
+    """An HTTP tool whose host is not allow-listed could never be called: say so now (422),
+    rather than let the model find out during a call. Addresses are still checked per call."""
+    from urllib.parse import urlsplit
+
+    from orchestrator.agents.tool_agent import host_allowed
+
+    for i, tool in enumerate(config.tools):
+        if isinstance(tool, str):
+            continue
+        host = urlsplit(tool.url).hostname or ""
+        if not host_allowed(host, config.allowed_hosts):
+            raise ApiError(
+                422,
+                "validation_error",
+                f"configuration.tools.{i}.url: host {host!r} is not on configuration.allowed_hosts",
+            )
+
+
 async def _get(store: AgentStore, agent_id: str) -> Agent:
     agent = await store.get(agent_id)
     if agent is None:
@@ -115,6 +134,7 @@ async def list_agents(
 
 @router.post("/create", response_model=AgentView, status_code=201)
 async def create_agent(body: AgentCreate, store: AgentStoreDep, _: OperatorDep) -> AgentView:
+    _check_tool_hosts(body.configuration)
     await _check_numbers(store, body.configuration, None)
     name = body.name or body.configuration.name or f"{body.agent_type.title()} agent"
     agent = await store.create(
@@ -169,6 +189,7 @@ async def _update(
     is_default: bool | None,
 ) -> AgentView:
     if config is not None:
+        _check_tool_hosts(config)
         await _check_numbers(store, config, agent.id)
     if is_default is False and agent.is_default:
         raise ApiError(
