@@ -82,7 +82,7 @@ class JsonFormatter(logging.Formatter):
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
+            "level": record.levelname,  # ERROR, WARNING...: `docker-compose logs | grep ERROR`
             "service": self.service,
             "logger": record.name,
             "msg": scrub_text(record.getMessage()),
