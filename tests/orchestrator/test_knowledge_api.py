@@ -115,12 +115,21 @@ async def test_search_needs_q(orch: RunningApp, admin_headers: dict[str, str]) -
 
 
 async def test_forgetting_a_caller_removes_every_memory(
-    app: RunningApp, admin_headers: dict[str, str], service_headers: dict[str, str]
+    app: RunningApp,
+    admin_headers: dict[str, str],
+    service_headers: dict[str, str],
+    viewer_headers: dict[str, str],
 ) -> None:
     caller = phone()
     await call(app, service_headers, caller, "Remember that I prefer morning appointments")
     again = await call(app, service_headers, caller)
     assert "morning appointments" in again[0]
+    shown = await app.client.get(f"/callers/{caller}/memory", headers=admin_headers)
+    kept = shown.json()["memories"]
+    assert sorted(m["kind"] for m in kept) == ["fact", "summary"]
+    assert any(m["text"] == "I prefer morning appointments" for m in kept)
+    viewer = await app.client.get(f"/callers/{caller}/memory", headers=viewer_headers)
+    assert viewer.status_code == 403  # personal data: operators and admins only
     vonage_style = caller.lstrip("+")  # the same number as Vonage sends it
     r = await app.client.delete(f"/callers/{vonage_style}/memory", headers=admin_headers)
     assert r.status_code == 200 and r.json()["deleted"] == 2  # the fact + the call summary
@@ -130,6 +139,8 @@ async def test_forgetting_a_caller_removes_every_memory(
     )
     assert summaries == 0
     assert "***" in r.json()["phone"]
+    shown = await app.client.get(f"/callers/{caller}/memory", headers=admin_headers)
+    assert shown.json()["memories"] == []
     forgotten = await call(app, service_headers, caller)
     assert "morning" not in forgotten[0] and "Welcome back" not in forgotten[0]
     r = await app.client.delete("/callers/not-a-phone/memory", headers=admin_headers)

@@ -1,12 +1,14 @@
-"""`DELETE /callers/{phone}/memory`: forget a caller entirely: every memory of that number in
-Chroma and the call summaries kept with their conversations. The number may be given with or
-without `+` (providers differ); the answer masks it."""
+"""A caller's memory: `GET /callers/{phone}/memory` shows what is kept about a number (so an
+operator can answer a caller's request to see it), `DELETE` forgets the caller entirely: every
+memory of that number in Chroma and the call summaries kept with their conversations. The number
+may be given with or without `+` (providers differ); answers mask it."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path
+from fastapi import APIRouter, Depends, Path, Query
 
 from orchestrator.deps import ResponderDep, require_roles
 from orchestrator.memory.caller_memory import InvalidPhone, normalize_caller
@@ -19,16 +21,47 @@ router = APIRouter(prefix="/callers", tags=["callers"])
 OperatorDep = Annotated[Principal, Depends(require_roles("admin", "operator"))]
 
 
+def _number(phone: str) -> str:
+    try:
+        return normalize_caller(phone)
+    except InvalidPhone as exc:
+        raise ApiError(422, "validation_error", f"phone: {exc}") from None
+
+
+@router.get("/{phone}/memory")
+async def caller_memory(
+    phone: Annotated[str, Path(min_length=1, max_length=32)],
+    responder: ResponderDep,
+    _: OperatorDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> dict[str, Any]:
+    number = _number(phone)
+    memory = getattr(responder, "caller_memory", None)
+    if memory is None:
+        raise ApiError(503, "memory_unavailable", "caller memory (Chroma) is not available")
+    records = await memory.recent(number, limit=limit, scan=max(limit, 200))
+    return {
+        "phone": mask_phone(number),
+        "memories": [
+            {
+                "id": r.id,
+                "kind": r.kind,
+                "text": r.text,
+                "conversation_id": r.conversation_id or None,
+                "created_at": datetime.fromtimestamp(r.created_at, UTC).isoformat(),
+            }
+            for r in records
+        ],
+    }
+
+
 @router.delete("/{phone}/memory")
 async def forget_caller(
     phone: Annotated[str, Path(min_length=1, max_length=32)],
     responder: ResponderDep,
     _: OperatorDep,
 ) -> dict[str, Any]:
-    try:
-        number = normalize_caller(phone)
-    except InvalidPhone as exc:
-        raise ApiError(422, "validation_error", f"phone: {exc}") from None
+    number = _number(phone)
     forget = getattr(responder, "forget_caller", None)
     if forget is None:
         raise ApiError(503, "memory_unavailable", "caller memory (Chroma) is not available")
