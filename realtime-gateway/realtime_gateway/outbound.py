@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
+from realtime_gateway import metrics
 from realtime_gateway.calls import LiveCall
 from realtime_gateway.drivers.base import (
     STATUS_ORDER,
@@ -366,6 +367,7 @@ async def _record(rt: GatewayRuntime, live: LiveCall, metadata: dict[str, Any]) 
     """Track the placed call; `call.started` once (the provider's first callback may have
     been faster and created it)."""
     if await rt.calls.create(live):
+        metrics.call_started(live.provider, "outbound")
         await rt.bus.publish(
             CallEvent(
                 type=EventType.CALL_STARTED,
