@@ -172,8 +172,9 @@ async def test_status_reports_turns_and_latency_percentiles(
     r = await orch.client.get(f"/agents/{agent['id']}/status", headers=admin_headers)
     status = r.json()
     assert status["state"] == "active" and status["llm_mode"] == "offline"
-    assert status["turns_handled"] == 3 and status["turns_since_start"] == 3
+    assert status["turns_handled"] == 3 and status["latency_ms"]["window"] == 3
     assert 0 < status["latency_ms"]["p50"] <= status["latency_ms"]["p99"]
+    assert status["this_instance"]["turns_since_start"] == 3
 
 
 async def test_roles_and_the_default_agent_are_protected(

@@ -1,7 +1,8 @@
 """Per-agent turn statistics for `GET /agents/{id}/status`: turns handled, fallbacks, latencies.
 
-Kept in process (a bounded window of recent latencies per agent); the durable count of turns an
-agent answered comes from the store. Percentiles are nearest-rank over the window.
+Durable figures come from the store (`stored_turn_stats`: every instance, across restarts); this
+process also keeps its own counters since start (turns, model fallbacks, errors) and a bounded
+window of its latencies. Percentiles are nearest-rank over the window.
 """
 
 from __future__ import annotations
@@ -68,11 +69,29 @@ class AgentStats:
         }
 
 
-async def turns_handled(pool: asyncpg.Pool, agent_id: str) -> int:
-    """Turns this agent answered, from the store (greetings excluded); survives restarts."""
-    value = await pool.fetchval(
-        "SELECT count(*) FROM messages m JOIN conversations c ON c.id = m.conversation_id "
-        "WHERE c.agent_id = $1 AND m.role = 'assistant' AND m.turn_id <> 'greeting'",
+async def stored_turn_stats(pool: asyncpg.Pool, agent_id: str) -> dict[str, object]:
+    """From the store, so it survives restarts and covers every instance: the turns this agent
+    answered (greetings excluded) and its orchestrator time (`agent_total`) percentiles over the
+    last `WINDOW` of them."""
+    row = await pool.fetchrow(
+        "WITH answered AS ("
+        " SELECT m.id, m.timings FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+        " WHERE c.agent_id = $1 AND m.role = 'assistant' AND m.turn_id <> 'greeting'),"
+        " recent AS (SELECT (timings->>'agent_total')::float8 AS ms FROM answered"
+        " WHERE timings ? 'agent_total' ORDER BY id DESC LIMIT $2)"
+        " SELECT (SELECT count(*) FROM answered) AS turns, (SELECT count(*) FROM recent) AS n,"
+        " percentile_disc(ARRAY[0.5, 0.95, 0.99]) WITHIN GROUP (ORDER BY ms) AS p"
+        " FROM recent",
         agent_id,
+        WINDOW,
     )
-    return int(value or 0)
+    p = list(row["p"] or [0.0, 0.0, 0.0]) if row else [0.0, 0.0, 0.0]
+    return {
+        "turns_handled": int(row["turns"]) if row else 0,
+        "latency_ms": {
+            "window": int(row["n"]) if row else 0,
+            "p50": round(float(p[0]), 3),
+            "p95": round(float(p[1]), 3),
+            "p99": round(float(p[2]), 3),
+        },
+    }

@@ -18,7 +18,7 @@ from fastapi import APIRouter, Depends, Path, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.agents.configuration import AgentConfiguration, load_configuration
-from orchestrator.agents.stats import turns_handled
+from orchestrator.agents.stats import stored_turn_stats
 from orchestrator.deps import AgentStoreDep, DatabaseDep, ReaderDep, ResponderDep, require_roles
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.records import Agent
@@ -159,12 +159,12 @@ async def agent_status(
     responder: ResponderDep,
     _: ReaderDep,
 ) -> dict[str, Any]:
-    """State, turns handled (durable, from the store) and recent latency percentiles."""
+    """State, turns handled and latency percentiles of the orchestrator's time per turn (from
+    the store: all instances, across restarts), and this instance's counters since start."""
     agent = await _get(store, agent_id)
     config = load_configuration(agent.configuration)
     answers_calls = agent.is_default or bool(config.phone_numbers)
     stats = getattr(responder, "stats", None)
-    live = stats.snapshot(agent.id) if stats is not None else {}
     return {
         "agent_id": agent.id,
         "name": agent.name,
@@ -174,8 +174,8 @@ async def agent_status(
         "phone_numbers": config.phone_numbers,
         "llm_mode": responder.mode,
         "model": config.model,
-        "turns_handled": await turns_handled(database.pool, agent.id),
-        **live,
+        **await stored_turn_stats(database.pool, agent.id),
+        "this_instance": stats.snapshot(agent.id) if stats is not None else {},
     }
 
 
