@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import respx
 
-from shared.auth import ServiceTokenSource
+from shared.auth import ServiceTokenSource, mint_token
 from tests.gateway.conftest import gateway, new_call_id, said, settings_for, started
 from tests.gateway.test_orchestrator_failures import orchestrator_router, transport
 from tests.metrics.conftest import delta, scrape
@@ -87,3 +87,44 @@ async def test_orchestrator_counts_llm_errors_and_stage_latencies(
     llm = delta(after, before, f"{stage}_sum", stage="llm")
     total = delta(after, before, f"{stage}_sum", stage="total")
     assert 0 < llm <= total
+
+
+async def test_orchestrator_counts_a_failing_tool(pg_dsn: str, tmp_path: Path) -> None:
+    settings = make_settings(
+        tmp_path, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
+    )
+    service = {"Authorization": f"Bearer {ServiceTokenSource(SECRET).token()}"}
+    admin = {"Authorization": f"Bearer {mint_token(SECRET, sub='metrics-admin', role='admin')}"}
+    tool = {
+        "name": "opening_hours",
+        "description": "Opening hours of a branch",
+        "url": "http://tools.test/hours",
+        "timeout_s": 1,
+    }
+    configuration = {"tools": [tool], "allowed_hosts": ["tools.test"],
+                     "allow_private_networks": True}  # fmt: skip
+    cid = new_id()
+    with respx.mock(assert_all_called=False) as router:
+        fake = FakeOpenAI(router)
+        router.post("http://tools.test/hours").mock(side_effect=httpx.ConnectError("refused"))
+        async with run_app(settings) as app:
+            r = await app.client.post(
+                "/agents/create",
+                json={"name": "Hours", "configuration": configuration},
+                headers=admin,
+            )
+            assert r.status_code == 201, r.text
+            agent_id = r.json()["id"]
+            start = {"call_id": cid, "provider": GH, "agent_id": agent_id}
+            r = await app.client.post(f"/conversations/{cid}/start", json=start, headers=service)
+            assert r.status_code == 200, r.text
+            before = await scrape(app.client)
+            fake.tool_call("opening_hours", {"branch": "north"})
+            fake.reply("Sorry, I cannot check the hours right now.")
+            turn = {"message": "When does the north branch open?", "turn_id": "1"}
+            r = await app.client.post(f"/conversations/{cid}/messages", json=turn, headers=service)
+            assert r.status_code == 200 and r.json()["reply"]
+            after = await scrape(app.client)
+
+    assert delta(after, before, "voice_orchestrator_errors_total", reason="tool") == 1
+    assert delta(after, before, "voice_turn_stage_duration_seconds_count", stage="tool") == 1
