@@ -32,6 +32,7 @@ from realtime_gateway.metrics import install_metrics
 from realtime_gateway.orchestrator_client import OrchestratorClient
 from realtime_gateway.routes import build_routes
 from realtime_gateway.runtime import GatewayRuntime
+from realtime_gateway.shutdown import Drain, DrainMiddleware, install_sigterm_drain
 from realtime_gateway.turns import GatewayFlow
 from realtime_gateway.webhook_guard import WebhookFailureLimiter
 from shared import sentry
@@ -85,6 +86,8 @@ def create_app(
             settings, jwt_secret, orchestrator_transport, provider_transport
         )
         app.state.runtime = runtime
+        drain.on_begin(runtime.flow.refuse_new_calls)
+        undo_drain = install_sigterm_drain(drain)  # SIGTERM: drain, then uvicorn's shutdown
         try:
             await attach_call_log(runtime)  # the Supabase mirror, when configured
             await _load_current_driver(runtime)
@@ -99,10 +102,16 @@ def create_app(
             )
             yield
         finally:
+            undo_drain()
             app.state.runtime = None
             await _close_runtime(runtime)
 
-    middleware = [Middleware(RequestIdMiddleware), Middleware(AccessLogMiddleware)]
+    drain = Drain(settings.shutdown_drain_s)
+    middleware = [
+        Middleware(RequestIdMiddleware),
+        Middleware(AccessLogMiddleware),
+        Middleware(DrainMiddleware, drain=drain),
+    ]
     security, limits = _security_middleware(settings, jwt_secret)
     middleware.extend(security)
     middleware.append(
@@ -128,6 +137,7 @@ def create_app(
     app.state.settings = settings
     app.state.runtime = None
     app.state.webhook_failures = limits
+    app.state.drain = drain
     return app
 
 

@@ -34,6 +34,9 @@ class GatewaySettings(CommonSettings):
     rate_limit_webhook_failures: str = "20/minute"
     orchestrator_breaker_failures: int = Field(5, ge=1)
     orchestrator_breaker_reset_s: float = Field(10.0, gt=0)
+    # SIGTERM: seconds of draining (health 503, new calls told to call back, calls in progress
+    # served) before the server stops and pending writes are flushed.
+    shutdown_drain_s: float = Field(5.0, ge=0, le=60)
 
     twilio_account_sid: str | None = None
     twilio_auth_token: SecretStr | None = None

@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 APOLOGY = FALLBACK_APOLOGY
 FALLBACK_GREETING = "Hello! How can I help you today?"
 GOODBYE = "Thank you for calling. Goodbye."
+BUSY = "Sorry, we can't take your call right now. Please call back in a moment. Goodbye."
 TURN_SEEN_TTL_S = 86_400
 END_RETRY_DELAYS_S = (1.0, 5.0, 30.0)
 
@@ -58,11 +59,15 @@ class GatewayFlow:
         self.orchestrator = orchestrator
         self.end_retry_delays_s = end_retry_delays_s
         self._tasks: set[asyncio.Task[None]] = set()
+        self.accepting_calls = True  # False while draining for shutdown (shutdown.py)
 
     # -- CallFlow -------------------------------------------------------------------------------
 
     async def start(self, call: CallInfo) -> FlowReply:
         call_id_var.set(call.call_id)
+        if not self.accepting_calls and await self.calls.get(call.call_id) is None:
+            log.info("new call refused: shutting down", extra={"provider": call.provider})
+            return FlowReply(actions=[Action.say(BUSY), Action.hangup("shutting down")], text=BUSY)
         created = await self._track(call)
         if not created:
             # e.g. an outbound call placed as "queued": the provider's start webhook means
@@ -240,6 +245,10 @@ class GatewayFlow:
                 self._hold(asyncio.create_task(self._retry_end(call_id, body)))
         log.info("call ended", extra={"reason": reason, "duration_s": duration_s})
         return True
+
+    def refuse_new_calls(self) -> None:
+        """Shutdown has begun: new calls get `BUSY` and a hang-up; calls in progress go on."""
+        self.accepting_calls = False
 
     async def first_time(self, key: str, ttl_s: float = 86400) -> bool:
         return await self.calls.first_time(key, ttl_s)
