@@ -8,7 +8,8 @@ so a process exposes only its own series; this module holds what is common:
   phone numbers in labels, and a bounded number of series) and status code. The template is the
   route the router matched (`scope["route"]`, set by Starlette's router); a request answered before
   routing (e.g. a 401 from the auth middleware) is matched against the app's routes afterwards,
-  and anything else is `unmatched`. Methods outside the standard set are `other`.
+  and anything else (the router's 404s) is `unmatched`. Methods outside the standard set are
+  `other`.
 - `metrics_endpoint(registry)`: the `/metrics` handler (Prometheus text, or OpenMetrics when
   the scraper asks for it).
 
@@ -32,7 +33,7 @@ from prometheus_client import CollectorRegistry, Histogram, disable_created_metr
 from prometheus_client.exposition import choose_encoder
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import BaseRoute, Match
+from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # The spec's buckets, with finer ones below 100 ms: most requests (health, webhooks answered
@@ -57,10 +58,11 @@ def http_duration_histogram(registry: CollectorRegistry) -> Histogram:
     )
 
 
-def route_template(scope: Scope) -> str:
-    """The matched route's path format, else a route of the app that matches, else `unmatched`."""
+def route_template(scope: Scope, status: int) -> str:
+    """The matched route's path format, else (answered before routing) a route of the app that
+    matches, else `unmatched`. A 404 without a route is the router's own: nothing to scan."""
     route = scope.get("route")
-    if route is None:
+    if route is None and status != 404:
         app = scope.get("app")
         router = getattr(app, "router", None)
         route = _match(getattr(router, "routes", ()), scope)
@@ -71,15 +73,14 @@ def route_template(scope: Scope) -> str:
 
 
 def _match(routes: Iterable[BaseRoute], scope: Scope) -> BaseRoute | None:
-    """Only for requests answered before routing (401s, 404s): a scan of the route table."""
-    partial = None
+    """Only for requests answered before routing (401s, 429s, 413s): the first route whose path
+    pattern matches (methods do not matter to name it)."""
+    path = scope.get("path", "")
     for route in routes:
-        match, _ = route.matches(scope)
-        if match is Match.FULL:
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(path):
             return route
-        if match is Match.PARTIAL and partial is None:
-            partial = route
-    return partial
+    return None
 
 
 class HttpMetricsMiddleware:
@@ -111,7 +112,7 @@ class HttpMetricsMiddleware:
         finally:
             elapsed = time.perf_counter() - started
             method = scope.get("method", "GET")
-            key = (method if method in METHODS else "other", route_template(scope), status)
+            key = (method if method in METHODS else "other", route_template(scope, status), status)
             child = self._children.get(key)
             if child is None:
                 child = self.histogram.labels(key[0], key[1], str(status))
