@@ -209,8 +209,9 @@ def orchestrator_error_reason(exc: OrchestratorUnavailable) -> str:
 
 async def observe_webhook(provider: str, handling: Coroutine[Any, Any, Response]) -> Response:
     """Counts one provider webhook by outcome: ok (2xx/3xx), invalid_signature (401/403/409:
-    unsigned, forged or replayed), bad_request (other 4xx), error (5xx, an exception, or a
-    handling failure answered with the driver's fallback, see `webhook_failed`)."""
+    unsigned, forged or replayed; 429: failing verification too often), bad_request (other
+    4xx), error (5xx, an exception, or a handling failure answered with the driver's fallback,
+    see `webhook_failed`)."""
     label = provider_label(provider)
     provider_token = webhook_provider.set(label)
     failed_token = _webhook_failed.set(False)
