@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING, Any
 from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.drivers.base import (
+    SYNTHETIC_CALLEE,
+    SYNTHETIC_CALLER,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -52,6 +54,7 @@ from realtime_gateway.drivers.generic_http import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     resolve_secret,
+    signed_headers,
     verify_signature,
 )
 from shared.contract import Action
@@ -283,6 +286,42 @@ class AwsConnectDriver(BaseDriver):
             request.header(TIMESTAMP_HEADER),
             request.header(SIGNATURE_HEADER),
             request.body,
+        )
+
+    def synthetic_request(self, call_id: str) -> WebhookRequest:
+        """The forwarder Lambda's POST of a contact flow's first invocation for an inbound
+        contact: the `ContactFlowEvent` as compact JSON, signed with the generic-http scheme."""
+        secret = self._signing_secret()
+        if secret is None:
+            raise ProviderConfigError(
+                "cannot sign an Amazon Connect forwarder request: missing GENERIC_HTTP_SECRET",
+                missing=["GENERIC_HTTP_SECRET"],
+            )
+        event = {
+            "Name": "ContactFlowEvent",
+            "Details": {
+                "ContactData": {
+                    "Attributes": {},
+                    "Channel": "VOICE",
+                    "ContactId": call_id,
+                    "CustomerEndpoint": {"Address": SYNTHETIC_CALLER, "Type": "TELEPHONE_NUMBER"},
+                    "InitialContactId": call_id,
+                    "InitiationMethod": "INBOUND",
+                    "PreviousContactId": call_id,
+                    "Queue": None,
+                    "SystemEndpoint": {"Address": SYNTHETIC_CALLEE, "Type": "TELEPHONE_NUMBER"},
+                },
+                "Parameters": {},
+            },
+        }
+        body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = {
+            "content-type": "application/json",
+            "user-agent": "vao-aws-connect-forwarder/1",
+        }
+        headers.update({k.lower(): v for k, v in signed_headers(secret, body).items()})
+        return WebhookRequest(
+            method="POST", url=self.webhook_url(), headers=headers, query={}, body=body
         )
 
     # ---- webhooks ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ A driver never talks to the orchestrator directly and never answers a provider w
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
@@ -55,6 +55,11 @@ STATUS_ORDER: dict[str, int] = {
 # What the caller hears when a turn cannot be answered (orchestrator down, store failing).
 FALLBACK_APOLOGY = "Sorry, one moment please — could you say that again?"
 
+# The parties of a synthetic self-test call (`BaseDriver.synthetic_request`): numbers from the
+# 555-01xx range, reserved for fiction, so a self-test never names a real phone.
+SYNTHETIC_CALLER = "+14155550100"
+SYNTHETIC_CALLEE = "+14155550199"
+
 
 class SignatureError(Exception):
     """The request is unsigned, badly signed, stale or replayed: answer 401/403, change nothing."""
@@ -66,7 +71,13 @@ class SignatureError(Exception):
 
 
 class ProviderConfigError(Exception):
-    """The provider's configuration is missing or invalid (names the variables)."""
+    """The provider's configuration is missing or invalid (names the variables).
+
+    `missing`, when given, lists the variables by name (e.g. for a self-test report)."""
+
+    def __init__(self, message: str, missing: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.missing = list(missing)
 
 
 class ProviderError(Exception):
@@ -238,6 +249,14 @@ class BaseDriver(ABC):
         (e.g. the call store is unreachable): the route answers this instead of a 5xx.
         Typically an apology and a new listen; None when the provider has no such reply."""
         return None
+
+    def synthetic_request(self, call_id: str) -> WebhookRequest:
+        """A request exactly as this provider would send it for an inbound call starting
+        (`call_id` its call id), signed the provider's way with the configured secret, for
+        `POST /voice/webhook/test` to run through `verify_request` and `handle_webhook(req, "")`.
+        Raises `ProviderConfigError` naming the variables (`missing`) when it cannot be signed.
+        """
+        raise NotImplementedError(f"the {self.name} driver has no synthetic request")
 
     def webhook_url(self, step: str = "") -> str:
         """Public URL of one of this driver's webhook routes."""

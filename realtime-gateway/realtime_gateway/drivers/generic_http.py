@@ -48,6 +48,8 @@ from starlette.responses import JSONResponse, Response
 from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.base import (
     FALLBACK_APOLOGY,
+    SYNTHETIC_CALLEE,
+    SYNTHETIC_CALLER,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -242,7 +244,8 @@ class GenericHttpDriver(BaseDriver):
     def _require_secret(self) -> str:
         if not self._secret:
             raise ProviderConfigError(
-                "GENERIC_HTTP_SECRET is required for the generic-http provider"
+                "GENERIC_HTTP_SECRET is required for the generic-http provider",
+                missing=["GENERIC_HTTP_SECRET"],
             )
         return self._secret
 
@@ -283,6 +286,26 @@ class GenericHttpDriver(BaseDriver):
                 status=409,
                 code="replayed_event",
             )
+
+    def synthetic_request(self, call_id: str) -> WebhookRequest:
+        """The bridge's `call.started` for an inbound call, HMAC-signed with the secret."""
+        secret = self._require_secret()
+        event = {
+            "event_id": uuid.uuid4().hex,
+            "type": "call.started",
+            "call_id": call_id,
+            "timestamp": int(time.time()),
+            "from": SYNTHETIC_CALLER,
+            "to": SYNTHETIC_CALLEE,
+            "direction": "inbound",
+            "metadata": {},
+        }
+        body = json.dumps(event).encode()
+        headers = {"content-type": "application/json"}
+        headers.update({k.lower(): v for k, v in signed_headers(secret, body).items()})
+        return WebhookRequest(
+            method="POST", url=self.webhook_url(), headers=headers, query={}, body=body
+        )
 
     async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
         if step not in ("", "status", "events"):

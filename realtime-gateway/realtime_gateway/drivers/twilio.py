@@ -23,6 +23,8 @@ from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.voice_response import VoiceResponse
 
 from realtime_gateway.drivers.base import (
+    SYNTHETIC_CALLEE,
+    SYNTHETIC_CALLER,
     TERMINAL_STATUSES,
     BaseDriver,
     CallerInput,
@@ -232,6 +234,43 @@ class TwilioDriver(BaseDriver):
             for url in self._signed_url_candidates(request)
         ):
             raise SignatureError("invalid X-Twilio-Signature", status=403)
+
+    def synthetic_request(self, call_id: str) -> WebhookRequest:
+        """Twilio's voice webhook for an inbound call ringing: a form POST to our voice URL,
+        `X-Twilio-Signature` computed by the SDK's `RequestValidator` with the auth token."""
+        token = self.settings.twilio_auth_token
+        base = self.public_base()
+        missing = [] if token else ["TWILIO_AUTH_TOKEN"]
+        if not base:
+            missing.append("PUBLIC_BASE_URL (or TWILIO_WEBHOOK_URL)")
+        if token is None or missing:
+            raise ProviderConfigError(
+                f"cannot sign a Twilio webhook: missing {', '.join(missing)}", missing=missing
+            )
+        url = f"{base}{_WEBHOOK_PATH}/{self.name}"
+        form = {
+            "AccountSid": self.settings.twilio_account_sid or "AC" + "0" * 32,
+            "ApiVersion": "2010-04-01",
+            "CallSid": call_id,
+            "CallStatus": "ringing",
+            "Called": SYNTHETIC_CALLEE,
+            "Caller": SYNTHETIC_CALLER,
+            "Direction": "inbound",
+            "From": SYNTHETIC_CALLER,
+            "To": SYNTHETIC_CALLEE,
+        }
+        signature = RequestValidator(token.get_secret_value()).compute_signature(url, form)
+        return WebhookRequest(
+            method="POST",
+            url=url,
+            headers={
+                "content-type": "application/x-www-form-urlencoded",
+                "x-twilio-signature": signature,
+            },
+            query={},
+            body=urlencode(form).encode(),
+            form=form,
+        )
 
     def _signed_url_candidates(self, request: WebhookRequest) -> list[str]:
         """The URL Twilio signed: the public URL the gateway rebuilt and, when only

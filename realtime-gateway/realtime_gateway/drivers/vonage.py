@@ -26,6 +26,7 @@ import hmac
 import json
 import logging
 import time
+import uuid as uuidlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
@@ -34,6 +35,8 @@ import jwt
 from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.drivers.base import (
+    SYNTHETIC_CALLEE,
+    SYNTHETIC_CALLER,
     TERMINAL_STATUSES,
     BaseDriver,
     CallerInput,
@@ -268,6 +271,45 @@ class VonageDriver(BaseDriver):
             raise SignatureError("Vonage signature has no payload_hash")
         if not any(hmac.compare_digest(claimed, h) for h in self._payload_hashes(request)):
             raise SignatureError("payload does not match the Vonage signature")
+
+    def synthetic_request(self, call_id: str) -> WebhookRequest:
+        """Vonage's answer webhook for an inbound call (a GET, Vonage's default) signed as
+        Vonage signs it: an HS256 JWT with the signature secret whose `payload_hash` is the
+        sha256 of the query parameters as compact JSON."""
+        secret = self.settings.vonage_signature_secret
+        base = self.public_base()
+        missing = [] if secret else ["VONAGE_SIGNATURE_SECRET"]
+        if not base:
+            missing.append("PUBLIC_BASE_URL (or VONAGE_WEBHOOK_URL)")
+        if secret is None or missing:
+            raise ProviderConfigError(
+                f"cannot sign a Vonage webhook: missing {', '.join(missing)}", missing=missing
+            )
+        params = {
+            "to": SYNTHETIC_CALLEE.lstrip("+"),
+            "from": SYNTHETIC_CALLER.lstrip("+"),
+            "uuid": call_id,
+            "conversation_uuid": f"CON-{uuidlib.uuid4()}",
+        }
+        url = f"{base}{_WEBHOOK_PATH}/{self.name}?{urlencode(params)}"
+        claims: dict[str, Any] = {
+            "iat": int(time.time()),
+            "jti": str(uuidlib.uuid4()),
+            "iss": "Vonage",
+            "payload_hash": query_payload_hash(url),
+        }
+        if self.settings.vonage_api_key:
+            claims["api_key"] = self.settings.vonage_api_key
+        if self.settings.vonage_application_id:
+            claims["application_id"] = self.settings.vonage_application_id
+        token = jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+        return WebhookRequest(
+            method="GET",
+            url=url,
+            headers={"authorization": f"Bearer {token}"},
+            query=params,
+            body=b"",
+        )
 
     @staticmethod
     def _payload_hashes(request: WebhookRequest) -> list[str]:

@@ -20,6 +20,7 @@ from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, W
 from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
 from realtime_gateway.runtime import get_runtime
 from realtime_gateway.webhook_guard import count_failed_verification
+from realtime_gateway.webhook_selftest import run_selftest
 from shared.errors import ApiError, error_response
 
 log = logging.getLogger(__name__)
@@ -43,22 +44,27 @@ async def provider_webhook(request: Request) -> Response:
     provider = request.path_params["provider"]
     step = str(request.path_params.get("step", "")).strip("/")
     if provider == TEST_PROVIDER:
-        return webhook_check(request)
+        return await webhook_check(request)
     return await metrics.observe_webhook(provider, _dispatch(request, provider, step))
 
 
-def webhook_check(request: Request) -> JSONResponse:
-    """`/voice/webhook/test` (the spec's troubleshooting check): is the webhook reachable, and
-    under which public URL does the gateway see it (what signatures are checked against)."""
+async def webhook_check(request: Request) -> JSONResponse:
+    """`/voice/webhook/test` (the spec's troubleshooting check): the webhook is reachable, under
+    this public URL (what signatures are checked against), and a synthetic signed call start
+    went through the current provider's parser and renderer (`webhook_selftest`) without
+    touching live state. Always 200: it is a diagnostic; `status` says how it went."""
     rt = get_runtime(request)
-    return JSONResponse(
-        {
-            "status": "ok",
-            "message": "webhook endpoint reachable",
-            "public_url": public_url(request, rt.settings),
-            "current_provider": rt.drivers.current_name,
-        }
-    )
+    provider = rt.drivers.current_name
+    report = await run_selftest(provider, rt.settings, rt.provider_http)
+    if report.status != "ok":
+        log.warning(
+            "webhook self-test did not pass",
+            extra={"provider": provider, "status": report.status, "step": report.step},
+        )
+    body = report.as_dict()
+    body["public_url"] = public_url(request, rt.settings)
+    body["current_provider"] = provider
+    return JSONResponse(body)
 
 
 async def _dispatch(request: Request, provider: str, step: str) -> Response:
