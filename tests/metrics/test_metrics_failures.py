@@ -128,3 +128,22 @@ async def test_orchestrator_counts_a_failing_tool(pg_dsn: str, tmp_path: Path) -
 
     assert delta(after, before, "voice_orchestrator_errors_total", reason="tool") == 1
     assert delta(after, before, "voice_turn_stage_duration_seconds_count", stage="tool") == 1
+
+
+async def test_a_turn_that_raises_counts_as_error_and_the_provider_gets_the_fallback(
+    redis_url: str, tmp_path: Path
+) -> None:
+    """The live call's Redis key holds the wrong type (a real Redis error after the signature
+    check passed): the turn raises, the driver answers its fallback, both are counted."""
+    call_id = new_call_id()
+    router = orchestrator_router(call_id)
+    async with gateway(settings_for(tmp_path, redis_url=redis_url), transport(router)) as gw:
+        assert gw.rt.redis is not None
+        await gw.rt.redis.rpush(f"vao:gw:call:{call_id}", "not a call")
+        before = await scrape(gw.client)
+        r = await gw.send(said(call_id, "1", "hello"))
+        assert r.status_code == 200 and r.json()["actions"][0]["type"] == "say"  # the apology
+        after = await scrape(gw.client)
+    assert delta(after, before, "voice_turns_total", provider=GH, outcome="error") == 1
+    assert delta(after, before, "voice_webhook_requests_total", provider=GH, outcome="error") == 1
+    assert delta(after, before, "voice_webhook_requests_total", provider=GH, outcome="ok") == 0
