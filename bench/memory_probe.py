@@ -69,7 +69,7 @@ def owner_filter(caller: str) -> dict[str, Any]:
         return {"$and": [{"caller": caller}, {"agent_id": AGENT}]}
 
 
-async def seed(memories: Any, n: int, callers: int, batch: int = 500) -> float:
+async def seed(memories: Any, n: int, callers: int, batch: int = 1000) -> float:
     rng = random.Random(7)
     start = time.monotonic()
     now = int(time.time())

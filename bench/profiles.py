@@ -5,6 +5,7 @@ speedscope or `flamegraph.pl`). py-spy is not a dependency: `pip install py-spy`
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -21,6 +22,10 @@ FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>.*?)(?::(?P<line>\d+))?\)$")
 
 
 def py_spy() -> str | None:
+    """`PY_SPY=/path/to/py-spy`, else next to this Python, else on PATH."""
+    configured = os.environ.get("PY_SPY")
+    if configured and Path(configured).exists():
+        return configured
     local = Path(sys.executable).with_name("py-spy")
     return str(local) if local.exists() else shutil.which("py-spy")
 
