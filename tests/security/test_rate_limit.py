@@ -10,10 +10,12 @@ from typing import Any
 
 import httpx
 import pytest
+from twilio.request_validator import RequestValidator
 
 from shared.auth import ServiceTokenSource, mint_token
 from tests.gateway.conftest import (
     JWT_SECRET,
+    PUBLIC,
     WEBHOOK,
     gateway,
     new_call_id,
@@ -58,10 +60,10 @@ async def test_gateway_101st_management_request_is_429(
 async def test_gateway_limit_is_shared_by_two_instances_through_redis(
     data_dir: Path, orchestrator: httpx.ASGITransport, redis_url: str
 ) -> None:
-    settings = settings_for(data_dir, redis_url=redis_url, rate_limit_management="10/15minutes")
+    settings = settings_for(data_dir, redis_url=redis_url)  # the default: 100 per 15 minutes
     async with gateway(settings, orchestrator) as a, gateway(settings, orchestrator) as b:
         carol = bearer(JWT_SECRET, "carol")
-        for i in range(10):
+        for i in range(100):
             r = await (a if i % 2 else b).client.get(READ, headers=carol)
             assert r.status_code == 200, (i, r.text)
         assert_429(await a.client.get(READ, headers=carol))
@@ -108,6 +110,39 @@ async def test_valid_signed_webhooks_are_never_throttled_forged_ones_are(
             assert r.status_code == 200, r.text
         unsigned = await g.client.post(WEBHOOK, json=started(new_call_id()))
         assert_429(unsigned)
+
+
+async def test_twilio_forged_flood_is_throttled_signed_twilio_traffic_is_not(
+    data_dir: Path, orchestrator: httpx.ASGITransport
+) -> None:
+    token = "rate-limit-twilio-token"
+    settings = settings_for(
+        data_dir,
+        voice_provider="twilio",
+        twilio_account_sid="AC" + "3" * 32,
+        twilio_auth_token=token,
+        twilio_phone_number="+15550009999",
+        rate_limit_webhook_failures="3/minute",
+    )
+    path = "/voice/webhook/twilio"
+    async with gateway(settings, orchestrator) as g:
+        statuses = []
+        for i in range(6):
+            form = {"CallSid": f"CA{i:032d}", "AccountSid": "AC" + "3" * 32, "From": "+15550001111"}
+            headers = {"X-Twilio-Signature": "Zm9yZ2Vk"}
+            statuses.append((await g.client.post(path, data=form, headers=headers)).status_code)
+        assert statuses[:3] == [403] * 3 and set(statuses[3:]) == {429}, statuses
+        for i in range(40):
+            form = {
+                "CallSid": f"CA{i + 100:032d}",
+                "AccountSid": "AC" + "3" * 32,
+                "From": "+15550001111",
+                "To": "+15550009999",
+                "CallStatus": "ringing",
+            }
+            sig = RequestValidator(token).compute_signature(f"{PUBLIC}{path}", form)
+            r = await g.client.post(path, data=form, headers={"X-Twilio-Signature": sig})
+            assert r.status_code == 200 and r.text.startswith("<?xml"), r.text
 
 
 async def test_orchestrator_101st_management_request_is_429_service_token_never(
