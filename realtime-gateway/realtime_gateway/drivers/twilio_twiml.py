@@ -37,10 +37,12 @@ def _gather(response: VoiceResponse, action: Action | None, action_url: str) -> 
 
 def _add_prompt(target: VoiceResponse | Gather, action: Action) -> None:
     if action.type == "say" and action.text and action.text.strip():
+        attrs: dict[str, str] = {}
         if action.language:
-            target.say(action.text, language=action.language)
-        else:
-            target.say(action.text)
+            attrs["language"] = action.language
+        if action.voice:  # the agent's configured voice, e.g. "Polly.Joanna" or "alice"
+            attrs["voice"] = action.voice
+        target.say(action.text, **attrs)
     elif action.type == "play" and action.url:
         target.play(action.url)
 

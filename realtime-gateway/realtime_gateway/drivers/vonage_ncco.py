@@ -82,8 +82,11 @@ def input_action(event_url: str, action: Action | None = None) -> dict[str, Any]
 
 def _prompt(action: Action, barge_in: bool) -> list[dict[str, Any]]:
     if action.type == "say" and action.text and action.text.strip():
+        # Vonage picks a voice by language + numeric `style`: an agent voice that is a number
+        # is that style; a named voice (another provider's) is not translatable and is ignored.
+        style = int(action.voice) if action.voice and action.voice.isdigit() else None
         return [
-            dump(Talk(text=chunk, bargeIn=barge_in, language=action.language or None))
+            dump(Talk(text=chunk, bargeIn=barge_in, language=action.language or None, style=style))
             for chunk in _chunks(action.text)
         ]
     if action.type == "play" and action.url:
