@@ -145,6 +145,7 @@ async def test_agents_crud_default_and_phone_routing(database: Database) -> None
     assert created.id.startswith("agt_") and created.greeting == "Sales here"
     assert (await agents.get(created.id)) == created
     assert (await agents.find_by_phone(number)) == created
+    assert (await agents.find_by_phone(number.lstrip("+"))) == created  # Vonage drops the "+"
     assert await agents.find_by_phone("+19999999999") is None
     updated = await agents.update(created.id, name="Sales EU", configuration={"greeting": "Hej"})
     assert updated is not None and updated.name == "Sales EU" and updated.greeting == "Hej"

@@ -50,7 +50,11 @@ class AgentStore:
         return Agent.from_row(row) if row else None
 
     async def find_by_phone(self, number: str) -> Agent | None:
-        """The agent whose `configuration.phone_numbers` lists `number` (E.164), if any."""
+        """The agent whose `configuration.phone_numbers` lists `number` (E.164), if any.
+        Providers differ on the `+` (Vonage sends `14155550100`): compare as `+<digits>`."""
+        digits = "".join(ch for ch in number if ch.isdigit())
+        if digits:
+            number = f"+{digits}"
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM agents "  # noqa: S608
             "WHERE configuration -> 'phone_numbers' @> jsonb_build_array($1::text) "
