@@ -62,8 +62,11 @@ def describe_settings_error(exc: ValidationError) -> str:
     parts = []
     for err in exc.errors():
         loc = [str(p) for p in err.get("loc", ())]
-        name = loc[0].upper() if loc else "?"
-        parts.append(f"{name}: {err.get('msg')}")
+        message = str(err.get("msg"))
+        if not loc:  # a check across variables names them itself
+            parts.append(message.removeprefix("Value error, "))
+            continue
+        parts.append(f"{loc[0].upper()}: {message}")
     return "; ".join(parts)
 
 

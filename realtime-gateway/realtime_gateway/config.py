@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
+from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from shared.config import CommonSettings, load_settings
 from shared.ratelimit import parse_rate
 
 ProviderName = Literal["twilio", "vonage", "aws-connect", "generic-http"]
 PROVIDERS: tuple[ProviderName, ...] = ("twilio", "vonage", "aws-connect", "generic-http")
+
+
+# Amazon Connect gives its Lambda 8 s and our forwarder Lambda gives up at 7 s
+# (deploy/aws-connect): the gateway must have answered before that.
+CONNECT_MAX_TURN_S = 6.5
 
 
 class GatewaySettings(CommonSettings):
@@ -94,6 +99,18 @@ class GatewaySettings(CommonSettings):
     def _a_rate(cls, value: str) -> str:
         parse_rate(value)
         return value
+
+    @model_validator(mode="after")
+    def _budget_below_connect_limit(self) -> GatewaySettings:
+        """A turn budget near Connect's limits would let the forwarder or Connect give up
+        first (the caller hears Connect's error branch, not our spoken fallback)."""
+        uses_connect = self.voice_provider == "aws-connect" or bool(self.aws_connect_instance_id)
+        if uses_connect and self.turn_timeout_s > CONNECT_MAX_TURN_S:
+            raise ValueError(
+                f"TURN_TIMEOUT_S={self.turn_timeout_s:g} is too close to Amazon Connect's limits "
+                f"(forwarder 7 s, Connect 8 s); use at most {CONNECT_MAX_TURN_S:g}"
+            )
+        return self
 
     def public_url(self) -> str:
         """Base URL providers use to reach us, without a trailing slash ('' when unknown)."""

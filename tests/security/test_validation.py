@@ -96,3 +96,32 @@ async def test_orchestrator_checks_ids_enums_lengths_and_numbers(
         r = await c.delete("/callers/not-a-number/memory", headers=admin)
         assert 400 <= r.status_code < 500, r.text
         assert r.headers["content-type"].startswith("application/json")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "ok"),
+    [
+        ({"voice_provider": "aws-connect", "turn_timeout_s": 7.5}, False),
+        ({"voice_provider": "aws-connect", "turn_timeout_s": 6.8}, False),
+        ({"voice_provider": "aws-connect", "turn_timeout_s": 6.5}, True),
+        (
+            {"voice_provider": "twilio", "aws_connect_instance_id": "i-1", "turn_timeout_s": 9},
+            False,
+        ),
+        ({"voice_provider": "aws-connect", "turn_timeout_s": 6}, True),
+        ({"voice_provider": "twilio", "turn_timeout_s": 14}, True),  # below Twilio's 15 s
+        ({"voice_provider": "twilio", "turn_timeout_s": 15}, False),
+    ],
+)
+def test_turn_budget_stays_below_each_providers_limit(
+    data_dir: Path, overrides: dict[str, Any], ok: bool
+) -> None:
+    from realtime_gateway.config import get_settings
+    from shared.config import ConfigError
+
+    if ok:
+        get_settings(_env_file=None, data_dir=data_dir, **overrides)
+        return
+    with pytest.raises(ConfigError, match="TURN_TIMEOUT_S") as refused:
+        get_settings(_env_file=None, data_dir=data_dir, **overrides)
+    assert "?" not in str(refused.value)
