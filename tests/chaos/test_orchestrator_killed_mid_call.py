@@ -12,6 +12,8 @@ answered turn is stored exactly once (one caller + one agent message), none twic
 from __future__ import annotations
 
 import asyncio
+import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -97,18 +99,34 @@ def orchestrator_env(pg_dsn: str, data_dir: Path) -> dict[str, str]:
 
 
 def start_orchestrator(
-    stack: ExitStack, pg_dsn: str, data_dir: Path, port: int, log_dir: Path
+    stack: ExitStack,
+    pg_dsn: str,
+    data_dir: Path,
+    port: int,
+    log_dir: Path,
+    **extra_env: str,
 ) -> Service:
     log_dir.mkdir(parents=True, exist_ok=True)
     return stack.enter_context(
         run_service(
             "orchestrator",
             "orchestrator.main:create_app",
-            orchestrator_env(pg_dsn, data_dir),
+            {**orchestrator_env(pg_dsn, data_dir), **extra_env},
             log_dir,
             port=port,
         )
     )
+
+
+@pytest.fixture
+def hanging_llm() -> Iterator[str]:
+    """An OpenAI-compatible address that accepts connections and never answers (the LLM, an
+    external SaaS, faked at the network layer): a turn sent to the model stays in flight."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(64)  # never accepted: the kernel completes the handshake, nobody replies
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+    sock.close()
 
 
 @pytest.fixture
@@ -256,3 +274,59 @@ def test_call_end_during_outage_reaches_the_orchestrator_after_restart(
         time.sleep(0.2)
     assert status == "ended", gw.logs()[-2000:]
     assert turns == {"greeting": ["assistant"], "1": ["assistant", "user"]}
+
+
+def test_orchestrator_killed_with_a_turn_in_flight(
+    pg_dsn: str, tmp_path: Path, ports: tuple[int, int], hanging_llm: str
+) -> None:
+    """The orchestrator dies while it is answering (its model call in flight): the caller still
+    gets valid TwiML (the fallback) within the turn budget, the half-done turn is stored
+    neither once nor half (a turn's two rows are written together), and after the restart the
+    call goes on."""
+    gw_port, orch_port = ports
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    llm = {"OPENAI_API_KEY": "sk-chaos-test", "OPENAI_BASE_URL": hanging_llm, "LLM_TIMEOUT_S": "30"}
+    with ExitStack() as stack:
+        orch = start_orchestrator(stack, pg_dsn, data_dir, orch_port, tmp_path / "o1", **llm)
+        public = f"http://127.0.0.1:{gw_port}"
+        gw_env = {
+            "DATA_DIR": str(data_dir),
+            "JWT_SECRET": JWT_SECRET,
+            "APP_ENV": "development",
+            "ORCHESTRATOR_URL": orch.url,
+            "VOICE_PROVIDER": "twilio",
+            "TWILIO_ACCOUNT_SID": ACCOUNT,
+            "TWILIO_AUTH_TOKEN": TOKEN,
+            "PUBLIC_BASE_URL": public,
+            "TURN_TIMEOUT_S": str(TURN_TIMEOUT_S),
+            "ORCHESTRATOR_BREAKER_RESET_S": "0.5",
+        }
+        gw = stack.enter_context(
+            run_service("gateway", "realtime_gateway.app:create_app", gw_env, tmp_path, gw_port)
+        )
+        call = TwilioCall(gw.url)
+        call.post("/voice/webhook/twilio", call.form())
+        result: dict[str, tuple[str, str, float]] = {}
+        worker = threading.Thread(
+            target=lambda: result.setdefault(
+                "turn", call.say("/voice/webhook/twilio/gather?turn=1", "Book me a table")
+            )
+        )
+        worker.start()
+        time.sleep(1.0)  # the turn is now waiting on the model inside the orchestrator
+        assert worker.is_alive()
+        orch.proc.kill()
+        orch.proc.wait(10)
+        worker.join(TURN_TIMEOUT_S + 2)
+        said, path, elapsed = result["turn"]
+        assert FALLBACK_APOLOGY in said and elapsed < TURN_TIMEOUT_S + 1.0, (said, elapsed)
+
+        start_orchestrator(stack, pg_dsn, data_dir, orch_port, tmp_path / "o2")  # offline LLM
+        time.sleep(0.6)
+        said, path, _ = call.say(path, "Book me a table, please")
+        assert FALLBACK_APOLOGY not in said, said
+
+    _status, turns = asyncio.run(stored_turns(pg_dsn, call.sid))
+    assert "1" not in turns, turns  # the turn cut short was not half-stored
+    assert turns == {"greeting": ["assistant"], "2": ["assistant", "user"]}, turns
