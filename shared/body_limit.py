@@ -4,7 +4,8 @@
 when the streamed (e.g. chunked) body grows past it; nothing reaches the app. A JSON body is also
 checked for nesting depth with a linear scan before it is handed on: Python's `json` parser
 recurses per level, so a few hundred kilobytes of `[[[[...` would otherwise surface as a
-RecursionError (a 500) deep inside a route. Deeper than `max_json_depth` -> 400 JSON.
+RecursionError (a 500) deep inside a route. Deeper than `max_json_depth` -> 400 JSON. Bodies
+that open like JSON are checked whatever their declared type (routes that parse raw bodies).
 
 The body is read here in full (it is at most `max_bytes`) and replayed to the app; after the
 replay, `receive` goes back to the server's, so disconnect detection still works.
@@ -47,12 +48,16 @@ def json_depth_exceeds(body: bytes, limit: int) -> bool:
     return False
 
 
-def _is_json(scope: Scope) -> bool:
+def _may_be_parsed_as_json(scope: Scope, body: bytes) -> bool:
+    """A JSON content type, or any body that opens like JSON: some routes parse the raw body
+    whatever its declared type (and FastAPI parses a body without a content type as JSON)."""
     for name, value in scope.get("headers", ()):
         if name == b"content-type":
             media: str = value.decode("latin-1").split(";")[0].strip().lower()
-            return media == "application/json" or media.endswith("+json")
-    return False
+            if media == "application/json" or media.endswith("+json"):
+                return True
+            break
+    return body.lstrip()[:1] in (b"[", b"{")
 
 
 async def _reject(send: Send, status: int, code: str, message: str) -> None:
@@ -108,7 +113,11 @@ class BodyLimitMiddleware:
             if not message.get("more_body", False):
                 break
         body = b"".join(chunks)
-        if body and _is_json(scope) and json_depth_exceeds(body, self.max_json_depth):
+        if (
+            body
+            and _may_be_parsed_as_json(scope, body)
+            and json_depth_exceeds(body, self.max_json_depth)
+        ):
             await _reject(
                 send,
                 400,

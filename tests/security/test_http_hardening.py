@@ -16,6 +16,7 @@ from shared.auth import ServiceTokenSource, mint_token
 from shared.body_limit import json_depth_exceeds
 from shared.config import ConfigError
 from tests.gateway.conftest import (
+    JWT_SECRET,
     WEBHOOK,
     auth,
     gateway,
@@ -196,10 +197,21 @@ async def test_deeply_nested_json_is_400_on_both_services(
         legal = deep_json(20)
         r = await orch.client.post("/conversations/c-deep/messages", content=legal, headers=hdrs)
         assert r.status_code == 422 and "message" in r.json()["error"]["message"]
+        # whatever the declared type (FastAPI parses a body without one as JSON)
+        for content_type in ({}, {"Content-Type": "text/plain"}):
+            hdrs = {**orch_service(), **content_type}
+            r = await orch.client.post("/conversations/c-deep/messages", content=body, headers=hdrs)
+            assert r.status_code == 400, r.text
     async with gateway(settings_for(data_dir), orchestrator) as g:
         nested = b'{"type": "call.started", "metadata": ' + b"[" * 50_000 + b"]" * 50_000 + b"}"
         r = await g.client.post(WEBHOOK, content=nested, headers=sign(nested))
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        plain = {**sign(nested), "Content-Type": "text/plain"}
+        r = await g.client.post(WEBHOOK, content=nested, headers=plain)
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_json"
+        operator = {"Authorization": f"Bearer {mint_token(JWT_SECRET, sub='o', role='operator')}"}
+        r = await g.client.post("/voice/calls/initiate", content=b"[" * 100_000, headers=operator)
+        assert r.status_code == 400, r.text
 
 
 # -- hostile XML ----------------------------------------------------------------------------------
