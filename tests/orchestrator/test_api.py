@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import asyncpg
@@ -13,11 +14,18 @@ from shared.contract import IDEMPOTENCY_HEADER, TurnReply, idempotency_key
 from tests.orchestrator.conftest import SECRET, RunningApp, make_settings, new_id, run_app
 
 
+def caller_for(conversation_id: str) -> str:
+    """A caller number of its own per conversation: a shared one would make a later test's
+    caller a returning caller (greeted with an earlier test's call summary)."""
+    digest = int(hashlib.sha256(conversation_id.encode()).hexdigest(), 16)
+    return f"+1555{digest % 10**7:07d}"
+
+
 def start_body(conversation_id: str, **extra: Any) -> dict[str, Any]:
     return {
         "call_id": conversation_id,
         "provider": "generic-http",
-        "caller": "+15550001111",
+        "caller": caller_for(conversation_id),
         **extra,
     }
 
@@ -150,7 +158,7 @@ async def test_a_call_start_to_end_is_answered_and_stored(
     )
     assert dict(conversation) == {"status": "ended", "end_reason": "hangup"}
     call = await db.fetchrow("SELECT status, duration_s, caller FROM calls WHERE call_id=$1", cid)
-    assert dict(call) == {"status": "completed", "duration_s": 12.5, "caller": "+15550001111"}
+    assert dict(call) == {"status": "completed", "duration_s": 12.5, "caller": caller_for(cid)}
 
 
 async def test_a_retried_turn_returns_the_same_reply_and_stores_one_pair(
