@@ -31,13 +31,16 @@ class CommonSettings(BaseSettings):
     jwt_audience: str | None = None
     jwt_issuer: str | None = None
     sentry_dsn: SecretStr | None = None
+    # When set, `GET /metrics` needs `Authorization: Bearer <METRICS_TOKEN>` (for a /metrics
+    # reachable through a public load balancer); unset, it is open to the scraper's network.
+    metrics_token: SecretStr | None = None
 
     @field_validator("app_env", mode="before")
     @classmethod
     def _normalise_env(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("jwt_secret", "sentry_dsn", mode="before")
+    @field_validator("jwt_secret", "sentry_dsn", "metrics_token", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

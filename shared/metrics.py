@@ -13,12 +13,13 @@ so a process exposes only its own series; this module holds what is common:
 - `metrics_endpoint(registry)`: the `/metrics` handler (Prometheus text, or OpenMetrics when
   the scraper asks for it).
 
-Access decision: `/metrics` is unauthenticated, as Prometheus scrapers expect (a private port or
-network, no JWT to rotate in the scrape config). It therefore exposes no personal data: labels
-hold only route templates, status codes, provider names and fixed outcome words, never call ids,
-phone numbers, tokens or raw paths. The management auth's default-deny lets exactly `/metrics`
-through. Where a gateway's port is public (providers reach its webhooks), keep `/metrics` off
-the public listener at the load balancer / ingress.
+Access decision: `/metrics` is unauthenticated by default, as Prometheus scrapers expect (a
+private port or network, no JWT to rotate in the scrape config); with `METRICS_TOKEN` set it
+needs `Authorization: Bearer <METRICS_TOKEN>` (Prometheus' `authorization.credentials_file`),
+for deployments whose load balancer forwards every path to the service. Either way it exposes
+no personal data: labels hold only route templates, status codes, provider names and fixed
+outcome words, never call ids, phone numbers, tokens or raw paths. The management auth's
+default-deny lets exactly `/metrics` through to this check.
 
 The services run one process per container (replicas scale out), so the default in-process
 collectors are right; no multiprocess mode is needed.
@@ -26,6 +27,7 @@ collectors are right; no multiprocess mode is needed.
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Awaitable, Callable, Iterable
 
@@ -35,6 +37,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from shared.errors import error_response
 
 # The spec's buckets, with finer ones below 100 ms: most requests (health, webhooks answered
 # from memory) take a few milliseconds and would all land in the first spec bucket.
@@ -120,10 +124,23 @@ class HttpMetricsMiddleware:
             child.observe(elapsed)
 
 
-def metrics_endpoint(registry: CollectorRegistry) -> Callable[[Request], Awaitable[Response]]:
-    """`GET /metrics` for this registry (text format 0.0.4, or OpenMetrics when asked)."""
+def metrics_endpoint(
+    registry: CollectorRegistry, token: str | None = None
+) -> Callable[[Request], Awaitable[Response]]:
+    """`GET /metrics` for this registry (text format 0.0.4, or OpenMetrics when asked); with a
+    `token`, only for `Authorization: Bearer <token>` (401 JSON otherwise)."""
+    expected = f"Bearer {token}".encode() if token else None
 
     async def metrics(request: Request) -> Response:
+        if expected is not None:
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return error_response(
+                    401,
+                    "unauthorized",
+                    "GET /metrics needs Authorization: Bearer <METRICS_TOKEN>",
+                    {"WWW-Authenticate": "Bearer"},
+                )
         encoder, content_type = choose_encoder(request.headers.get("accept", ""))
         return Response(encoder(registry), media_type=None, headers={"Content-Type": content_type})
 

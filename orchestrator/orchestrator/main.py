@@ -192,7 +192,8 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     install_security(app, settings, jwt_secret)
     document_errors(app)
     app.add_middleware(RequestIdMiddleware)
-    install_metrics(app)  # the last added is outermost: it times everything
+    metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    install_metrics(app, metrics_token)  # the last added is outermost: it times everything
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)

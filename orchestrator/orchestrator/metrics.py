@@ -66,11 +66,11 @@ _STAGE_CHILDREN = {stage: STAGE_DURATION.labels(stage) for stage in STAGES}
 _ERROR_CHILDREN = {reason: ORCHESTRATOR_ERRORS.labels(reason) for reason in ERROR_REASONS}
 
 
-def install_metrics(app: FastAPI) -> None:
+def install_metrics(app: FastAPI, token: str | None = None) -> None:
     """The request-timing middleware (outermost, so auth and errors are timed too) and
     `GET /metrics`, outside the OpenAPI schema."""
     app.add_middleware(HttpMetricsMiddleware, histogram=HTTP_DURATION)
-    app.add_route(METRICS_PATH, metrics_endpoint(REGISTRY), methods=["GET"])
+    app.add_route(METRICS_PATH, metrics_endpoint(REGISTRY, token), methods=["GET"])
 
 
 def observe_turn(reply: TurnReply) -> None:

@@ -133,7 +133,9 @@ def create_app(
         },
         lifespan=lifespan,
     )
-    install_metrics(app)
+    install_metrics(
+        app, settings.metrics_token.get_secret_value() if settings.metrics_token else None
+    )
     app.state.settings = settings
     app.state.runtime = None
     app.state.webhook_failures = limits

@@ -126,11 +126,11 @@ def provider_label(name: str | None) -> str:
     return name if name in KNOWN_PROVIDERS else UNKNOWN
 
 
-def install_metrics(app: Starlette) -> None:
+def install_metrics(app: Starlette, token: str | None = None) -> None:
     """The request-timing middleware (outermost, so auth and errors are timed too) and
     `GET /metrics`; `voice_ws_clients` reads the connected `/ws` clients at scrape time."""
     app.add_middleware(HttpMetricsMiddleware, histogram=HTTP_DURATION)
-    app.add_route(METRICS_PATH, metrics_endpoint(REGISTRY), methods=["GET"])
+    app.add_route(METRICS_PATH, metrics_endpoint(REGISTRY, token), methods=["GET"])
     _apps.add(app)
 
 
