@@ -296,11 +296,17 @@ class Bench:
                     block["warm_up"] = self.warm_up(gw)
             if self.wanted("floor") or self.wanted("turn"):
                 self.floor_and_turn(orch, gw)
+            quiet = {k: v for k, v in (("gateway", gw), ("orchestrator", orch)) if v is not None}
+            limit = 2.0 if self.plan.smoke else 30.0
+            settled = self.results["settled_before_s"] = {}
             if self.wanted("stream"):
+                settled["stream"] = settle(quiet, limit)
                 self.stream(orch)
             if self.wanted("fanout"):
+                settled["fanout"] = settle(quiet, limit)
                 self.fanout(orch)
             if self.wanted("memory"):
+                settled["memory"] = settle(quiet, limit)
                 self.memory()
         finally:
             for svc in list(reversed(self.started)):
