@@ -188,3 +188,14 @@ def test_a_malformed_rate_names_the_variable(data_dir: Path, value: str) -> None
 
     with pytest.raises(ConfigError, match="RATE_LIMIT_MANAGEMENT"):
         get_settings(_env_file=None, data_dir=data_dir, rate_limit_management=value)
+
+
+async def test_an_unreachable_counter_store_fails_open() -> None:
+    """Redis down must not become a management outage (nor dead air): allowed, and logged."""
+    from shared.ratelimit import RateLimiter
+
+    limiter = RateLimiter("1/minute", "redis://127.0.0.1:9/0", "fail-open")
+    for _ in range(3):
+        decision = await limiter.hit("ip:192.0.2.1")
+        assert decision.allowed
+    await limiter.aclose()
