@@ -183,6 +183,9 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         lifespan=lifespan,
         docs_url="/docs" if not settings.production else None,
         redoc_url=None,
+        # like /docs, not served unauthenticated in production (every endpoint but health
+        # needs a JWT there)
+        openapi_url="/openapi.json" if not settings.production else None,
     )
     app.state.settings = settings
     try:  # a weak or missing production JWT_SECRET stops start-up here, in one line

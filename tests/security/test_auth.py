@@ -246,3 +246,14 @@ def test_make_token_prints_a_verifiable_token_of_the_role(tmp_path: Path) -> Non
         )
         principal = verify_management_token(secret, out.stdout.strip())
         assert principal.role == role
+
+
+async def test_production_orchestrator_serves_no_unauthenticated_docs(
+    pg_dsn: str, data_dir: Path
+) -> None:
+    strong = "Qm9uZCwgSmFtZXMgQm9uZC4gMDA3IGxpY2Vuc2VkIHRv"
+    settings = orch_settings(data_dir, pg_dsn, app_env="production", jwt_secret=strong)
+    async with run_app(settings) as orch:
+        for path in ("/docs", "/openapi.json", "/redoc"):
+            assert (await orch.client.get(path)).status_code in (401, 404), path
+        assert (await orch.client.get("/health")).status_code == 200
