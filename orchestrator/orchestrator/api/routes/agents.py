@@ -126,7 +126,7 @@ async def list_agents(
     store: AgentStoreDep,
     _: ReaderDep,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> AgentList:
     agents = await store.list_all(limit=limit, offset=offset)
     return AgentList(agents=[AgentView.of(a) for a in agents], total=await store.count())
