@@ -18,9 +18,7 @@ import asyncpg
 import pytest
 import redis.asyncio as aioredis
 
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
+TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -58,7 +56,7 @@ def pg_dsn() -> Iterator[str]:
 
     try:
         asyncio.run(create())
-    except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
         unavailable(f"Postgres at {TEST_DATABASE_URL}", exc)
     yield _with_database(TEST_DATABASE_URL, name)
     asyncio.run(drop())
