@@ -48,6 +48,7 @@ log = logging.getLogger("realtime_gateway")
 
 SERVICE_TOKEN_TTL_S = 120.0
 PROVIDER_HTTP_TIMEOUT_S = 10.0
+ORCHESTRATOR_CONNECTIONS = 200
 
 
 def _config_error(message: str) -> ConfigError:
@@ -190,11 +191,22 @@ async def _open_runtime(
     provider_transport: httpx.AsyncBaseTransport | None,
 ) -> GatewayRuntime:
     budget = settings.turn_timeout_s
+    # One pool for the orchestrator: every connection it may open is kept alive (keep-alive ==
+    # max: with fewer kept, each turn past that many in flight closed its connection and the next
+    # opened a new one); no transport-level retries (OrchestratorClient retries, within budget).
+    # Turns go straight to this transport (see OrchestratorClient); the client wraps it for the
+    # rest (health) and closes it.
+    orchestrator_pool = orchestrator_transport or httpx.AsyncHTTPTransport(
+        limits=httpx.Limits(
+            max_connections=ORCHESTRATOR_CONNECTIONS,
+            max_keepalive_connections=ORCHESTRATOR_CONNECTIONS,
+        ),
+        retries=0,
+    )
     orchestrator_http = httpx.AsyncClient(
         base_url=str(settings.orchestrator_url).rstrip("/"),
         timeout=httpx.Timeout(budget, connect=min(settings.orchestrator_connect_timeout_s, budget)),
-        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
-        transport=orchestrator_transport,
+        transport=orchestrator_pool,
     )
     provider_http = httpx.AsyncClient(
         timeout=httpx.Timeout(PROVIDER_HTTP_TIMEOUT_S, connect=2.0),
@@ -224,6 +236,7 @@ async def _open_runtime(
         breaker=CircuitBreaker(
             settings.orchestrator_breaker_failures, settings.orchestrator_breaker_reset_s
         ),
+        transport=orchestrator_pool,
     )
     flow = GatewayFlow(calls, bus, orchestrator)
     drivers = DriverRegistry(
