@@ -19,6 +19,7 @@ import tempfile
 import threading
 import time
 import traceback
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -180,6 +181,9 @@ class Bench:
             "BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test"
         )
         self.redis_url = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/14")
+        # Redis pub/sub ignores db numbers: this run's own events channel, so a test suite or
+        # another bench on the same Redis neither feeds nor reads ours.
+        self.events_channel = f"vao:bench:{uuid.uuid4().hex[:12]}:events"
         self.dsn: str | None = None
         self.fake_llm: ServiceProcess | None = None
 
@@ -230,6 +234,7 @@ class Bench:
         }
         if redis:
             env["REDIS_URL"] = self.redis_url
+            env["EVENTS_CHANNEL"] = self.events_channel
         return env
 
     def start_orchestrator(self) -> ServiceProcess:

@@ -1,9 +1,9 @@
 """`/ws` fan-out load: N subscribers (one stalled) and a publisher at a fixed event rate.
 
 Events enter the way a second gateway instance's events do: published on the gateway's Redis
-channel, which every instance relays to its own `/ws` clients. Each event carries the publisher's
-`time.monotonic()` in `data.t`; an observing subscriber subtracts it from its own clock at
-receipt (CLOCK_MONOTONIC is system-wide on Linux).
+channel (the run's own `EVENTS_CHANNEL`), which every instance relays to its own `/ws` clients.
+Each event carries the publisher's `time.monotonic()` in `data.t`; an observing subscriber
+subtracts it from its own clock at receipt (CLOCK_MONOTONIC is system-wide on Linux).
 
 Subscribers: a few *observers* parse every frame and record latencies; the rest *drain* their
 socket without parsing (so the load generator's CPU goes to reading, not to JSON); one is
@@ -28,8 +28,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from bench.results_io import write_result
-
-CHANNEL = "vao:gw:events"  # realtime_gateway.events.RedisEventBus's channel
 
 
 def call_ids(n: int) -> list[str]:
@@ -177,7 +175,7 @@ async def publish(spec: dict[str, Any]) -> dict[str, Any]:
                         "data": {"seq": seq, "t": time.monotonic(), "text": "Certainly."},
                     }
                     payload = json.dumps({"call_id": call_id, "event": json.dumps(event)})
-                    pipe.publish(CHANNEL, payload)
+                    pipe.publish(spec["channel"], payload)  # the gateway's EVENTS_CHANNEL
                     per_call[call_id] = per_call.get(call_id, 0) + 1
                 await pipe.execute()
                 sent = due

@@ -82,7 +82,16 @@ def run_mode(bench: Bench, gw: ServiceProcess, mode: str, token: str, rate: int)
         },
         subs_out,
     )
-    pub = spawn("publish", {**common, "redis_url": bench.redis_url, "rate": rate}, pub_out)
+    pub = spawn(
+        "publish",
+        {
+            **common,
+            "redis_url": bench.redis_url,
+            "channel": bench.events_channel,
+            "rate": rate,
+        },
+        pub_out,
+    )
     timeout = connect_s + plan.fan_duration_s + grace_s + 60
     published = collect(pub, timeout, pub_out)
     received = collect(subs, timeout, subs_out)

@@ -31,7 +31,15 @@ def free_port() -> int:
 
 def base_env() -> dict[str, str]:
     """The caller's environment minus anything that would point a service elsewhere."""
-    drop = {"PORT", "DATABASE_URL", "REDIS_URL", "OPENAI_API_KEY", "OPENAI_BASE_URL", "JWT_SECRET"}
+    drop = {
+        "PORT",
+        "DATABASE_URL",
+        "REDIS_URL",
+        "EVENTS_CHANNEL",
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "JWT_SECRET",
+    }
     env = {k: v for k, v in os.environ.items() if k not in drop}
     env["PYTHONPATH"] = str(ROOT)
     return env

@@ -223,7 +223,7 @@ async def _open_runtime(
             settings.redis_url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
         calls = RedisCallStore(redis_client)
-        bus = RedisEventBus(redis_client, hub)
+        bus = RedisEventBus(redis_client, hub, settings.events_channel)
     else:
         calls = MemoryCallStore()
         bus = LocalEventBus(hub)

@@ -24,6 +24,9 @@ class GatewaySettings(CommonSettings):
     public_base_url: AnyHttpUrl | None = None
     orchestrator_url: AnyHttpUrl = AnyHttpUrl("http://127.0.0.1:8000")
     redis_url: str | None = None
+    # The Redis pub/sub channel of `/ws` events. Pub/sub ignores Redis db numbers: deployments
+    # (or tests, benchmarks) sharing one Redis server need their own channel.
+    events_channel: str = Field("vao:gw:events", min_length=1, max_length=200)
     trust_proxy: bool = False
     cors_origin: str | None = None
     cors_credentials: bool = False

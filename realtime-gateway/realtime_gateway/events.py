@@ -6,9 +6,9 @@ A client whose queue is full (slow or dead) is dropped: its sender is cancelled 
 closed with 1013 ("try again later") in the background.
 
 `LocalEventBus` publishes straight into the hub. `RedisEventBus` (when `REDIS_URL` is set)
-publishes to one Redis channel; every gateway instance subscribes once and feeds its own hub, so an
-operator connected to any instance sees the calls of all of them. If Redis is unreachable the event
-is still delivered locally and the failure logged.
+publishes to one Redis channel (`EVENTS_CHANNEL`); every gateway instance subscribes once and
+feeds its own hub, so an operator connected to any instance sees the calls of all of them. If
+Redis is unreachable the event is still delivered locally and the failure logged.
 """
 
 from __future__ import annotations
@@ -202,13 +202,16 @@ class LocalEventBus:
         await self.hub.aclose()
 
 
+DEFAULT_CHANNEL = "vao:gw:events"
+
+
 class RedisEventBus:
     """Publish to `channel`; one subscriber per instance feeds the local hub."""
 
     backend = "redis"
 
     def __init__(
-        self, client: aioredis.Redis, hub: FanoutHub, channel: str = "vao:gw:events"
+        self, client: aioredis.Redis, hub: FanoutHub, channel: str = DEFAULT_CHANNEL
     ) -> None:
         self.hub = hub
         self.events_published = 0

@@ -40,6 +40,8 @@ GH_SECRET = "gateway-tests-generic-http-secret"
 ORCH_URL = "http://orchestrator.test"
 PUBLIC = "http://gateway.test"
 WEBHOOK = "/voice/webhook/generic-http"
+# Redis pub/sub ignores db numbers: this run's own channel, so no other run's events cross ours.
+EVENTS_CHANNEL = f"vao:test:{uuid.uuid4().hex[:12]}:events"
 
 
 def admin_token() -> str:
@@ -61,6 +63,7 @@ def settings_for(data_dir: Path, **overrides: Any) -> GatewaySettings:
         "redis_url": None,
         "voice_provider": "generic-http",
         "turn_timeout_s": 2.0,
+        "events_channel": EVENTS_CHANNEL,
     }
     values.update(overrides)
     return GatewaySettings(_env_file=None, **values)  # type: ignore[call-arg]

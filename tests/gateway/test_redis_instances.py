@@ -11,6 +11,7 @@ import httpx
 import websockets
 
 from tests.gateway.conftest import (
+    EVENTS_CHANNEL,
     admin_token,
     auth,
     event,
@@ -91,6 +92,43 @@ async def test_redis_bus_delivers_across_instances_quickly(data_dir: Path, redis
         status = (await b.client.get("/ws/status", headers=auth())).json()
         assert status["backend"] == "redis" and status["events_published"] == 0
         assert (await a.client.get("/ws/status", headers=auth())).json()["events_published"] == 50
+
+
+async def test_events_channel_setting_separates_deployments(data_dir: Path, redis_url: str) -> None:
+    """Pub/sub ignores db numbers: gateways on one Redis with different EVENTS_CHANNEL values
+    never see each other's events; the channel actually used is the configured one."""
+    import redis.asyncio as aioredis
+
+    from shared.events import CallEvent, EventType
+
+    other = f"{EVENTS_CHANNEL}:other"
+    raw = aioredis.from_url(redis_url)
+    spy = raw.pubsub()
+    await spy.subscribe(other)
+    try:
+        async with (
+            served(settings_for(data_dir, redis_url=redis_url)) as a,
+            served(settings_for(data_dir, redis_url=redis_url, events_channel=other)) as b,
+            websockets.connect(f"{b.ws_url}?token={admin_token()}") as ws,
+        ):
+            await a.rt.bus.publish(
+                CallEvent(type=EventType.MESSAGE_SENT, call_id="x", data={"from": "a"})
+            )
+            await b.rt.bus.publish(
+                CallEvent(type=EventType.MESSAGE_SENT, call_id="x", data={"from": "b"})
+            )
+            got = await collect(ws, lambda evs: len(evs) >= 2, timeout_s=1.0, settle_s=0.2)
+            assert [e["data"]["from"] for e in got] == ["b"]
+        seen = []
+        for _ in range(5):  # the subscribe confirmation, then what was published
+            msg = await spy.get_message(ignore_subscribe_messages=True, timeout=0.2)
+            if msg is not None:
+                seen.append(json.loads(msg["data"])["event"])
+        seen = [json.loads(text)["data"]["from"] for text in seen]
+        assert seen == ["b"]  # b's event on b's channel; a's on the test run's own channel
+    finally:
+        await spy.aclose()
+        await raw.aclose()
 
 
 async def test_a_store_failure_after_verification_still_answers_valid_actions(
