@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import unicodedata
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 import numpy as np
@@ -189,9 +191,35 @@ class HashingEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[mi
             raise ValueError("the dimension of an existing collection cannot change")
 
 
+# One `openai.OpenAI` client per (key, base_url, timeout), shared by every instance: Chroma
+# rebuilds the embedding function from its stored config (`build_from_config`) on each
+# `Collection.add`/`query`, and a new client costs an httpx pool and an SSL context with the CA
+# bundle loaded (~19 ms of CPU, measured): the memory write of every ended call paid it.
+_CLIENTS: dict[tuple[str, str | None, float], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+
+
+def _shared_client(api_key: str, base_url: str | None, timeout_s: float) -> Any:
+    key = (api_key, base_url, timeout_s)
+    client = _CLIENTS.get(key)
+    if client is None:
+        with _CLIENTS_LOCK:
+            client = _CLIENTS.get(key)
+            if client is None:
+                import openai  # only in OpenAI mode
+
+                # One retry at most: a caller is waiting on the query embedding.
+                client = openai.OpenAI(
+                    api_key=api_key, base_url=base_url, timeout=timeout_s, max_retries=1
+                )
+                _CLIENTS[key] = client
+    return client
+
+
 @register_embedding_function
 class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[misc]
-    """OpenAI embeddings via the `openai` client; sync: Chroma calls it in our worker threads."""
+    """OpenAI embeddings via the `openai` client; sync: Chroma calls it in our worker threads.
+    Construction is cheap (no client): the shared client is looked up on first use."""
 
     def __init__(
         self,
@@ -201,8 +229,6 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[mis
         timeout_s: float = 10.0,
         api_key: str | None = None,
     ) -> None:
-        import openai  # only in OpenAI mode
-
         self.model = model
         self.api_key_env_var = api_key_env_var
         self.base_url = base_url
@@ -210,13 +236,11 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[mis
         key = api_key or os.environ.get(api_key_env_var)
         if not key:
             raise ValueError(f"{api_key_env_var} is not set; OpenAI embeddings need a key")
-        # One retry at most: a caller is waiting on the query embedding.
-        self._client = openai.OpenAI(
-            api_key=key, base_url=base_url, timeout=timeout_s, max_retries=1
-        )
+        self._api_key = key
 
     def __call__(self, input: Documents) -> Embeddings:
-        response = self._client.embeddings.create(model=self.model, input=list(input))
+        client = _shared_client(self._api_key, self.base_url, self.timeout_s)
+        response = client.embeddings.create(model=self.model, input=list(input))
         ordered = sorted(response.data, key=lambda d: d.index)
         return [np.asarray(d.embedding, dtype=np.float32) for d in ordered]
 
@@ -260,3 +284,34 @@ def embedding_space_tag(ef: EmbeddingFunction[Documents]) -> str:
 
 def collection_name(purpose: str, ef: EmbeddingFunction[Documents]) -> str:
     return f"vao_{purpose}_{embedding_space_tag(ef)}"
+
+
+class QueryEmbedder:
+    """Embeds one query text, with a small LRU of recent queries (thread-safe: called from
+    worker threads). Callers repeat themselves ("yes", "what are your hours"), and in OpenAI mode
+    each miss is an API round trip. Vectors are returned as-is: treat them as read-only."""
+
+    def __init__(self, function: EmbeddingFunction[Documents], size: int = 512) -> None:
+        self.function = function
+        self._size = size
+        self._cache: OrderedDict[str, np.ndarray[Any, np.dtype[np.float32]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __call__(self, text: str) -> np.ndarray[Any, np.dtype[np.float32]]:
+        with self._lock:
+            hit = self._cache.get(text)
+            if hit is not None:
+                self._cache.move_to_end(text)
+                return hit
+        vec = np.asarray(self.function([text])[0], dtype=np.float32)
+        with self._lock:
+            self._cache[text] = vec
+            while len(self._cache) > self._size:
+                self._cache.popitem(last=False)
+        return vec
+
+
+def query_embedder_for(collection: Any) -> QueryEmbedder | None:
+    """A `QueryEmbedder` over the collection's own embedding function (None if it has none)."""
+    function = getattr(collection, "_embedding_function", None)
+    return QueryEmbedder(function) if callable(function) else None
