@@ -151,7 +151,10 @@ class MemoryAgent:
     ) -> MemoryView:
         started = time.perf_counter()
         want_knowledge = (
-            self.knowledge is not None and bool(query) and intent not in NO_RETRIEVAL_INTENTS
+            self.knowledge is not None
+            and bool(query)
+            and intent not in NO_RETRIEVAL_INTENTS
+            and not self.knowledge.known_empty(agent_id)  # most agents have no documents
         )
         if want_knowledge:
             assert self.knowledge is not None

@@ -20,6 +20,8 @@ from orchestrator.memory.redaction import redact_secrets
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
+    from orchestrator.memory.embeddings import QueryEmbedder
+
 ALL_AGENTS = "*"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
@@ -75,8 +77,55 @@ def _agent_filter(agent_id: str | None) -> dict[str, Any] | None:
 
 
 class KnowledgeBase:
-    def __init__(self, collection: Collection) -> None:
+    """`presence_ttl_s`: how long "this agent has no knowledge" is believed before Chroma is asked
+    again. A search for an agent without documents (the common case: most agents have none)
+    costs nothing then; this instance's own `ingest`/`delete` clear it at once, and a document
+    another instance ingests into a shared Chroma server is found within the TTL."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        *,
+        embedder: QueryEmbedder | None = None,
+        presence_ttl_s: float = 10.0,
+    ) -> None:
+        from orchestrator.memory.embeddings import query_embedder_for
+
         self._collection = collection
+        self._embed = embedder if embedder is not None else query_embedder_for(collection)
+        self._presence_ttl_s = presence_ttl_s
+        # agent filter key -> (has chunks, monotonic time checked)
+        self._presence: dict[str, tuple[bool, float]] = {}
+        self._generation = 0  # bumped by every write: a check that overlapped one is not cached
+
+    def _invalidate(self) -> None:
+        self._generation += 1
+        self._presence.clear()
+
+    def known_empty(self, agent_id: str | None = None) -> bool:
+        """True when a recent check found nothing for `agent_id`: a search would return []."""
+        cached = self._presence.get(agent_id or "")
+        return (
+            cached is not None
+            and not cached[0]
+            and time.monotonic() - cached[1] < self._presence_ttl_s
+        )
+
+    async def has_knowledge(self, agent_id: str | None = None) -> bool:
+        """Whether a search for `agent_id` (None: any agent) can find anything (cached)."""
+        key = agent_id or ""
+        cached = self._presence.get(key)
+        now = time.monotonic()
+        if cached is not None and now - cached[1] < self._presence_ttl_s:
+            return cached[0]
+        generation = self._generation
+        got = await asyncio.to_thread(
+            self._collection.get, where=_agent_filter(agent_id), limit=1, include=[]
+        )
+        present = bool(got["ids"])
+        if generation == self._generation:
+            self._presence[key] = (present, now)
+        return present
 
     async def ingest(
         self,
@@ -102,6 +151,7 @@ class KnowledgeBase:
         ids = [f"{doc_id}:{i}" for i in range(len(chunks))]
         docs = [f"{title}\n{chunk}" if title else chunk for chunk in chunks]
         if ids:
+            self._generation += 1  # a presence check from now on may predate the write
             # Replacing a document with the same id drops its old, possibly longer, chunk list.
             await asyncio.to_thread(self._collection.delete, where={"doc_id": doc_id})
             await asyncio.to_thread(
@@ -110,20 +160,15 @@ class KnowledgeBase:
                 documents=docs,
                 metadatas=[{**metadata, "chunk": i} for i in range(len(chunks))],
             )
+            self._invalidate()  # after the write: a search meanwhile must not cache "empty"
         return IngestResult(doc_id=doc_id, chunks=len(ids), agent_id=agent)
 
     async def search(
         self, query: str, *, agent_id: str | None = None, k: int = 3, min_score: float = 0.0
     ) -> list[KnowledgeHit]:
-        if not query.strip():
+        if not query.strip() or not await self.has_knowledge(agent_id):
             return []
-        result = await asyncio.to_thread(
-            self._collection.query,
-            query_texts=[query],
-            n_results=k,
-            where=_agent_filter(agent_id),
-            include=["documents", "metadatas", "distances"],
-        )
+        result = await asyncio.to_thread(self._query, query, k, _agent_filter(agent_id))
         hits: list[KnowledgeHit] = []
         ids = result["ids"][0] if result["ids"] else []
         docs = (result.get("documents") or [[]])[0]
@@ -150,6 +195,21 @@ class KnowledgeBase:
             )
         return hits
 
+    def _query(self, query: str, k: int, where: dict[str, Any] | None) -> Any:
+        if self._embed is None:
+            return self._collection.query(
+                query_texts=[query],
+                n_results=k,
+                where=where,
+                include=["documents", "metadatas", "distances"],
+            )
+        return self._collection.query(
+            query_embeddings=[self._embed(query)],
+            n_results=k,
+            where=where,
+            include=["documents", "metadatas", "distances"],
+        )
+
     async def delete(self, doc_id: str) -> int:
         existing = await asyncio.to_thread(
             self._collection.get, where={"doc_id": doc_id}, include=[]
@@ -157,6 +217,7 @@ class KnowledgeBase:
         if not existing["ids"]:
             return 0
         await asyncio.to_thread(self._collection.delete, ids=list(existing["ids"]))
+        self._invalidate()
         return len(existing["ids"])
 
     async def count(self) -> int:
