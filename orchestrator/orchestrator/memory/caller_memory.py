@@ -23,6 +23,8 @@ from orchestrator.memory.redaction import redact_secrets
 if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
+    from orchestrator.memory.embeddings import QueryEmbedder
+
 FACT = "fact"
 SUMMARY = "summary"
 
@@ -61,6 +63,13 @@ class MemoryRecord:
     )
 
 
+def _rows(embeddings: Any, n: int) -> list[Any]:
+    """Chroma's `embeddings` (None, a list or a 2-D array) as n rows (None when absent)."""
+    if embeddings is None or len(embeddings) < n:
+        return [None] * n
+    return [embeddings[i] for i in range(n)]
+
+
 def owner_key(caller: str, agent_id: str) -> str:
     """One metadata value for (agent, caller): a single equality filter is about twice as fast
     in Chroma as `$and` of two (measured: 4.5 vs 9.5 ms over 10,000 memories)."""
@@ -73,9 +82,41 @@ def _caller_filter(caller: str, agent_id: str | None) -> dict[str, Any]:
     return {"caller": caller}
 
 
+def _record(mem_id: str, doc: str | None, meta: Any, emb: Any = None) -> MemoryRecord:
+    meta = meta or {}
+    return MemoryRecord(
+        id=mem_id,
+        text=doc or "",
+        kind=str(meta.get("kind", FACT)),
+        created_at=int(meta.get("created_at", 0) or 0),
+        conversation_id=str(meta.get("conversation_id", "")),
+        embedding=None if emb is None else np.asarray(emb, dtype=np.float32),
+    )
+
+
+# `recent` fetches up to this many memories with their vectors in one get before it switches to
+# metadata first: measured at 10,000 memories, one full get of ~10 memories ~2 ms, three gets
+# ~4 ms, 200 full ~19 ms.
+_RECENT_ONE_GET = 32
+
+
 class CallerMemory:
-    def __init__(self, collection: Collection) -> None:
+    """`exact_limit`: a caller with at most this many memories is ranked exactly in numpy over
+    their own vectors (one metadata-filtered `get`: ~2 ms at 10,000 memories) instead of a
+    filtered HNSW query (~12 ms there); beyond it, the vector query."""
+
+    def __init__(
+        self,
+        collection: Collection,
+        *,
+        embedder: QueryEmbedder | None = None,
+        exact_limit: int = 500,
+    ) -> None:
+        from orchestrator.memory.embeddings import query_embedder_for
+
         self._collection = collection
+        self._embed = embedder if embedder is not None else query_embedder_for(collection)
+        self.exact_limit = exact_limit
 
     async def remember(
         self,
@@ -118,29 +159,38 @@ class CallerMemory:
         self, caller: str, *, agent_id: str | None = None, limit: int = 8, scan: int = 200
     ) -> list[MemoryRecord]:
         """The caller's newest memories, with their embeddings (for in-process relevance)."""
-        result = await asyncio.to_thread(
-            self._collection.get,
-            where=_caller_filter(caller, agent_id),
-            limit=scan,
-            include=["documents", "metadatas", "embeddings"],
-        )
-        records = []
-        embeddings = result.get("embeddings")
-        for i, mem_id in enumerate(result["ids"]):
-            meta = (result.get("metadatas") or [])[i] or {}
-            emb = None
-            if embeddings is not None and len(embeddings) > i:
-                emb = np.asarray(embeddings[i], dtype=np.float32)
-            records.append(
-                MemoryRecord(
-                    id=mem_id,
-                    text=(result.get("documents") or [])[i] or "",
-                    kind=str(meta.get("kind", FACT)),
-                    created_at=int(meta.get("created_at", 0) or 0),
-                    conversation_id=str(meta.get("conversation_id", "")),
-                    embedding=emb,
-                )
+        return await asyncio.to_thread(self._recent_sync, caller, agent_id, limit, scan)
+
+    def _recent_sync(
+        self, caller: str, agent_id: str | None, limit: int, scan: int
+    ) -> list[MemoryRecord]:
+        # Most callers have a few memories: one get brings them all (one more than `few` tells
+        # whether there are more). A caller with many: metadata first (cheap), then documents
+        # and vectors of the newest `limit` only (fetching 200 embeddings to keep 8: ~19 ms).
+        where = _caller_filter(caller, agent_id)
+        full = ["documents", "metadatas", "embeddings"]
+        few = max(limit, _RECENT_ONE_GET)
+        got = self._collection.get(where=where, limit=min(scan, few + 1), include=full)
+        if len(got["ids"]) > few:
+            listed = self._collection.get(where=where, limit=scan, include=["metadatas"])
+            ids = list(listed["ids"])
+            metas = listed.get("metadatas") or [None] * len(ids)
+            order = sorted(
+                range(len(ids)),
+                key=lambda i: int((metas[i] or {}).get("created_at", 0) or 0),
+                reverse=True,
+            )[:limit]
+            got = self._collection.get(ids=[ids[i] for i in order], include=full)
+        records = [
+            _record(mem_id, doc, meta, emb)
+            for mem_id, doc, meta, emb in zip(
+                got["ids"],
+                got.get("documents") or [None] * len(got["ids"]),
+                got.get("metadatas") or [None] * len(got["ids"]),
+                _rows(got.get("embeddings"), len(got["ids"])),
+                strict=True,
             )
+        ]
         records.sort(key=lambda r: r.created_at, reverse=True)
         return records[:limit]
 
@@ -148,30 +198,50 @@ class CallerMemory:
         self, caller: str, query: str, *, agent_id: str | None = None, k: int = 5
     ) -> list[tuple[MemoryRecord, float]]:
         """The caller's memories most similar to `query`, with cosine similarity."""
-        result = await asyncio.to_thread(
-            self._collection.query,
-            query_texts=[query],
+        return await asyncio.to_thread(self._recall_sync, caller, query, agent_id, k)
+
+    def _recall_sync(
+        self, caller: str, query: str, agent_id: str | None, k: int
+    ) -> list[tuple[MemoryRecord, float]]:
+        where = _caller_filter(caller, agent_id)
+        if self._embed is not None:
+            # A caller's own memories are few: rank them exactly, no filtered HNSW search.
+            got = self._collection.get(
+                where=where,
+                limit=self.exact_limit + 1,
+                include=["documents", "metadatas", "embeddings"],
+            )
+            ids = list(got["ids"])
+            if len(ids) <= self.exact_limit:
+                if not ids:
+                    return []
+                vectors = np.asarray(got.get("embeddings"), dtype=np.float32)
+                q = self._embed(query)
+                norms = np.linalg.norm(vectors, axis=1) * float(np.linalg.norm(q))
+                scores = (vectors @ q) / np.where(norms > 0.0, norms, 1.0)
+                top = np.argsort(-scores, kind="stable")[:k]
+                docs = got.get("documents") or [None] * len(ids)
+                metas = got.get("metadatas") or [None] * len(ids)
+                return [
+                    (_record(ids[i], docs[i], metas[i]), float(scores[i])) for i in top.tolist()
+                ]
+            query_args: dict[str, Any] = {"query_embeddings": [self._embed(query)]}
+        else:
+            query_args = {"query_texts": [query]}
+        result = self._collection.query(
+            **query_args,
             n_results=k,
-            where=_caller_filter(caller, agent_id),
+            where=where,
             include=["documents", "metadatas", "distances"],
         )
-        out = []
         ids = result["ids"][0] if result["ids"] else []
-        for i, mem_id in enumerate(ids):
-            meta = (result.get("metadatas") or [[]])[0][i] or {}
-            out.append(
-                (
-                    MemoryRecord(
-                        id=mem_id,
-                        text=(result.get("documents") or [[]])[0][i] or "",
-                        kind=str(meta.get("kind", FACT)),
-                        created_at=int(meta.get("created_at", 0) or 0),
-                        conversation_id=str(meta.get("conversation_id", "")),
-                    ),
-                    1.0 - float((result.get("distances") or [[]])[0][i]),
-                )
-            )
-        return out
+        docs = (result.get("documents") or [[None] * len(ids)])[0]
+        metas = (result.get("metadatas") or [[None] * len(ids)])[0]
+        dists = (result.get("distances") or [[0.0] * len(ids)])[0]
+        return [
+            (_record(mem_id, docs[i], metas[i]), 1.0 - float(dists[i]))
+            for i, mem_id in enumerate(ids)
+        ]
 
     async def forget_caller(self, caller: str) -> int:
         existing = await asyncio.to_thread(
