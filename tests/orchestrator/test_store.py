@@ -101,8 +101,25 @@ async def test_turn_state_returns_the_stored_reply_or_the_recent_history(
     fresh = await store.turn_state(cid, "5", history_turns=2)
     assert fresh.stored_reply is None
     assert [m.content for m in fresh.history] == ["u3", "a3", "u4", "a4"]
+    assert fresh.agent is None  # this conversation has no agent
     missing = await store.turn_state(new_id(), "1", history_turns=2)
     assert missing.conversation is None
+
+
+async def test_turn_state_brings_the_conversations_agent_in_the_same_read(
+    database: Database,
+) -> None:
+    agent = await database.agents.create(
+        name="Joined", configuration={"greeting": "Hi there", "phone_numbers": ["+15550100"]}
+    )
+    cid = new_id()
+    await database.conversations.start(
+        cid, call_id=cid, provider="generic-http", caller="+15550001111", agent_id=agent.id
+    )
+    state = await database.conversations.turn_state(cid, "1", history_turns=2)
+    assert state.agent == await database.agents.get(agent.id)
+    assert state.agent is not None and state.agent.greeting == "Hi there"
+    assert state.conversation is not None and state.conversation.id == cid
 
 
 async def test_greeting_is_stored_once(database: Database) -> None:

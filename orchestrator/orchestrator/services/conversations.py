@@ -175,7 +175,8 @@ class ConversationService:
             raise ApiError(
                 409, "conversation_ended", f"conversation {conversation_id!r} has already ended"
             )
-        agent = await self._agent_of(conversation)
+        # The conversation's agent came with it (same statement); a deleted one: the default.
+        agent = state.agent or await self._agent_of(conversation)
         timer.lap("store_read")
         return TurnInputs(
             conversation=conversation,

@@ -12,7 +12,7 @@ from typing import Any
 
 import asyncpg
 
-from orchestrator.store.records import Conversation, Message, StoredReply
+from orchestrator.store.records import Agent, Conversation, Message, StoredReply
 
 GREETING_TURN_ID = "greeting"
 
@@ -55,6 +55,35 @@ class TurnState:
     conversation: Conversation | None
     stored_reply: Message | None
     history: list[Message]
+    agent: Agent | None = None  # the conversation's agent, if it still exists
+
+
+# The conversation with its agent (one row), then its stored reply to this turn (part 0) and its
+# recent history (part 1, empty when there is a reply): two round trips for a turn's reads.
+_SELECT_CONVERSATION_AGENT = (
+    f"SELECT {', '.join('c.' + c.strip() for c in _CONVERSATION_COLUMNS.split(','))}, "  # noqa: S608
+    "a.id AS a_id, a.name AS a_name, a.agent_type AS a_agent_type, "
+    "a.configuration AS a_configuration, a.is_default AS a_is_default, "
+    "a.created_at AS a_created_at, a.updated_at AS a_updated_at "
+    "FROM conversations c LEFT JOIN agents a ON a.id = c.agent_id WHERE c.id = $1"
+)
+_SELECT_REPLY_OR_HISTORY = f"""
+WITH reply AS (
+    SELECT {_MESSAGE_COLUMNS}, 0 AS part FROM messages
+    WHERE conversation_id = $1 AND turn_id = $2 AND role = 'assistant'
+)
+SELECT * FROM reply
+UNION ALL
+(SELECT {_MESSAGE_COLUMNS}, 1 AS part FROM messages
+ WHERE conversation_id = $1 AND NOT EXISTS (SELECT 1 FROM reply)
+ ORDER BY id DESC LIMIT $3)
+"""  # noqa: S608
+
+
+def _joined_agent(row: asyncpg.Record) -> Agent | None:
+    if row["a_id"] is None:
+        return None
+    return Agent.from_row({k[2:]: v for k, v in row.items() if k.startswith("a_")})
 
 
 class ConversationStore:
@@ -174,17 +203,17 @@ class ConversationStore:
     async def turn_state(self, conversation_id: str, turn_id: str, history_turns: int) -> TurnState:
         """The conversation, the stored reply to this turn if any, else the recent history."""
         async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1",  # noqa: S608
-                conversation_id,
-            )
+            row = await conn.fetchrow(_SELECT_CONVERSATION_AGENT, conversation_id)
             if row is None:
                 return TurnState(None, None, [])
-            reply = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
-            if reply is not None:
-                return TurnState(Conversation.from_row(row), Message.from_row(reply), [])
-            history = await self._history(conn, conversation_id, history_turns)
-        return TurnState(Conversation.from_row(row), None, history)
+            rows = await conn.fetch(
+                _SELECT_REPLY_OR_HISTORY, conversation_id, turn_id, history_turns * 2
+            )
+        conversation, agent = Conversation.from_row(row), _joined_agent(row)
+        if rows and rows[0]["part"] == 0:
+            return TurnState(conversation, Message.from_row(rows[0]), [], agent)
+        history = [Message.from_row(r) for r in sorted(rows, key=lambda r: int(r["id"]))]
+        return TurnState(conversation, None, history, agent)
 
     async def history(self, conversation_id: str, turns: int) -> list[Message]:
         async with self._pool.acquire() as conn:
