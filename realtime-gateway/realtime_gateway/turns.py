@@ -43,7 +43,8 @@ FALLBACK_GREETING = "Hello! How can I help you today?"
 GOODBYE = "Thank you for calling. Goodbye."
 BUSY = "Sorry, we can't take your call right now. Please call back in a moment. Goodbye."
 TURN_SEEN_TTL_S = 86_400
-END_RETRY_DELAYS_S = (1.0, 5.0, 30.0)
+# Backoff for telling the orchestrator a call ended (it may be restarting): ~9 minutes in all.
+END_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 
 
 class GatewayFlow:
