@@ -87,6 +87,7 @@ class GraphResponder:
         self.mode: str = self.orchestrator.mode  # "llm" | "offline"
         self.retention: RetentionTask | None = None
         self._configs: dict[tuple[str, object], AgentConfiguration] = {}
+        self._llm_warm_up: asyncio.Task[object] | None = None
 
     @classmethod
     async def open(
@@ -131,6 +132,14 @@ class GraphResponder:
         await responder.retention.purge_once()
         responder.retention.start()
         await responder.warm_up()
+        if llm is not None:
+            # The default chat model, built in the background once ready: the first build
+            # imports langchain_openai and the openai SDK's chat resources (~1-1.5 s of CPU),
+            # which the first caller would otherwise wait for. No request is made.
+            default_temperature = AgentConfiguration().temperature
+            responder._llm_warm_up = asyncio.create_task(
+                asyncio.to_thread(llm.chat, None, default_temperature)
+            )
         if health is not None:
             health.add("chroma", chroma.heartbeat)
         if llm is not None:
@@ -175,6 +184,9 @@ class GraphResponder:
         log.debug("graph warmed up", extra={"ms": round((time.perf_counter() - started) * 1000)})
 
     async def aclose(self) -> None:
+        if self._llm_warm_up is not None:
+            with contextlib.suppress(Exception):
+                await self._llm_warm_up  # a thread: it cannot be cancelled, only awaited
         if self.retention is not None:
             await self.retention.stop()
         if self.chroma is not None:
