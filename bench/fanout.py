@@ -89,8 +89,10 @@ async def subscribe(spec: dict[str, Any]) -> dict[str, Any]:
     drained = [0]
     errors: list[str] = []
 
+    frames = [0]
+
     def path(i: int) -> str:
-        p = f"/ws?token={spec['token']}"
+        p = f"/ws?token={spec['token']}" + ("&batch=1" if spec.get("batch") else "")
         return p + f"&call_id={ids[i]}" if spec["mode"] == "per_call" else p
 
     async def observer(i: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -99,10 +101,13 @@ async def subscribe(spec: dict[str, Any]) -> dict[str, Any]:
             opcode, payload = await read_frame(reader)
             now = time.monotonic()
             if opcode == 1:
-                data = json.loads(payload).get("data") or {}
-                if "t" in data and "seq" in data:
-                    latencies.append((now - data["t"]) * 1000)
-                    received[i] += 1
+                frames[0] += 1
+                message = json.loads(payload)
+                for one_message in message if isinstance(message, list) else [message]:
+                    data = one_message.get("data") or {}
+                    if "t" in data and "seq" in data:
+                        latencies.append((now - data["t"]) * 1000)
+                        received[i] += 1
             elif opcode == 9:
                 writer.write(masked_frame(10, payload))
             elif opcode == 8:
@@ -143,6 +148,7 @@ async def subscribe(spec: dict[str, Any]) -> dict[str, Any]:
         "received": received,
         "observers_closed": closed,
         "drained_bytes": drained[0],
+        "frames": frames[0],
         "errors": errors[:5],
         "connect_errors": len(errors),
         "ran_s": time.monotonic() - connect_started,

@@ -97,7 +97,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
             note=_status(stream),
         )
     )
-    for key, label in (("all", "every event"), ("per_call", "own call")):
+    for key, label in (("all", "every event, /ws?batch=1"), ("per_call", "own call")):
         fan = _get(s, "fanout", key) or {}
         p99 = fan.get("p99")
         delivered = fan.get("delivered_ratio")
@@ -211,11 +211,12 @@ def table(results: dict[str, Any]) -> str:
             f"p99 {fmt(mem.get('chroma_p99'))}; store write p50 {fmt(mem.get('store_write_p50'))} "
             f"p99 {fmt(mem.get('store_write_p99'))}"
         )
-    for key in ("all", "per_call", "all_low"):
+    for key in ("all", "all_frames", "per_call", "all_low"):
         fan = _get(s, "fanout", key)
         if fan and fan.get("p50") is not None:
+            shape = fan.get("mode", key) + (", batch=1" if fan.get("batch") else ", a frame each")
             extra.append(
-                f"fan-out ({fan.get('mode', key)}, {fan.get('subscribers')} subscribers): "
+                f"fan-out ({shape}, {fan.get('subscribers')} subscribers): "
                 f"{fan.get('rate_achieved', 0):.0f} events/s published, "
                 f"p50 {fmt(fan['p50'])} p99 {fmt(fan['p99'])} max {fmt(fan.get('max'))}, "
                 f"delivered {fan.get('delivered_ratio', 0):.1%}, stalled subscriber "

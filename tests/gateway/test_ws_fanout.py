@@ -176,3 +176,40 @@ async def test_too_many_call_ids_in_the_filter_are_refused(data_dir: Path) -> No
             async with websockets.connect(f"{gw.ws_url}?token={admin_token()}&call_id={ids}"):
                 pass
         assert gw.rt.bus.hub.connected == 0
+
+
+async def frames_until(ws: ClientConnection, count: int, timeout_s: float = 3.0) -> list[object]:
+    """Raw decoded frames until `count` call events have arrived (arrays unpacked to count)."""
+    frames: list[object] = []
+    seen = 0
+    async with asyncio.timeout(timeout_s):
+        while seen < count:
+            frame = json.loads(await ws.recv())
+            frames.append(frame)
+            for msg in frame if isinstance(frame, list) else [frame]:
+                seen += "." in str(msg.get("type", ""))
+    return frames
+
+
+async def test_batch_opt_in_sends_a_behind_clients_backlog_as_one_array_in_order(
+    data_dir: Path,
+) -> None:
+    """`/ws?batch=1`: events queued while the client is behind arrive as JSON arrays, oldest
+    first, nothing lost; without it every frame is one JSON object (the default contract)."""
+    async with served(settings_for(data_dir)) as gw:
+        url = f"{gw.ws_url}?token={admin_token()}"
+        async with (
+            websockets.connect(url + "&batch=1") as batched,
+            websockets.connect(url) as plain,
+        ):
+            while gw.rt.bus.hub.connected < 2:
+                await asyncio.sleep(0.01)
+            for n in range(50):  # no await between events inside publish: all queue at once
+                await gw.rt.bus.publish(ev("c1", n))
+            got_batched = await frames_until(batched, 50)
+            got_plain = await frames_until(plain, 50)
+    assert any(isinstance(f, list) and len(f) > 1 for f in got_batched)
+    flat = [m for f in got_batched for m in (f if isinstance(f, list) else [f])]
+    assert [m["data"]["n"] for m in flat] == list(range(50))
+    assert all(isinstance(f, dict) for f in got_plain)
+    assert [f["data"]["n"] for f in got_plain] == list(range(50))  # type: ignore[index]

@@ -3,6 +3,11 @@
 Filter by call: `/ws?call_id=A&call_id=B` (or `call_id=A,B`), and/or send
 `{"subscribe": "<call id>"}` / `{"unsubscribe": "<call id>"}` (`"*"` means every call). Each
 (un)subscription is acknowledged with `{"type": "subscribed", "call_ids": [...] | "*"}`.
+
+Every frame is one JSON message (an event or a control message) unless the client opts in with
+`/ws?batch=1`: then, while it is behind (several messages waiting for it), a frame is a JSON
+array of the waiting messages, oldest first; caught up, it gets single objects again. Batching
+is what lets one gateway process keep up with many subscribers each taking every event.
 """
 
 from __future__ import annotations
@@ -44,7 +49,8 @@ async def events(websocket: WebSocket) -> None:
     if len(wanted) > MAX_FILTER_IDS:
         await websocket.close(CLOSE_POLICY_VIOLATION, f"at most {MAX_FILTER_IDS} call ids")
         return
-    client = hub.add(websocket, wanted or None, opened=False)
+    batch = websocket.query_params.get("batch", "").lower() in ("1", "true", "yes")
+    client = hub.add(websocket, wanted or None, opened=False, batch=batch)
     try:
         await websocket.accept()
         client.opened.set()
