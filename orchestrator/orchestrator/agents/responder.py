@@ -1,6 +1,6 @@
 """`GraphResponder`: the agent graph behind the turn service's `Responder` seam.
 
-Modes: "llm" when OPENAI_API_KEY is set (the openai SDK, OPENAI_BASE_URL honoured), else
+Modes: "llm" when OPENAI_API_KEY is set (langchain-openai, OPENAI_BASE_URL honoured), else
 "offline" (retrieval + intent rules, no network). Both run the same graph and tools and emit the
 same actions. `open()` starts everything the graph needs: Chroma (embedded or server), the
 embedding function, a pooled httpx client for the LLM and HTTP tools, and the retention purge.
@@ -134,7 +134,7 @@ class GraphResponder:
         await responder.warm_up()
         if llm is not None:
             # The default chat model, built in the background once ready: the first build
-            # imports the openai SDK and its chat resources (~0.5-1 s of CPU),
+            # imports langchain_openai and the openai SDK's chat resources (~1-1.5 s of CPU),
             # which the first caller would otherwise wait for. No request is made.
             default_temperature = AgentConfiguration().temperature
             responder._llm_warm_up = asyncio.create_task(

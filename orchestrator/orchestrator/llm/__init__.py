@@ -1,1 +1,1 @@
-"""The language model: OpenAI-compatible chat through the openai SDK, or the offline responder."""
+"""The language model: OpenAI-compatible chat through langchain-openai, or the offline responder."""

@@ -30,8 +30,8 @@ MEMORIES = "memories"
 
 def warm_imports() -> None:
     """Import the agent graph's heavy modules (about 2 s cold) in a worker thread at start-up,
-    while Postgres starts, instead of after it. The model client (the openai SDK) is
-    warmed after ready instead (`GraphResponder.open`): it would delay /health."""
+    while Postgres starts, instead of after it. The model client stack (langchain_openai,
+    openai) is warmed after ready instead (`GraphResponder.open`): it would delay /health."""
     import chromadb  # noqa: F401
     import langchain_core.messages  # noqa: F401
     import langgraph.graph  # noqa: F401
