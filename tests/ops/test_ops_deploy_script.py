@@ -364,7 +364,7 @@ def test_cloud_run_missing_variables(fake_clouds: FakeClouds) -> None:
 )
 def test_make_targets(target: str, expected: str) -> None:
     proc = subprocess.run(
-        ["make", "-n", target, "COMPOSE=docker-compose"],
+        ["make", "--no-print-directory", "-n", target, "COMPOSE=docker-compose"],
         capture_output=True,
         text=True,
         cwd=ROOT,
@@ -377,7 +377,12 @@ def test_make_targets(target: str, expected: str) -> None:
 def test_cloud_deploys_run_for_real_only_with_confirm() -> None:
     for target, cloud in (("deploy-ecs", "aws-ecs"), ("deploy-cloud-run", "google-cloud-run")):
         proc = subprocess.run(
-            ["make", "-n", target, "CONFIRM=1"], capture_output=True, text=True, cwd=ROOT
+            # --no-print-directory: under `make test` this make is nested and would print
+            # "make[1]: Entering directory" around the recipe.
+            ["make", "--no-print-directory", "-n", target, "CONFIRM=1"],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
         )
         assert proc.returncode == 0
         assert proc.stdout.split() == ["./deploy.sh", cloud]
