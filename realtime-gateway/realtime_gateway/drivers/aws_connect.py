@@ -49,6 +49,7 @@ from realtime_gateway.drivers.base import (
     ProviderError,
     SignatureError,
     WebhookRequest,
+    unset_variables,
 )
 from realtime_gateway.drivers.generic_http import (
     SIGNATURE_HEADER,
@@ -203,15 +204,13 @@ class AwsConnectDriver(BaseDriver):
 
     def _missing(self) -> list[str]:
         s = self.settings
-        missing = [
-            env
-            for env, value in (
+        missing = unset_variables(
+            [
                 ("AWS_REGION", s.aws_region),
                 ("AWS_CONNECT_INSTANCE_ID", s.aws_connect_instance_id),
                 ("AWS_CONNECT_CONTACT_FLOW_ID", s.aws_connect_contact_flow_id),
-            )
-            if not value
-        ]
+            ]
+        )
         if not s.aws_connect_phone_number and not s.aws_connect_queue_id:
             missing.append("AWS_CONNECT_PHONE_NUMBER (or AWS_CONNECT_QUEUE_ID)")
         if self._signing_secret() is None:

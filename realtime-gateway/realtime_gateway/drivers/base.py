@@ -13,6 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
+from urllib.parse import urlsplit
 
 from starlette.responses import Response
 
@@ -59,6 +60,24 @@ FALLBACK_APOLOGY = "Sorry, one moment please — could you say that again?"
 # 555-01xx range, reserved for fiction, so a self-test never names a real phone.
 SYNTHETIC_CALLER = "+14155550100"
 SYNTHETIC_CALLEE = "+14155550199"
+
+
+WEBHOOK_PATH = "/voice/webhook"
+
+
+def origin_of(url: str) -> str:
+    """`https://host/voice/webhook/twilio?x=1` -> `https://host` (keeps a path prefix that
+    sits before `/voice/webhook`, for gateways mounted under a sub-path)."""
+    head, sep, _ = url.partition(WEBHOOK_PATH)
+    if sep:
+        return head.rstrip("/")
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
+
+
+def unset_variables(pairs: Sequence[tuple[str, object]]) -> list[str]:
+    """The names of the (ENV_NAME, value) pairs whose value is unset or empty."""
+    return [name for name, value in pairs if not value]
 
 
 class SignatureError(Exception):
@@ -257,6 +276,23 @@ class BaseDriver(ABC):
         Raises `ProviderConfigError` naming the variables (`missing`) when it cannot be signed.
         """
         raise NotImplementedError(f"the {self.name} driver has no synthetic request")
+
+    def configured_webhook_url(self) -> str | None:
+        """The provider's own `*_WEBHOOK_URL` setting, if it has one."""
+        return None
+
+    def public_base(self, request: WebhookRequest | None = None) -> str:
+        """`PUBLIC_BASE_URL`, else the origin of the provider's `*_WEBHOOK_URL`, else the origin
+        of the (already public) URL of the request being answered."""
+        base = self.settings.public_url()
+        if base:
+            return base
+        configured = self.configured_webhook_url()
+        if configured:
+            return origin_of(configured)
+        if request is not None:
+            return origin_of(request.url)
+        return ""
 
     def webhook_url(self, step: str = "") -> str:
         """Public URL of one of this driver's webhook routes."""

@@ -26,6 +26,7 @@ from realtime_gateway.drivers.base import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
     TERMINAL_STATUSES,
+    WEBHOOK_PATH,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -38,6 +39,8 @@ from realtime_gateway.drivers.base import (
     ProviderError,
     SignatureError,
     WebhookRequest,
+    origin_of,
+    unset_variables,
 )
 from realtime_gateway.drivers.twilio_twiml import (
     render_actions,
@@ -86,7 +89,6 @@ _CALL_STATUSES = frozenset(
         "canceled",
     }
 )
-_WEBHOOK_PATH = "/voice/webhook"
 
 
 def twiml(response: VoiceResponse, status: int = 200) -> Response:
@@ -141,15 +143,13 @@ class TwilioDriver(BaseDriver):
 
     def _missing(self) -> list[str]:
         s = self.settings
-        missing = [
-            env
-            for env, value in (
+        missing = unset_variables(
+            [
                 ("TWILIO_ACCOUNT_SID", s.twilio_account_sid),
                 ("TWILIO_AUTH_TOKEN", s.twilio_auth_token),
                 ("TWILIO_PHONE_NUMBER", s.twilio_phone_number),
-            )
-            if not value
-        ]
+            ]
+        )
         if not self.public_base():
             missing.append("PUBLIC_BASE_URL (or TWILIO_WEBHOOK_URL)")
         return missing
@@ -175,18 +175,9 @@ class TwilioDriver(BaseDriver):
                 report.problems.append(f"Twilio API not reachable: {_describe(exc)}")
         return report
 
-    def public_base(self, request: WebhookRequest | None = None) -> str:
-        """`PUBLIC_BASE_URL`, else the origin of `TWILIO_WEBHOOK_URL`, else the origin of the
-        (already public) URL of the request being answered."""
-        base = self.settings.public_url()
-        if base:
-            return base
-        configured = self.settings.twilio_webhook_url
-        if configured:
-            return _origin_of(str(configured))
-        if request is not None:
-            return _origin_of(request.url)
-        return ""
+    def configured_webhook_url(self) -> str | None:
+        url = self.settings.twilio_webhook_url
+        return str(url) if url else None
 
     def rest_client(self) -> Client:
         if self._client is None:
@@ -247,7 +238,7 @@ class TwilioDriver(BaseDriver):
             raise ProviderConfigError(
                 f"cannot sign a Twilio webhook: missing {', '.join(missing)}", missing=missing
             )
-        url = f"{base}{_WEBHOOK_PATH}/{self.name}"
+        url = f"{base}{WEBHOOK_PATH}/{self.name}"
         form = {
             "AccountSid": self.settings.twilio_account_sid or "AC" + "0" * 32,
             "ApiVersion": "2010-04-01",
@@ -280,7 +271,7 @@ class TwilioDriver(BaseDriver):
         configured = self.settings.twilio_webhook_url
         if configured and not self.settings.public_base_url:
             parts = urlsplit(request.url)
-            origin = _origin_of(str(configured))
+            origin = origin_of(str(configured))
             rebuilt = f"{origin}{parts.path}" + (f"?{parts.query}" if parts.query else "")
             if rebuilt != request.url:
                 candidates.append(rebuilt)
@@ -342,7 +333,7 @@ class TwilioDriver(BaseDriver):
         agent = request.query.get("agent_id")
         if agent:
             query["agent_id"] = agent
-        return f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/gather?{urlencode(query)}"
+        return f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/gather?{urlencode(query)}"
 
     def _call_info(self, request: WebhookRequest, params: Mapping[str, str]) -> CallInfo:
         direction = params.get("Direction", "inbound")
@@ -385,7 +376,7 @@ class TwilioDriver(BaseDriver):
             reply.actions,
             self._gather_url(request, next_turn, 0, params),
             caller_id=self._dial_caller_id(params),
-            dial_url=f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/dial?{dial_query}",
+            dial_url=f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/dial?{dial_query}",
         )
 
     def _on_dial_end(self, request: WebhookRequest, params: Mapping[str, str]) -> Response:
@@ -520,8 +511,8 @@ class TwilioDriver(BaseDriver):
             raise ProviderConfigError(f"Twilio is not configured: missing {', '.join(missing)}")
         from_number = options.from_number or self.settings.twilio_phone_number
         base = self.public_base()
-        voice_url = f"{base}{_WEBHOOK_PATH}/{self.name}"
-        status_url = f"{base}{_WEBHOOK_PATH}/{self.name}/status"
+        voice_url = f"{base}{WEBHOOK_PATH}/{self.name}"
+        status_url = f"{base}{WEBHOOK_PATH}/{self.name}/status"
         if options.agent_id:
             # carried in the (signed) URLs, so the call knows its agent from the first callback
             voice_url += "?" + urlencode({"agent_id": options.agent_id})
@@ -538,7 +529,7 @@ class TwilioDriver(BaseDriver):
         }
         if options.recording:
             kwargs["record"] = True
-            kwargs["recording_status_callback"] = f"{base}{_WEBHOOK_PATH}/{self.name}/recording"
+            kwargs["recording_status_callback"] = f"{base}{WEBHOOK_PATH}/{self.name}/recording"
             kwargs["recording_status_callback_method"] = "POST"
             kwargs["recording_status_callback_event"] = ["completed"]
         if options.machine_detection:
@@ -566,16 +557,6 @@ class TwilioDriver(BaseDriver):
             if _already_ended(exc):
                 return
             raise _provider_error(exc, "Twilio could not end the call") from None
-
-
-def _origin_of(url: str) -> str:
-    """`https://host/voice/webhook/twilio?x=1` -> `https://host` (keeps a path prefix that
-    sits before `/voice/webhook`, for gateways mounted under a sub-path)."""
-    head, sep, _ = url.partition(_WEBHOOK_PATH)
-    if sep:
-        return head.rstrip("/")
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def _float_or_none(value: str | None) -> float | None:

@@ -38,6 +38,7 @@ from realtime_gateway.drivers.base import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
     TERMINAL_STATUSES,
+    WEBHOOK_PATH,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -50,6 +51,7 @@ from realtime_gateway.drivers.base import (
     ProviderError,
     SignatureError,
     WebhookRequest,
+    unset_variables,
 )
 from realtime_gateway.drivers.vonage_ncco import (
     RenderedNcco,
@@ -101,7 +103,6 @@ STATUS_MAP: dict[str, str | None] = {
     "human": None,
     "disconnected": None,
 }
-_WEBHOOK_PATH = "/voice/webhook"
 
 
 def e164(number: Any) -> str | None:
@@ -174,16 +175,14 @@ class VonageDriver(BaseDriver):
 
     def _missing(self) -> list[str]:
         s = self.settings
-        missing = [
-            env
-            for env, value in (
+        missing = unset_variables(
+            [
                 ("VONAGE_APPLICATION_ID", s.vonage_application_id),
                 ("VONAGE_PRIVATE_KEY", s.vonage_private_key),
                 ("VONAGE_PHONE_NUMBER", s.vonage_phone_number),
                 ("VONAGE_SIGNATURE_SECRET", s.vonage_signature_secret),
-            )
-            if not value
-        ]
+            ]
+        )
         if not self.public_base():
             missing.append("PUBLIC_BASE_URL (or VONAGE_WEBHOOK_URL)")
         return missing
@@ -211,16 +210,9 @@ class VonageDriver(BaseDriver):
                 report.problems.append(f"Vonage API not reachable: {_describe(exc)}")
         return report
 
-    def public_base(self, request: WebhookRequest | None = None) -> str:
-        base = self.settings.public_url()
-        if base:
-            return base
-        configured = self.settings.vonage_webhook_url
-        if configured:
-            return _origin_of(str(configured))
-        if request is not None:
-            return _origin_of(request.url)
-        return ""
+    def configured_webhook_url(self) -> str | None:
+        url = self.settings.vonage_webhook_url
+        return str(url) if url else None
 
     def voice_client(self) -> Voice:
         """The SDK's Voice API client (built once; reads the key file, so call it off-loop)."""
@@ -291,7 +283,7 @@ class VonageDriver(BaseDriver):
             "uuid": call_id,
             "conversation_uuid": f"CON-{uuidlib.uuid4()}",
         }
-        url = f"{base}{_WEBHOOK_PATH}/{self.name}?{urlencode(params)}"
+        url = f"{base}{WEBHOOK_PATH}/{self.name}?{urlencode(params)}"
         claims: dict[str, Any] = {
             "iat": int(time.time()),
             "jti": str(uuidlib.uuid4()),
@@ -383,7 +375,7 @@ class VonageDriver(BaseDriver):
         for key in ("direction", "agent_id"):  # carried along for a call we must re-track
             if request.query.get(key):
                 query[key] = request.query[key]
-        return f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/input?{urlencode(query)}"
+        return f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/input?{urlencode(query)}"
 
     def _render(self, request: WebhookRequest, uuid: str, reply: FlowReply, turn: int) -> Response:
         return self._respond(uuid, self._rendered(request, reply, turn))
@@ -395,7 +387,7 @@ class VonageDriver(BaseDriver):
             self._input_url(request, turn, 0),
             self.settings.vonage_phone_number,
             transfer_url=(
-                f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/transfer?{transfer_query}"
+                f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/transfer?{transfer_query}"
             ),
         )
 
@@ -442,7 +434,7 @@ class VonageDriver(BaseDriver):
         rendered = self._rendered(request, reply, 1)
         if request.query.get("record") == "1":
             # Outbound with recording: record the whole conversation from the first word.
-            recording_url = f"{self.public_base(request)}{_WEBHOOK_PATH}/{self.name}/recording"
+            recording_url = f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/recording"
             recording_url += "?" + urlencode({"uuid": uuid})
             rendered.ncco.insert(0, record_action(recording_url))
         return self._respond(uuid, rendered)
@@ -612,9 +604,9 @@ class VonageDriver(BaseDriver):
         request_kwargs: dict[str, Any] = {
             "to": [ToPhone(number=digits_only(to))],
             "from_": Phone(number=digits_only(from_number)),
-            "answer_url": [f"{base}{_WEBHOOK_PATH}/{self.name}/answer?{urlencode(query)}"],
+            "answer_url": [f"{base}{WEBHOOK_PATH}/{self.name}/answer?{urlencode(query)}"],
             "answer_method": "POST",
-            "event_url": [f"{base}{_WEBHOOK_PATH}/{self.name}/status?{urlencode(event_query)}"],
+            "event_url": [f"{base}{WEBHOOK_PATH}/{self.name}/status?{urlencode(event_query)}"],
             "event_method": "POST",
         }
         if options.machine_detection:
@@ -671,14 +663,6 @@ def _private_key_text(value: str) -> str:
     except OSError:
         pass
     return text
-
-
-def _origin_of(url: str) -> str:
-    head, sep, _ = url.partition(_WEBHOOK_PATH)
-    if sep:
-        return head.rstrip("/")
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}" if parts.scheme and parts.netloc else ""
 
 
 def _status_of(exc: Exception) -> int | None:
