@@ -62,15 +62,7 @@ class AgentView(BaseModel):
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
-        return cls(
-            id=agent.id,
-            name=agent.name,
-            agent_type=agent.agent_type,
-            configuration=agent.configuration,
-            is_default=agent.is_default,
-            created_at=agent.created_at,
-            updated_at=agent.updated_at,
-        )
+        return cls.model_validate(agent, from_attributes=True)
 
 
 class AgentList(BaseModel):
