@@ -1,4 +1,5 @@
-"""Chat models for the orchestrator agent: `ChatOpenAI`, one per (model, temperature).
+"""Chat models for the orchestrator agent: langchain-openai `ChatOpenAI` (as `PhoneChatOpenAI`,
+see `chat_model.py`), one per (model, temperature).
 
 Why `openai` is pinned to 2.x: the 2.x client sends every request through `httpx`, so the tests
 fake the OpenAI API at the HTTP layer with `respx` (a real `ChatOpenAI`, a real `openai` client,
@@ -20,7 +21,7 @@ import httpx
 from orchestrator.config import OrchestratorSettings
 
 if TYPE_CHECKING:
-    from langchain_openai import ChatOpenAI
+    from orchestrator.llm.chat_model import PhoneChatOpenAI
 
 
 class LLMFactory:
@@ -29,21 +30,22 @@ class LLMFactory:
             raise ValueError("OPENAI_API_KEY is not set; use the offline responder")
         self._settings = settings
         self._http = http
-        self._cache: dict[tuple[str, float], ChatOpenAI] = {}
+        self._cache: dict[tuple[str, float], PhoneChatOpenAI] = {}
 
     @property
     def default_model(self) -> str:
         return self._settings.openai_model
 
-    def chat(self, model: str | None = None, temperature: float = 0.3) -> ChatOpenAI:
-        from langchain_openai import ChatOpenAI
+    def chat(self, model: str | None = None, temperature: float = 0.3) -> PhoneChatOpenAI:
+        # langchain-openai's ChatOpenAI, minus the SDK's per-request body walk (chat_model.py).
+        from orchestrator.llm.chat_model import PhoneChatOpenAI
 
         key = (model or self._settings.openai_model, round(float(temperature), 3))
         llm = self._cache.get(key)
         if llm is None:
             s = self._settings
             assert s.openai_api_key is not None
-            llm = ChatOpenAI(
+            llm = PhoneChatOpenAI(
                 model=key[0],
                 temperature=key[1],
                 api_key=s.openai_api_key,

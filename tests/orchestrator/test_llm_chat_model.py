@@ -1,0 +1,178 @@
+"""`PhoneChatOpenAI` sends, on the wire, the very request stock `ChatOpenAI` sends (only the SDK's
+identity transform is skipped), and reads the answers the same way. OpenAI is faked at the HTTP
+layer; both models are the real langchain-openai + openai 2.x clients."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import httpx
+import pytest
+import respx
+from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage, ToolMessage
+from langchain_openai import ChatOpenAI
+
+from orchestrator.agents.configuration import AgentConfiguration
+from orchestrator.agents.tool_agent import tool_specs
+from orchestrator.llm.chat_model import PhoneChatOpenAI
+
+BASE = "https://api.openai.test/v1"
+
+
+def conversation() -> list[BaseMessage]:
+    return [
+        SystemMessage("You are the front desk of Acme Dental. Be brief."),
+        HumanMessage("Hi, what are your opening hours?"),
+        AIMessage("We're open nine to five, Monday to Friday."),
+        HumanMessage("Can you put me through to someone?"),
+        AIMessage(
+            "",
+            tool_calls=[
+                {"id": "call_7", "name": "transfer_call", "args": {"reason": "asked for a person"}}
+            ],
+        ),
+        ToolMessage("Transfer is not available right now.", tool_call_id="call_7"),
+        HumanMessage("Okay — café opening hours then? ünïcödé"),
+    ]
+
+
+def completion(message: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 10, "completion_tokens": 5, "total_tokens": 15},
+    }
+
+
+def models(http: httpx.AsyncClient, **extra: Any) -> tuple[ChatOpenAI, PhoneChatOpenAI]:
+    common: dict[str, Any] = {
+        "model": "gpt-4o-mini",
+        "temperature": 0.3,
+        "api_key": "sk-test",
+        "base_url": BASE,
+        "max_retries": 0,
+        "http_async_client": http,
+        "stream_usage": False,
+        **extra,
+    }
+    return ChatOpenAI(**common), PhoneChatOpenAI(**common)
+
+
+async def bodies(
+    run: Any, reply: dict[str, Any], **extra: Any
+) -> tuple[dict[str, Any], dict[str, Any], Any, Any]:
+    seen: list[dict[str, Any]] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(200, json=completion(reply))
+
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(side_effect=answer)
+        async with httpx.AsyncClient() as http:
+            stock, phone = models(http, **extra)
+            a = await run(stock)
+            b = await run(phone)
+    assert len(seen) == 2
+    return seen[0], seen[1], a, b
+
+
+async def test_the_body_on_the_wire_is_the_stock_one_with_tools() -> None:
+    specs = tool_specs(AgentConfiguration())
+    reply = {"role": "assistant", "content": "Nine to five."}
+    stock_body, phone_body, a, b = await bodies(
+        lambda m: m.bind_tools(specs).ainvoke(conversation()), reply
+    )
+    assert phone_body == stock_body
+    assert phone_body["tools"] and len(phone_body["messages"]) == 7
+    assert a.content == b.content == "Nine to five."
+
+
+async def test_the_body_on_the_wire_is_the_stock_one_without_tools() -> None:
+    reply = {"role": "assistant", "content": "Hello."}
+    stock_body, phone_body, _, b = await bodies(lambda m: m.ainvoke(conversation()), reply)
+    assert phone_body == stock_body
+    assert "tools" not in phone_body
+    assert b.content == "Hello."
+
+
+async def test_tool_calls_in_the_answer_are_parsed_the_same() -> None:
+    specs = tool_specs(AgentConfiguration())
+    reply = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_9",
+                "type": "function",
+                "function": {"name": "end_call", "arguments": json.dumps({"reason": "bye"})},
+            }
+        ],
+    }
+    _, _, a, b = await bodies(lambda m: m.bind_tools(specs).ainvoke(conversation()), reply)
+    assert a.tool_calls == b.tool_calls
+    assert b.tool_calls[0]["name"] == "end_call"
+
+
+async def test_a_callers_own_extra_body_is_kept_and_sent() -> None:
+    reply = {"role": "assistant", "content": "Hi."}
+    stock_body, phone_body, _, _ = await bodies(
+        lambda m: m.ainvoke(conversation()), reply, extra_body={"top_k": 5}
+    )
+    assert phone_body == stock_body
+    assert phone_body["top_k"] == 5
+
+
+async def test_streamed_requests_carry_the_same_body() -> None:
+    seen: list[dict[str, Any]] = []
+    chunk = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "gpt-4o-mini",
+        "choices": [{"index": 0, "delta": {"content": "Hi there"}, "finish_reason": "stop"}],
+    }
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(json.loads(request.content))
+        return httpx.Response(
+            200,
+            content=f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode(),
+            headers={"content-type": "text/event-stream"},
+        )
+
+    specs = tool_specs(AgentConfiguration())
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(side_effect=answer)
+        async with httpx.AsyncClient() as http:
+            texts = []
+            for model in models(http):
+                text = ""
+                async for part in model.bind_tools(specs).astream(conversation()):
+                    text += str(part.content)
+                texts.append(text)
+    assert seen[0] == seen[1] and seen[1]["stream"] is True
+    assert texts == ["Hi there", "Hi there"]
+
+
+def test_structured_output_requests_are_left_to_langchain() -> None:
+    http = httpx.AsyncClient()
+    _, phone = models(http)
+    payload = phone._get_request_payload(conversation(), response_format={"type": "json_object"})
+    assert payload["messages"] and "extra_body" not in payload
+
+
+@pytest.mark.parametrize("history", [0, 18])
+def test_the_payload_keeps_messages_out_of_the_transformed_body(history: int) -> None:
+    http = httpx.AsyncClient()
+    _, phone = models(http)
+    msgs: list[BaseMessage] = [SystemMessage("s")]
+    msgs += [HumanMessage("q") if i % 2 == 0 else AIMessage("a") for i in range(history)]
+    msgs.append(HumanMessage("last"))
+    payload = phone._get_request_payload(msgs)
+    assert payload["messages"] == []
+    assert len(payload["extra_body"]["messages"]) == history + 2
