@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,27 +119,75 @@ def mint_token(
     return jwt.encode(claims, secret, algorithm=ALGORITHM)
 
 
+LEEWAY_S = 5
+VERIFIED_CACHE_SIZE = 1024
+
+
+class _VerifiedTokens:
+    """Tokens whose signature and claims were checked, by (secret, token, audience, issuer).
+
+    The gateway reuses its service token for half its life and an operator's console reuses its
+    token, so the same string arrives on every request — and was verified twice a request (the
+    rate limiter's identity, then the route's auth). A hit skips the HMAC and the decode of a
+    string already proven; `exp` is checked again on every hit, so a cached token expires
+    exactly as a fresh decode would. Only valid tokens are kept (a flood of bad tokens
+    cannot fill it with entries), bounded, least recently used out first."""
+
+    def __init__(self, size: int = VERIFIED_CACHE_SIZE) -> None:
+        self._size = size
+        self._items: OrderedDict[tuple[str, str, str | None, str | None], dict[str, Any]] = (
+            OrderedDict()
+        )
+
+    def get(self, key: tuple[str, str, str | None, str | None]) -> dict[str, Any] | None:
+        claims = self._items.get(key)
+        if claims is None:
+            return None
+        now = time.time()
+        if float(claims["exp"]) <= now - LEEWAY_S:  # as PyJWT's own check
+            del self._items[key]
+            raise TokenError("token expired")
+        self._items.move_to_end(key)
+        return claims
+
+    def put(self, key: tuple[str, str, str | None, str | None], claims: dict[str, Any]) -> None:
+        # `nbf`/`iat` passed at decode time and time only moves on: `exp` is the one to recheck.
+        self._items[key] = claims
+        if len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+_verified = _VerifiedTokens()
+
+
 def verify_token(
     secret: str, token: str, *, audience: str | None = None, issuer: str | None = None
 ) -> Principal:
-    try:
-        claims = jwt.decode(
-            token,
-            secret,
-            algorithms=[ALGORITHM],
-            audience=audience,
-            issuer=issuer,
-            options={"require": ["sub", "exp"], "verify_aud": audience is not None},
-            leeway=5,
-        )
-    except jwt.ExpiredSignatureError as exc:
-        raise TokenError("token expired") from exc
-    except jwt.InvalidTokenError as exc:
-        raise TokenError(f"invalid token: {exc}") from exc
-    role = claims.get("role", "viewer")
-    if not isinstance(role, str) or role not in (*ROLES, SERVICE_ROLE):
-        raise TokenError("invalid token: unknown role")
-    return Principal(sub=str(claims["sub"]), role=role, claims=claims)
+    key = (secret, token, audience, issuer)
+    claims = _verified.get(key)
+    if claims is None:
+        try:
+            claims = jwt.decode(
+                token,
+                secret,
+                algorithms=[ALGORITHM],
+                audience=audience,
+                issuer=issuer,
+                options={"require": ["sub", "exp"], "verify_aud": audience is not None},
+                leeway=LEEWAY_S,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("token expired") from exc
+        except jwt.InvalidTokenError as exc:
+            raise TokenError(f"invalid token: {exc}") from exc
+        role = claims.get("role", "viewer")
+        if not isinstance(role, str) or role not in (*ROLES, SERVICE_ROLE):
+            raise TokenError("invalid token: unknown role")
+        _verified.put(key, claims)
+    return Principal(sub=str(claims["sub"]), role=claims.get("role", "viewer"), claims=dict(claims))
 
 
 class ServiceTokenSource:

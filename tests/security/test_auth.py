@@ -257,3 +257,42 @@ async def test_production_orchestrator_serves_no_unauthenticated_docs(
         for path in ("/docs", "/openapi.json", "/redoc"):
             assert (await orch.client.get(path)).status_code in (401, 404), path
         assert (await orch.client.get("/health")).status_code == 200
+
+
+def test_a_verified_token_is_remembered_but_still_expires_and_stays_bound(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The verified-token cache (one decode per token, not two per request) changes no outcome:
+    the same string under another secret/audience is checked afresh, and `exp` is rechecked."""
+    from shared import auth
+
+    secret = "s" * 40
+    token = mint_token(secret, "ops", "operator", ttl_s=60)
+    decodes: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(*args: Any, **kwargs: Any) -> Any:
+        decodes.append(args[0])
+        return real_decode(*args, **kwargs)
+
+    monkeypatch.setattr(auth.jwt, "decode", counting_decode)
+    for _ in range(5):
+        assert verify_management_token(secret, token).role == "operator"
+    assert len(decodes) == 1
+    with pytest.raises(auth.TokenError):  # another secret: decoded and refused
+        verify_management_token("t" * 40, token)
+    with pytest.raises(auth.TokenError):  # an audience it does not carry
+        verify_management_token(secret, token, audience="somebody-else")
+    forged = token[:-2] + ("AA" if not token.endswith("AA") else "BB")
+    with pytest.raises(auth.TokenError):
+        verify_management_token(secret, forged)
+    assert len(decodes) == 4
+    now = time.time()
+    monkeypatch.setattr(auth.time, "time", lambda: now + 60 + auth.LEEWAY_S + 1)
+    with pytest.raises(auth.TokenError, match="expired"):
+        verify_management_token(secret, token)
+    assert len(decodes) == 4  # refused from the cache's own `exp` check, and forgotten:
+    monkeypatch.undo()  # back on the real clock (PyJWT reads it too), the token is decoded again
+    monkeypatch.setattr(auth.jwt, "decode", counting_decode)
+    assert verify_management_token(secret, token).sub == "ops"
+    assert len(decodes) == 5
