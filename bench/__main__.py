@@ -8,6 +8,7 @@ Everything runs as separate processes: the fake LLM, the floor's two apps, the t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -391,6 +392,7 @@ class Bench:
                 f"no turn started in the {window:g} s window was answered ({raw['errors']} errors)"
             )
         out["errors"] = raw["errors"]
+        out["requests"] = raw["requests"]
         out["degraded"] = raw["degraded"]
         out["error_samples"] = raw["error_samples"]
         out["paced"] = paced
@@ -437,7 +439,7 @@ class Bench:
         top = max(self.plan.levels)
         # --profile: the level the ratio target is set at, and the heaviest saturation run
         mid = self.plan.levels[len(self.plan.levels) // 2]
-        profile_at = {("levels", mid), ("saturated", max(self.plan.saturation_levels))}
+        profile_at = {("levels", mid), ("saturated", max(self.plan.saturation_levels, default=0))}
         try:
             for key, level, saturate in runs:
                 print(f"[bench] floor/turn {key} @{level}", file=sys.stderr, flush=True)
@@ -459,7 +461,16 @@ class Bench:
                             (key, level) in profile_at,
                         ),
                     ):
+                        cpu = {"gateway": gw, "orchestrator": orch}
+                        if self.fake_llm is not None:
+                            cpu["fake_llm"] = self.fake_llm
+                        cpu_before = {name: svc.cpu_s() for name, svc in cpu.items()}
                         r = self.load(provider, gw.url, level, f"{provider[:1]}-{tag}", saturate)
+                        r["cpu_ms_per_turn"] = {
+                            name: round((svc.cpu_s() - cpu_before[name]) * 1000 / r["requests"], 2)
+                            for name, svc in cpu.items()
+                            if r["requests"]
+                        }
                     if level == top:
                         for name, peak in sampler.peak.items():
                             entry = rss.setdefault(name, {})
@@ -632,6 +643,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     parser.add_argument("--only", default="", help=f"comma list of {', '.join(SCENARIOS)}")
     parser.add_argument(
+        "--no-saturation",
+        action="store_true",
+        help="skip the saturation (capacity) runs: only the paced levels the targets are set at",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the services at the top load (see logs dir)"
     )
     args = parser.parse_args(argv)
@@ -640,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown scenario(s): {', '.join(sorted(unknown))}")
     plan = Plan.make(args.smoke)
+    if args.no_saturation:
+        plan = dataclasses.replace(plan, saturation_levels=())
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = args.json.parent / f"{args.json.stem}-logs"
     shutil.rmtree(logs, ignore_errors=True)

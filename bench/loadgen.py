@@ -46,6 +46,7 @@ class Recorder:
     ok: int = 0
     errors: int = 0
     degraded: int = 0
+    requests: int = 0  # every measured-kind request sent, warm-up included (for CPU per turn)
     error_samples: list[str] = field(default_factory=list)
 
     def error(self, what: str) -> None:
@@ -55,6 +56,7 @@ class Recorder:
 
     async def measure(self, send: Callable[[], Awaitable[tuple[int, bytes]]]) -> bytes | None:
         start = time.monotonic()
+        self.requests += 1
         try:
             status, body = await send()
         except Exception as exc:  # counted, never raised: a caller keeps calling
@@ -82,6 +84,7 @@ class Recorder:
             "ok": self.ok,
             "errors": self.errors,
             "degraded": self.degraded,
+            "requests": self.requests,
             "window_s": self.window_end - self.window_start,
             "error_samples": self.error_samples,
         }

@@ -185,6 +185,19 @@ def table(results: dict[str, Any]) -> str:
                     f"{r.get('degraded', 0):>6}{fmt(r.get('ratio_p50'), 'x'):>11}"
                     f"{fmt(r.get('ratio_p99'), 'x'):>11}"
                 )
+    cpu_lines = []
+    for name, block in rows[1:]:
+        for key in ("levels", "saturated"):
+            for level, r in ((block or {}).get(key) or {}).items():
+                cpu = r.get("cpu_ms_per_turn") if isinstance(r, dict) else None
+                if cpu:
+                    shares = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+                    cpu_lines.append(f"  {name} {key[:5]} @{level}: {shares}")
+    if cpu_lines:
+        lines.append("")
+        lines.append("CPU ms per turn (process CPU during the run / turns sent, warm-up and the")
+        lines.append("untimed call start/end requests included):")
+        lines.extend(cpu_lines)
     lines.append("")
     extra = []
     stream = s.get("stream", {})

@@ -70,6 +70,14 @@ class ServiceProcess:
         except psutil.Error:
             return float("nan")
 
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the process has used so far (NaN once it is gone)."""
+        try:
+            t = psutil.Process(self.proc.pid).cpu_times()
+        except psutil.Error:
+            return float("nan")
+        return float(t.user + t.system)
+
     def logs(self, tail: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-tail:]
