@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -204,8 +205,14 @@ async def _open_runtime(
     # max: with fewer kept, each turn past that many in flight closed its connection and the next
     # opened a new one); no transport-level retries (OrchestratorClient retries, within budget).
     # Turns go straight to this transport (see OrchestratorClient); the client wraps it for the
-    # rest (health) and closes it.
-    orchestrator_pool = orchestrator_transport or httpx.AsyncHTTPTransport(
+    # rest (health) and closes it. aiohttp under httpx's API (httpx-aiohttp): the same requests,
+    # responses and httpx exceptions, with aiohttp's C HTTP parser and plain asyncio sockets
+    # instead of httpcore + h11 + anyio, measured at 0.6 against 1.1-1.7 ms of gateway CPU a
+    # request to the orchestrator — the biggest single share of the gateway's turn.
+    orchestrator_pool = orchestrator_transport or AiohttpTransport(
+        # Certificates are loaded only for an https orchestrator (a cloud URL), not for the
+        # plain-http hop inside a compose network or a task: loading them costs start-up time.
+        verify=str(settings.orchestrator_url).startswith("https://"),
         limits=httpx.Limits(
             max_connections=ORCHESTRATOR_CONNECTIONS,
             max_keepalive_connections=ORCHESTRATOR_CONNECTIONS,
