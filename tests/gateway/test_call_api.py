@@ -645,3 +645,19 @@ async def test_an_outbound_call_reads_in_progress_once_the_bridge_reports_it_ans
     status = (await gh.client.get(f"/voice/calls/{call_id}/status", headers=auth())).json()
     assert status["status"] == "in-progress"
     assert status["direction"] == "outbound"
+
+
+async def test_a_draining_gateway_refuses_new_outbound_calls_with_503(
+    gh: Gateway, bridge: respx.Router
+) -> None:
+    """After SIGTERM (the drain) a call placed on this instance would lose its gateway while
+    ringing: refused with 503 + Retry-After, nothing dialled, nothing recorded."""
+    gh.app.state.drain.begin()
+    r = await gh.client.post(
+        INITIATE, json={"phone_number": CALLEE}, headers={**auth(), "Idempotency-Key": "drain-1"}
+    )
+    assert r.status_code == 503, r.text
+    assert r.json()["error"]["code"] == "shutting_down"
+    assert r.headers["retry-after"] == "5"
+    assert dials(bridge) == []
+    assert (await gh.client.get("/voice/calls", headers=auth())).json()["count"] == 0

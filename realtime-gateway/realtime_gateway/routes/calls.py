@@ -50,8 +50,21 @@ async def read_model(request: Request, model: type[ModelT]) -> ModelT:
         raise ApiError(422, "validation_error", describe_validation_errors(exc.errors())) from None
 
 
+DRAIN_RETRY_AFTER_S = "5"
+
+
 async def initiate(request: Request) -> JSONResponse:
     principal = require_role(request, "operator", "placing a call")
+    drain = getattr(request.app.state, "drain", None)
+    if drain is not None and drain.draining:
+        # Shutting down: a call dialled now would lose its gateway mid-ring. Nothing is dialled;
+        # the client retries (another instance behind the load balancer takes it).
+        raise ApiError(
+            503,
+            "shutting_down",
+            "this gateway instance is shutting down; retry the call",
+            {"Retry-After": DRAIN_RETRY_AFTER_S},
+        )
     rt = get_runtime(request)
     key = outbound.check_idempotency_key(request.headers.get(outbound.IDEMPOTENCY_HEADER))
     body = await read_model(request, outbound.InitiateCall)
