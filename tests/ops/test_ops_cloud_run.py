@@ -115,6 +115,6 @@ def test_secrets_come_from_secret_manager_and_names_are_settings(service: str) -
     from_secrets = {e["name"] for e in ctr["env"] if "valueFrom" in e}
     assert plain | from_secrets <= known, (plain | from_secrets) - known
     assert not {n for n in plain if SECRET_NAME.search(n)} and not plain & secret_fields
-    assert "JWT_SECRET" in from_secrets
+    assert {"JWT_SECRET", "METRICS_TOKEN"} <= from_secrets  # /metrics is not open on a public URL
     env = {e["name"]: e.get("value") for e in ctr["env"]}
     assert env["APP_ENV"] == "production"
