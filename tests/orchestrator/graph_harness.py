@@ -33,6 +33,7 @@ def graph_settings(data_dir: Path, pg_dsn: str, **overrides: Any) -> Orchestrato
         "db_pool_max": 5,
         "openai_base_url": OPENAI_BASE,
         "llm_timeout_s": 5.0,
+        "llm_http_transport": "httpx",  # respx replaces httpx's own transport
     }
     values.update(overrides)
     return OrchestratorSettings(_env_file=None, **values)  # type: ignore[call-arg]

@@ -191,6 +191,8 @@ class GraphResponder:
             await self.retention.stop()
         if self.chroma is not None:
             await self.chroma.close()
+        if self.orchestrator.llm is not None:
+            await self.orchestrator.llm.aclose()
         if self._owns_http:
             await self.http.aclose()
 

@@ -14,6 +14,7 @@ same code at any OpenAI-compatible server (Ollama, vLLM, LiteLLM).
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING
 
 import httpx
@@ -30,7 +31,34 @@ class LLMFactory:
             raise ValueError("OPENAI_API_KEY is not set; use the offline responder")
         self._settings = settings
         self._http = http
+        self._own_http: httpx.AsyncClient | None = None
+        self._lock = threading.Lock()  # chat() is first called from a warm-up thread
         self._cache: dict[tuple[str, float], PhoneChatOpenAI] = {}
+
+    def _client(self) -> httpx.AsyncClient:
+        """The HTTP client the models send through: with LLM_HTTP_TRANSPORT=aiohttp (default) our
+        own pooled client over httpx-aiohttp, made on first use (aiohttp is imported off the
+        start-up path, by the background warm-up); with `httpx`, the client handed in."""
+        if self._settings.llm_http_transport == "httpx":
+            return self._http
+        with self._lock:
+            if self._own_http is None:
+                from httpx_aiohttp import AiohttpTransport
+
+                base = str(self._settings.openai_base_url or "https://api.openai.com/v1")
+                self._own_http = httpx.AsyncClient(
+                    timeout=self._http.timeout,
+                    follow_redirects=False,
+                    transport=AiohttpTransport(
+                        verify=base.startswith("https://"),
+                        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                    ),
+                )
+            return self._own_http
+
+    async def aclose(self) -> None:
+        if self._own_http is not None:
+            await self._own_http.aclose()
 
     @property
     def default_model(self) -> str:
@@ -52,7 +80,7 @@ class LLMFactory:
                 base_url=str(s.openai_base_url).rstrip("/") if s.openai_base_url else None,
                 timeout=s.llm_timeout_s,
                 max_retries=0,
-                http_async_client=self._http,
+                http_async_client=self._client(),
                 stream_usage=False,
             )
             self._cache[key] = llm
