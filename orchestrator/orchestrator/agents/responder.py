@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from collections.abc import AsyncGenerator
@@ -140,6 +141,10 @@ class GraphResponder:
             responder._llm_warm_up = asyncio.create_task(
                 asyncio.to_thread(llm.chat, None, default_temperature)
             )
+            # What the warm-up imported joins the start-up objects out of the GC's reach
+            # (orchestrator.main.freeze_startup_objects).
+            if settings.production:
+                responder._llm_warm_up.add_done_callback(lambda _: gc.freeze())
         if health is not None:
             health.add("chroma", chroma.heartbeat)
         if llm is not None:
