@@ -15,14 +15,16 @@ import httpx
 import pytest
 import uvicorn
 from langchain_core.messages import HumanMessage, SystemMessage
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from orchestrator.agents.configuration import AgentConfiguration
 from orchestrator.agents.tool_agent import tool_specs
 from orchestrator.config import OrchestratorSettings
 from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, call_llm
 from orchestrator.llm.factory import LLMFactory
-
-Scope = dict[str, Any]
 
 
 class ScriptedServer:
@@ -31,74 +33,39 @@ class ScriptedServer:
     def __init__(self) -> None:
         self.fail_next = 0
         self.bodies: list[dict[str, Any]] = []
+        self.app = Starlette(routes=[Route("/v1/chat/completions", self.chat, methods=["POST"])])
 
-    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            return
-        body = b""
-        while True:
-            msg = await receive()
-            body += msg.get("body", b"")
-            if not msg.get("more_body"):
-                break
-        req = json.loads(body)
+    async def chat(self, request: Request) -> Response:
+        req = await request.json()
         self.bodies.append(req)
         if self.fail_next:
             self.fail_next -= 1
-            await self._send(send, 503, {"error": {"message": "overloaded"}})
-            return
+            return JSONResponse({"error": {"message": "overloaded"}}, status_code=503)
         if req.get("stream"):
-            chunks = [
-                {"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]}
-                for w in ("Open ", "nine ", "to five.")
-            ]
-            chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-            data = "".join(
-                f"data: {json.dumps({'id': 'c', 'object': 'chat.completion.chunk', 'created': 1, 'model': 'm', **c})}\n\n"  # noqa: E501
-                for c in chunks
-            )
-            data += "data: [DONE]\n\n"
-            await send(
+            deltas: list[dict[str, Any]] = [{"content": w} for w in ("Open ", "nine ", "to five.")]
+            events = [
                 {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")],
+                    "id": "c",
+                    "object": "chat.completion.chunk",
+                    "created": 1,
+                    "model": "m",
+                    "choices": [{"index": 0, "delta": d, "finish_reason": None if d else "stop"}],
                 }
-            )
-            await send({"type": "http.response.body", "body": data.encode()})
-            return
-        wants_tool = "bye" in json.dumps(req["messages"][-1])
+                for d in [*deltas, {}]
+            ]
+            sse = "".join(f"data: {json.dumps(e)}\n\n" for e in events) + "data: [DONE]\n\n"
+            return Response(sse, media_type="text/event-stream")
         message: dict[str, Any] = {"role": "assistant", "content": "Open nine to five."}
-        if wants_tool:
+        if "bye" in json.dumps(req["messages"][-1]):
+            call = {"name": "end_call", "arguments": '{"reason": "bye"}'}
             message = {
                 "role": "assistant",
                 "content": None,
-                "tool_calls": [
-                    {
-                        "id": "call_1",
-                        "type": "function",
-                        "function": {"name": "end_call", "arguments": '{"reason": "bye"}'},
-                    }
-                ],
+                "tool_calls": [{"id": "call_1", "type": "function", "function": call}],
             }
-        await self._send(
-            send,
-            200,
-            {
-                "id": "chatcmpl-1",
-                "object": "chat.completion",
-                "created": 1,
-                "model": "m",
-                "choices": [{"index": 0, "message": message, "finish_reason": "stop"}],
-            },
-        )
-
-    @staticmethod
-    async def _send(send: Any, status: int, payload: dict[str, Any]) -> None:
-        data = json.dumps(payload).encode()
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": data})
+        choice = {"index": 0, "message": message, "finish_reason": "stop"}
+        completion = {"id": "x", "object": "chat.completion", "created": 1, "model": "m"}
+        return JSONResponse({**completion, "choices": [choice]})
 
 
 def free_port() -> int:
@@ -111,7 +78,9 @@ def free_port() -> int:
 async def server() -> AsyncIterator[tuple[ScriptedServer, str]]:
     app = ScriptedServer()
     port = free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    config = uvicorn.Config(
+        app.app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"
+    )
     srv = uvicorn.Server(config)
     task = asyncio.create_task(srv.serve())
     while not srv.started:
