@@ -34,6 +34,7 @@ from realtime_gateway.events import EventBus, FanoutHub, LocalEventBus, RedisEve
 from realtime_gateway.management_auth import ManagementAuthMiddleware, is_public
 from realtime_gateway.metrics import install_metrics
 from realtime_gateway.orchestrator_client import OrchestratorClient
+from realtime_gateway.provider_choice import SharedProviderChoice
 from realtime_gateway.routes import build_routes
 from realtime_gateway.runtime import GatewayRuntime
 from realtime_gateway.shutdown import Drain, DrainMiddleware, install_sigterm_drain
@@ -99,13 +100,17 @@ def create_app(
         undo_drain = install_sigterm_drain(drain)  # SIGTERM: drain, then uvicorn's shutdown
         try:
             await attach_call_log(runtime)  # the Supabase mirror, when configured
+            if runtime.provider_choice is not None:
+                await runtime.provider_choice.follow_once()  # a switch made before we started
             await _load_current_driver(runtime)
+            if runtime.provider_choice is not None:
+                runtime.provider_choice.start()
             _freeze_startup_objects()
             log.info(
                 "realtime-gateway ready",
                 extra={
                     "version": __version__,
-                    "voice_provider": settings.voice_provider,
+                    "voice_provider": runtime.drivers.current_name,
                     "call_store": runtime.calls.backend,
                     "orchestrator_url": str(settings.orchestrator_url),
                 },
@@ -258,6 +263,12 @@ async def _open_runtime(
     drivers = DriverRegistry(
         DriverDeps(settings=settings, http=provider_http, flow=flow), settings.voice_provider
     )
+    # With Redis, a provider switch holds for every instance (provider_choice.py).
+    provider_choice = (
+        SharedProviderChoice(redis_client, settings.events_channel, drivers)
+        if redis_client is not None
+        else None
+    )
     return GatewayRuntime(
         settings=settings,
         jwt_secret=jwt_secret,
@@ -269,6 +280,7 @@ async def _open_runtime(
         flow=flow,
         drivers=drivers,
         redis=redis_client,
+        provider_choice=provider_choice,
     )
 
 
@@ -313,6 +325,8 @@ async def _load_current_driver(rt: GatewayRuntime) -> None:
 
 
 async def _close_runtime(rt: GatewayRuntime) -> None:
+    if rt.provider_choice is not None:
+        await rt.provider_choice.aclose()
     await rt.flow.aclose()
     if rt.call_log is not None:
         await rt.call_log.aclose()  # drains queued call log rows

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from realtime_gateway.call_log import CallLog
     from realtime_gateway.outbound import InitiateLedger
+    from realtime_gateway.provider_choice import SharedProviderChoice
 
 
 @dataclass(slots=True)
@@ -42,6 +43,7 @@ class GatewayRuntime:
     redis: aioredis.Redis | None = None
     call_log: CallLog | None = None  # the Supabase mirror, when configured
     initiate_ledger: InitiateLedger | None = None  # Idempotency-Key ledger, made on first use
+    provider_choice: SharedProviderChoice | None = None  # the switch shared through Redis
     started_at: float = field(default_factory=time.time)
 
 

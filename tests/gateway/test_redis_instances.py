@@ -3,11 +3,13 @@ continued on another, `/ws` clients on any instance see every event, `call.ended
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import httpx
+import pytest
 import websockets
 
 from tests.gateway.conftest import (
@@ -15,6 +17,7 @@ from tests.gateway.conftest import (
     admin_token,
     auth,
     event,
+    gateway,
     new_call_id,
     said,
     served,
@@ -156,3 +159,63 @@ async def test_unreachable_redis_gives_503_json_and_changes_nothing(data_dir: Pa
         assert r.status_code == 503
         assert r.json()["error"]["code"] == "verification_unavailable"
         assert gw.rt.bus.events_published == 0
+
+
+async def test_a_provider_switch_holds_for_every_instance(
+    data_dir: Path,
+    redis_url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Behind a load balancer the switch lands on one instance; all of them follow it, one that
+    starts later adopts it, and one that cannot drive the provider keeps its own (logged)."""
+    from realtime_gateway import provider_choice
+    from tests.gateway.test_provider_api import twilio_settings
+
+    monkeypatch.setattr(provider_choice, "SYNC_INTERVAL_S", 0.05)
+    both = twilio_settings(data_dir, redis_url=redis_url)
+    async with (
+        gateway(both) as a,
+        gateway(both) as b,
+        gateway(
+            settings_for(data_dir, redis_url=redis_url)  # no Twilio variables here
+        ) as bare,
+    ):
+        r = await a.client.post(
+            "/voice/providers/switch", json={"provider": "twilio"}, headers=auth()
+        )
+        assert r.status_code == 200, r.text
+        for _ in range(100):
+            if b.rt.drivers.current_name == "twilio":
+                break
+            await asyncio.sleep(0.02)
+        current = (await b.client.get("/voice/providers/current", headers=auth())).json()
+        assert current["provider"] == "twilio"
+        await asyncio.sleep(0.2)  # several polls: the instance without Twilio stays as it is
+        assert bare.rt.drivers.current_name == "generic-http"
+        assert "not configured on this one" in caplog.text
+        async with gateway(both) as late:  # adopts it at start-up, before its first request
+            assert late.rt.drivers.current_name == "twilio"
+        r = await b.client.post(
+            "/voice/providers/switch", json={"provider": "generic-http"}, headers=auth()
+        )
+        assert r.status_code == 200
+        for _ in range(100):
+            if a.rt.drivers.current_name == "generic-http":
+                break
+            await asyncio.sleep(0.02)
+        assert a.rt.drivers.current_name == "generic-http"
+
+
+async def test_a_switch_that_cannot_reach_redis_is_refused_and_changes_nothing(
+    data_dir: Path,
+) -> None:
+    from tests.gateway.test_provider_api import twilio_settings
+
+    async with gateway(twilio_settings(data_dir, redis_url="redis://127.0.0.1:1/0")) as gw:
+        r = await gw.client.post(
+            "/voice/providers/switch", json={"provider": "twilio"}, headers=auth()
+        )
+        assert r.status_code == 503
+        assert r.json()["error"]["code"] == "provider_switch_unavailable"
+        assert gw.rt.drivers.current_name == "generic-http"

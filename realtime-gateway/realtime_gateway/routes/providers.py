@@ -215,6 +215,16 @@ async def switch(request: Request) -> JSONResponse:
             missing=report.missing,
             problems=report.problems,
         )
+    if rt.provider_choice is not None:
+        try:
+            await rt.provider_choice.publish(name)  # first: all instances or none
+        except Exception as exc:
+            raise ApiError(
+                503,
+                "provider_switch_unavailable",
+                f"cannot record the switch for every gateway instance (Redis: "
+                f"{type(exc).__name__}); the provider is still {previous}",
+            ) from None
     await rt.drivers.switch(name)
     log.warning(
         "voice provider switched through the API",
