@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from starlette.responses import Response
 
@@ -294,8 +294,13 @@ class BaseDriver(ABC):
             return origin_of(request.url)
         return ""
 
-    def webhook_url(self, step: str = "") -> str:
-        """Public URL of one of this driver's webhook routes."""
-        base = self.settings.public_url()
+    def webhook_url(
+        self,
+        step: str = "",
+        query: Mapping[str, str | int] | None = None,
+        request: WebhookRequest | None = None,
+    ) -> str:
+        """Public URL of one of this driver's webhook routes (on `public_base(request)`)."""
         suffix = f"/{step}" if step else ""
-        return f"{base}/voice/webhook/{self.name}{suffix}"
+        url = f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}{suffix}"
+        return f"{url}?{urlencode(query)}" if query else url

@@ -26,7 +26,6 @@ from realtime_gateway.drivers.base import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
     TERMINAL_STATUSES,
-    WEBHOOK_PATH,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -238,7 +237,7 @@ class TwilioDriver(BaseDriver):
             raise ProviderConfigError(
                 f"cannot sign a Twilio webhook: missing {', '.join(missing)}", missing=missing
             )
-        url = f"{base}{WEBHOOK_PATH}/{self.name}"
+        url = self.webhook_url()
         form = {
             "AccountSid": self.settings.twilio_account_sid or "AC" + "0" * 32,
             "ApiVersion": "2010-04-01",
@@ -333,7 +332,7 @@ class TwilioDriver(BaseDriver):
         agent = request.query.get("agent_id")
         if agent:
             query["agent_id"] = agent
-        return f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/gather?{urlencode(query)}"
+        return self.webhook_url("gather", query, request)
 
     def _call_info(self, request: WebhookRequest, params: Mapping[str, str]) -> CallInfo:
         direction = params.get("Direction", "inbound")
@@ -371,12 +370,11 @@ class TwilioDriver(BaseDriver):
     def _render(
         self, request: WebhookRequest, reply: FlowReply, next_turn: int, params: Mapping[str, str]
     ) -> VoiceResponse:
-        dial_query = urlencode({"turn": next_turn})
         return render_actions(
             reply.actions,
             self._gather_url(request, next_turn, 0, params),
             caller_id=self._dial_caller_id(params),
-            dial_url=f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/dial?{dial_query}",
+            dial_url=self.webhook_url("dial", {"turn": next_turn}, request),
         )
 
     def _on_dial_end(self, request: WebhookRequest, params: Mapping[str, str]) -> Response:
@@ -510,13 +508,10 @@ class TwilioDriver(BaseDriver):
         if missing:
             raise ProviderConfigError(f"Twilio is not configured: missing {', '.join(missing)}")
         from_number = options.from_number or self.settings.twilio_phone_number
-        base = self.public_base()
-        voice_url = f"{base}{WEBHOOK_PATH}/{self.name}"
-        status_url = f"{base}{WEBHOOK_PATH}/{self.name}/status"
-        if options.agent_id:
-            # carried in the (signed) URLs, so the call knows its agent from the first callback
-            voice_url += "?" + urlencode({"agent_id": options.agent_id})
-            status_url += "?" + urlencode({"agent_id": options.agent_id})
+        # the agent is carried in the (signed) URLs, so the call knows it from the first callback
+        agent = {"agent_id": options.agent_id} if options.agent_id else None
+        voice_url = self.webhook_url("", agent)
+        status_url = self.webhook_url("status", agent)
         kwargs: dict[str, Any] = {
             "to": to,
             "from_": from_number,
@@ -529,7 +524,7 @@ class TwilioDriver(BaseDriver):
         }
         if options.recording:
             kwargs["record"] = True
-            kwargs["recording_status_callback"] = f"{base}{WEBHOOK_PATH}/{self.name}/recording"
+            kwargs["recording_status_callback"] = self.webhook_url("recording")
             kwargs["recording_status_callback_method"] = "POST"
             kwargs["recording_status_callback_event"] = ["completed"]
         if options.machine_detection:

@@ -29,7 +29,7 @@ import time
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qsl, urlencode, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import jwt
 from starlette.responses import JSONResponse, Response
@@ -38,7 +38,6 @@ from realtime_gateway.drivers.base import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
     TERMINAL_STATUSES,
-    WEBHOOK_PATH,
     BaseDriver,
     CallerInput,
     CallInfo,
@@ -283,7 +282,7 @@ class VonageDriver(BaseDriver):
             "uuid": call_id,
             "conversation_uuid": f"CON-{uuidlib.uuid4()}",
         }
-        url = f"{base}{WEBHOOK_PATH}/{self.name}?{urlencode(params)}"
+        url = self.webhook_url("", params)
         claims: dict[str, Any] = {
             "iat": int(time.time()),
             "jti": str(uuidlib.uuid4()),
@@ -375,20 +374,17 @@ class VonageDriver(BaseDriver):
         for key in ("direction", "agent_id"):  # carried along for a call we must re-track
             if request.query.get(key):
                 query[key] = request.query[key]
-        return f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/input?{urlencode(query)}"
+        return self.webhook_url("input", query, request)
 
     def _render(self, request: WebhookRequest, uuid: str, reply: FlowReply, turn: int) -> Response:
         return self._respond(uuid, self._rendered(request, reply, turn))
 
     def _rendered(self, request: WebhookRequest, reply: FlowReply, turn: int) -> RenderedNcco:
-        transfer_query = urlencode({"turn": turn})
         return render_actions(
             reply.actions,
             self._input_url(request, turn, 0),
             self.settings.vonage_phone_number,
-            transfer_url=(
-                f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/transfer?{transfer_query}"
-            ),
+            transfer_url=self.webhook_url("transfer", {"turn": turn}, request),
         )
 
     async def _on_transfer_event(
@@ -434,8 +430,7 @@ class VonageDriver(BaseDriver):
         rendered = self._rendered(request, reply, 1)
         if request.query.get("record") == "1":
             # Outbound with recording: record the whole conversation from the first word.
-            recording_url = f"{self.public_base(request)}{WEBHOOK_PATH}/{self.name}/recording"
-            recording_url += "?" + urlencode({"uuid": uuid})
+            recording_url = self.webhook_url("recording", {"uuid": uuid}, request)
             rendered.ncco.insert(0, record_action(recording_url))
         return self._respond(uuid, rendered)
 
@@ -594,7 +589,6 @@ class VonageDriver(BaseDriver):
         from vonage_voice.models.requests import CreateCallRequest, ToPhone
 
         from_number = options.from_number or self.settings.vonage_phone_number or ""
-        base = self.public_base()
         query: dict[str, str] = {"direction": "outbound"}
         if options.agent_id:
             query["agent_id"] = options.agent_id
@@ -604,9 +598,9 @@ class VonageDriver(BaseDriver):
         request_kwargs: dict[str, Any] = {
             "to": [ToPhone(number=digits_only(to))],
             "from_": Phone(number=digits_only(from_number)),
-            "answer_url": [f"{base}{WEBHOOK_PATH}/{self.name}/answer?{urlencode(query)}"],
+            "answer_url": [self.webhook_url("answer", query)],
             "answer_method": "POST",
-            "event_url": [f"{base}{WEBHOOK_PATH}/{self.name}/status?{urlencode(event_query)}"],
+            "event_url": [self.webhook_url("status", event_query)],
             "event_method": "POST",
         }
         if options.machine_detection:
