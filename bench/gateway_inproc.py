@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
-import hmac
 import json
 import statistics
 import tempfile
@@ -25,6 +23,7 @@ from urllib.parse import urlencode
 import httpx
 import respx
 
+from bench.loadgen import generic_signed
 from realtime_gateway.app import create_app
 from realtime_gateway.config import GatewaySettings
 
@@ -83,14 +82,7 @@ def settings(data_dir: Path) -> GatewaySettings:
 
 
 def generic(ev: dict[str, Any]) -> tuple[bytes, dict[str, str]]:
-    body = json.dumps(ev).encode()
-    stamp = str(int(time.time()))
-    mac = hmac.new(SECRET.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return body, {
-        "Content-Type": "application/json",
-        "X-Gateway-Timestamp": stamp,
-        "X-Gateway-Signature": f"v1={mac}",
-    }
+    return generic_signed(SECRET, ev)
 
 
 def summary(name: str, samples: list[float], cpu_s: float) -> dict[str, float]:

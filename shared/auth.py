@@ -156,9 +156,6 @@ class _VerifiedTokens:
         if len(self._items) > self._size:
             self._items.popitem(last=False)
 
-    def clear(self) -> None:
-        self._items.clear()
-
 
 _verified = _VerifiedTokens()
 

@@ -57,13 +57,13 @@ class OrchestratorClient:
         tokens: ServiceTokenSource,
         budget_s: float,
         connect_timeout_s: float,
+        transport: httpx.AsyncBaseTransport,
         breaker: CircuitBreaker | None = None,
-        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._http = http
-        # Turns go straight to the client's pooled transport: the client's per-request layers
-        # (URL merging, cookie jar, auth and redirect handling) cost more CPU than the gateway's
-        # own turn work and none of them applies here. Without it, `http.send`.
+        # Turns go straight to the client's pooled transport (the one `http` wraps): the client's
+        # per-request layers (URL merging, cookie jar, auth and redirect handling) cost more CPU
+        # than the gateway's own turn work and none of them applies here.
         self._transport = transport
         self._base = str(http.base_url).rstrip("/")
         self.breaker = breaker
@@ -204,8 +204,6 @@ class OrchestratorClient:
                 }
             },
         )
-        if self._transport is None:
-            return await self._http.send(request)
         response = await self._transport.handle_async_request(request)
         response.request = request
         try:

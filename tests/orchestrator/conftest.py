@@ -217,3 +217,12 @@ def chroma_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChromaSe
     except subprocess.TimeoutExpired:
         proc.kill()
     log_file.close()
+
+
+def empty_collections(handle: Any) -> None:
+    """Start a test from empty Chroma collections (a `chroma run` server or a data dir may hold
+    another test's documents and memories)."""
+    for collection in (handle.knowledge, handle.memories):
+        ids = collection.get(include=[])["ids"]
+        if ids:
+            collection.delete(ids=ids)

@@ -18,7 +18,7 @@ from orchestrator.memory.chroma import ChromaHandle, open_chroma, open_client
 from orchestrator.memory.embeddings import HASHING_NAME, HashingEmbeddingFunction, hash_embed
 from orchestrator.memory.knowledge import KnowledgeBase, chunk_text
 from orchestrator.memory.retention import RetentionTask
-from tests.orchestrator.conftest import ChromaServer
+from tests.orchestrator.conftest import ChromaServer, empty_collections
 
 
 def chroma_settings(data_dir: Path, **overrides: Any) -> OrchestratorSettings:
@@ -51,11 +51,7 @@ async def chroma(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterato
         request.getfixturevalue("no_outside_network")
         settings = chroma_settings(data_dir)
     handle = await open_chroma(settings)
-    # the server is shared by the session: start from empty collections
-    for collection in (handle.knowledge, handle.memories):
-        ids = collection.get(include=[])["ids"]
-        if ids:
-            collection.delete(ids=ids)
+    empty_collections(handle)  # the server is shared by the session
     yield handle
     await handle.close()
 

@@ -25,6 +25,7 @@ from orchestrator.memory.caller_memory import CallerMemory
 from orchestrator.memory.chroma import ChromaHandle, open_chroma
 from orchestrator.memory.embeddings import OpenAIEmbeddingFunction, QueryEmbedder, hash_embed
 from orchestrator.memory.knowledge import KnowledgeBase
+from tests.orchestrator.conftest import empty_collections
 from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
 
 
@@ -32,10 +33,7 @@ from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
 async def chroma(data_dir: Path) -> AsyncIterator[ChromaHandle]:
     settings = OrchestratorSettings(_env_file=None, data_dir=data_dir)  # type: ignore[call-arg]
     handle = await open_chroma(settings)
-    for collection in (handle.knowledge, handle.memories):
-        ids = collection.get(include=[])["ids"]
-        if ids:
-            collection.delete(ids=ids)
+    empty_collections(handle)
     yield handle
     await handle.close()
 

@@ -5,10 +5,7 @@ secret, token or full phone number appears anywhere in the output."""
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ import websockets
 
 from shared.auth import mint_token
 from tests.e2e.services import run_service
+from tests.gateway.conftest import sign
 
 pytestmark = pytest.mark.slow
 
@@ -34,13 +32,7 @@ SPOKEN_NUMBER = "+1 555 123 4567"
 
 def signed(ev: dict[str, Any], secret: str = GH_SECRET) -> tuple[bytes, dict[str, str]]:
     body = json.dumps(ev).encode()
-    ts = str(int(time.time()))
-    sig = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-    return body, {
-        "Content-Type": "application/json",
-        "X-Gateway-Timestamp": ts,
-        "X-Gateway-Signature": f"v1={sig}",
-    }
+    return body, sign(body, secret=secret)
 
 
 def ev(type_: str, call_id: str, **fields: Any) -> dict[str, Any]:

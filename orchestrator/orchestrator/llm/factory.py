@@ -51,7 +51,7 @@ class LLMFactory:
                     follow_redirects=False,
                     transport=AiohttpTransport(
                         verify=base.startswith("https://"),
-                        limits=httpx.Limits(max_connections=200, max_keepalive_connections=50),
+                        limits=httpx.Limits(max_connections=200),
                     ),
                 )
             return self._own_http

@@ -102,29 +102,29 @@ class KnowledgeBase:
         self._generation += 1
         self._presence.clear()
 
+    def _cached_presence(self, agent_id: str | None) -> bool | None:
+        """What a check within the TTL found for `agent_id`, else None."""
+        cached = self._presence.get(agent_id or "")
+        if cached is None or time.monotonic() - cached[1] >= self._presence_ttl_s:
+            return None
+        return cached[0]
+
     def known_empty(self, agent_id: str | None = None) -> bool:
         """True when a recent check found nothing for `agent_id`: a search would return []."""
-        cached = self._presence.get(agent_id or "")
-        return (
-            cached is not None
-            and not cached[0]
-            and time.monotonic() - cached[1] < self._presence_ttl_s
-        )
+        return self._cached_presence(agent_id) is False
 
     async def has_knowledge(self, agent_id: str | None = None) -> bool:
         """Whether a search for `agent_id` (None: any agent) can find anything (cached)."""
-        key = agent_id or ""
-        cached = self._presence.get(key)
-        now = time.monotonic()
-        if cached is not None and now - cached[1] < self._presence_ttl_s:
-            return cached[0]
-        generation = self._generation
+        cached = self._cached_presence(agent_id)
+        if cached is not None:
+            return cached
+        generation, checked_at = self._generation, time.monotonic()
         got = await asyncio.to_thread(
             self._collection.get, where=_agent_filter(agent_id), limit=1, include=[]
         )
         present = bool(got["ids"])
         if generation == self._generation:
-            self._presence[key] = (present, now)
+            self._presence[agent_id or ""] = (present, checked_at)
         return present
 
     async def ingest(
@@ -151,7 +151,7 @@ class KnowledgeBase:
         ids = [f"{doc_id}:{i}" for i in range(len(chunks))]
         docs = [f"{title}\n{chunk}" if title else chunk for chunk in chunks]
         if ids:
-            self._generation += 1  # a presence check from now on may predate the write
+            self._invalidate()  # a presence check from now on may predate the write
             # Replacing a document with the same id drops its old, possibly longer, chunk list.
             await asyncio.to_thread(self._collection.delete, where={"doc_id": doc_id})
             await asyncio.to_thread(
@@ -196,15 +196,14 @@ class KnowledgeBase:
         return hits
 
     def _query(self, query: str, k: int, where: dict[str, Any] | None) -> Any:
-        if self._embed is None:
-            return self._collection.query(
-                query_texts=[query],
-                n_results=k,
-                where=where,
-                include=["documents", "metadatas", "distances"],
-            )
+        # Our cached query embedding when there is one, else Chroma embeds the text itself.
+        text_or_vector: dict[str, Any] = (
+            {"query_texts": [query]}
+            if self._embed is None
+            else {"query_embeddings": [self._embed(query)]}
+        )
         return self._collection.query(
-            query_embeddings=[self._embed(query)],
+            **text_or_vector,
             n_results=k,
             where=where,
             include=["documents", "metadatas", "distances"],
