@@ -176,3 +176,89 @@ def test_the_payload_keeps_messages_out_of_the_transformed_body(history: int) ->
     payload = phone._get_request_payload(msgs)
     assert payload["messages"] == []
     assert len(payload["extra_body"]["messages"]) == history + 2
+
+
+def without_nulls(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: without_nulls(v) for k, v in value.items() if v is not None}
+    return value
+
+
+def same_message(a: Any, b: Any) -> None:
+    """Everything but the run id langchain gives each call. The one difference: `token_usage`
+    in the response metadata is the API's own object, where the SDK's model dump adds the
+    fields the API left out (`completion_tokens_details`...) as nulls."""
+    da, db = a.model_dump(exclude={"id"}), b.model_dump(exclude={"id"})
+    for d in (da, db):
+        usage = d["response_metadata"].get("token_usage")
+        if usage is not None:
+            d["response_metadata"]["token_usage"] = without_nulls(usage)
+    assert da == db
+
+
+@pytest.mark.parametrize(
+    ("reply", "top"),
+    [
+        ({"role": "assistant", "content": "Nine to five."}, {}),
+        ({"role": "assistant", "content": "No.", "refusal": "I can't help with that."}, {}),
+        (
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": "call_3",
+                        "type": "function",
+                        "function": {"name": "remember", "arguments": '{"fact": "likes tea"}'},
+                    },
+                    {
+                        "id": "call_4",
+                        "type": "function",
+                        "function": {"name": "end_call", "arguments": "{not json"},
+                    },
+                ],
+            },
+            {"system_fingerprint": "fp_1", "service_tier": "default"},
+        ),
+        ({"role": "assistant", "content": "Hi."}, {"usage": None, "id": None}),
+    ],
+    ids=["text", "refusal", "tool-calls", "no-usage"],
+)
+async def test_the_answer_is_the_stock_message(reply: dict[str, Any], top: dict[str, Any]) -> None:
+    """The completion's JSON goes to langchain-openai's `_create_chat_result` as a dict (no SDK
+    model, no thread hop): the AIMessage is the one stock `ChatOpenAI` makes, field for field."""
+    specs = tool_specs(AgentConfiguration())
+    body = {**completion(reply), **top}
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(return_value=httpx.Response(200, json=body))
+        async with httpx.AsyncClient() as http:
+            stock, phone = models(http)
+            a = await stock.bind_tools(specs).ainvoke(conversation())
+            b = await phone.bind_tools(specs).ainvoke(conversation())
+    same_message(a, b)
+    assert b.content == (reply["content"] or "")
+
+
+@pytest.mark.parametrize(
+    "response",
+    [
+        httpx.Response(200, text="<html>moved</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, json=["not", "an", "object"]),
+        httpx.Response(400, json={"error": {"message": "bad", "type": "invalid_request_error"}}),
+        httpx.Response(429, json={"error": {"message": "slow down"}}),
+        httpx.Response(503, text="unavailable"),
+    ],
+    ids=["html", "json-list", "400", "429", "503"],
+)
+async def test_bad_answers_raise_what_stock_raises(response: httpx.Response) -> None:
+    raised: list[tuple[type[BaseException], str]] = []
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(return_value=response)
+        async with httpx.AsyncClient() as http:
+            for model in models(http):
+                try:
+                    await model.ainvoke(conversation())
+                except Exception as exc:  # whatever stock raises, ours must raise too
+                    raised.append((type(exc), str(exc)))
+    assert len(raised) == 2, "both models must refuse the answer"
+    assert raised[0] == raised[1]
