@@ -94,16 +94,30 @@ async def test_turn_state_returns_the_stored_reply_or_the_recent_history(
     await store.record_greeting(cid, "Hello!", [{"type": "say", "text": "Hello!"}])
     for turn in range(1, 5):
         await store.record_turn(
-            cid, str(turn), user_text=f"u{turn}", reply_text=f"a{turn}", actions=[]
+            cid,
+            str(turn),
+            user_text=f"u{turn}",
+            reply_text=f"a{turn}",
+            actions=[{"type": "say", "text": f"a{turn}"}, {"type": "gather"}],
+            timings={"llm": 1.5 * turn},
+            user_metadata={"input_type": "speech", "confidence": 0.9},
         )
     replay = await store.turn_state(cid, "2", history_turns=2)
     assert replay.stored_reply is not None and replay.stored_reply.content == "a2"
+    assert replay.stored_reply == await store.get_reply(cid, "2")  # every field, read alike
     fresh = await store.turn_state(cid, "5", history_turns=2)
     assert fresh.stored_reply is None
     assert [m.content for m in fresh.history] == ["u3", "a3", "u4", "a4"]
+    assert fresh.history == await store.history(cid, 2)
+    assert fresh.history[-1].actions[1] == {"type": "gather"}
+    assert fresh.history[-1].timings == {"llm": 6.0}
+    assert fresh.history[-2].metadata == {"input_type": "speech", "confidence": 0.9}
     assert fresh.agent is None  # this conversation has no agent
     missing = await store.turn_state(new_id(), "1", history_turns=2)
     assert missing.conversation is None
+    silent = await store.turn_state(await start_conversation(database), "1", history_turns=2)
+    assert silent.conversation is not None
+    assert silent.stored_reply is None and silent.history == []
 
 
 async def test_turn_state_brings_the_conversations_agent_in_the_same_read(

@@ -58,26 +58,53 @@ class TurnState:
     agent: Agent | None = None  # the conversation's agent, if it still exists
 
 
-# The conversation with its agent (one row), then its stored reply to this turn (part 0) and its
-# recent history (part 1, empty when there is a reply): two round trips for a turn's reads.
-_SELECT_CONVERSATION_AGENT = (
-    f"SELECT {', '.join('c.' + c.strip() for c in _CONVERSATION_COLUMNS.split(','))}, "  # noqa: S608
-    "a.id AS a_id, a.name AS a_name, a.agent_type AS a_agent_type, "
-    "a.configuration AS a_configuration, a.is_default AS a_is_default, "
-    "a.created_at AS a_created_at, a.updated_at AS a_updated_at "
-    "FROM conversations c LEFT JOIN agents a ON a.id = c.agent_id WHERE c.id = $1"
-)
-_SELECT_REPLY_OR_HISTORY = f"""
+# A turn's reads in one statement (one round trip): the conversation with its agent, and either
+# its stored reply to this turn (part 0) or, when there is none, its recent history (part 1),
+# the messages as one array per column (jsonb columns as one jsonb array), oldest first.
+_TURN_MESSAGES = f"""
 WITH reply AS (
     SELECT {_MESSAGE_COLUMNS}, 0 AS part FROM messages
     WHERE conversation_id = $1 AND turn_id = $2 AND role = 'assistant'
+), picked AS (
+    SELECT * FROM reply
+    UNION ALL
+    (SELECT {_MESSAGE_COLUMNS}, 1 AS part FROM messages
+     WHERE conversation_id = $1 AND NOT EXISTS (SELECT 1 FROM reply)
+     ORDER BY id DESC LIMIT $3)
 )
-SELECT * FROM reply
-UNION ALL
-(SELECT {_MESSAGE_COLUMNS}, 1 AS part FROM messages
- WHERE conversation_id = $1 AND NOT EXISTS (SELECT 1 FROM reply)
- ORDER BY id DESC LIMIT $3)
+SELECT array_agg(id ORDER BY id) AS m_id, array_agg(turn_id ORDER BY id) AS m_turn_id,
+       array_agg(role ORDER BY id) AS m_role, array_agg(content ORDER BY id) AS m_content,
+       jsonb_agg(actions ORDER BY id) AS m_actions, jsonb_agg(timings ORDER BY id) AS m_timings,
+       jsonb_agg(metadata ORDER BY id) AS m_metadata,
+       array_agg(created_at ORDER BY id) AS m_created_at, min(part) AS m_part
+FROM picked
 """  # noqa: S608
+_SELECT_TURN_STATE = (
+    f"SELECT {', '.join('c.' + c.strip() for c in _CONVERSATION_COLUMNS.split(','))}, "  # noqa: S608
+    "a.id AS a_id, a.name AS a_name, a.agent_type AS a_agent_type, "
+    "a.configuration AS a_configuration, a.is_default AS a_is_default, "
+    "a.created_at AS a_created_at, a.updated_at AS a_updated_at, m.* "
+    "FROM conversations c LEFT JOIN agents a ON a.id = c.agent_id "
+    f"LEFT JOIN LATERAL ({_TURN_MESSAGES}) m ON true WHERE c.id = $1"
+)
+
+
+def _turn_messages(conversation_id: str, row: asyncpg.Record) -> list[Message]:
+    ids = row["m_id"] or []
+    return [
+        Message(
+            id=ids[i],
+            conversation_id=conversation_id,
+            turn_id=row["m_turn_id"][i],
+            role=row["m_role"][i],
+            content=row["m_content"][i],
+            actions=list(row["m_actions"][i] or []),
+            timings=dict(row["m_timings"][i] or {}),
+            metadata=dict(row["m_metadata"][i] or {}),
+            created_at=row["m_created_at"][i],
+        )
+        for i in range(len(ids))
+    ]
 
 
 def _joined_agent(row: asyncpg.Record) -> Agent | None:
@@ -201,19 +228,19 @@ class ConversationStore:
         return Message.from_row(row) if row else None
 
     async def turn_state(self, conversation_id: str, turn_id: str, history_turns: int) -> TurnState:
-        """The conversation, the stored reply to this turn if any, else the recent history."""
-        async with self._pool.acquire() as conn:
-            row = await conn.fetchrow(_SELECT_CONVERSATION_AGENT, conversation_id)
-            if row is None:
-                return TurnState(None, None, [])
-            rows = await conn.fetch(
-                _SELECT_REPLY_OR_HISTORY, conversation_id, turn_id, history_turns * 2
-            )
+        """The conversation, the stored reply to this turn if any, else the recent history: one
+        statement (each round trip to Postgres is a wake-up of two processes on the call's
+        path; a paced turn pays for every one)."""
+        row = await self._pool.fetchrow(
+            _SELECT_TURN_STATE, conversation_id, turn_id, history_turns * 2
+        )
+        if row is None:
+            return TurnState(None, None, [])
         conversation, agent = Conversation.from_row(row), _joined_agent(row)
-        if rows and rows[0]["part"] == 0:
-            return TurnState(conversation, Message.from_row(rows[0]), [], agent)
-        history = [Message.from_row(r) for r in sorted(rows, key=lambda r: int(r["id"]))]
-        return TurnState(conversation, None, history, agent)
+        messages = _turn_messages(conversation_id, row)
+        if row["m_part"] == 0:
+            return TurnState(conversation, messages[0], [], agent)
+        return TurnState(conversation, None, messages, agent)
 
     async def history(self, conversation_id: str, turns: int) -> list[Message]:
         async with self._pool.acquire() as conn:
