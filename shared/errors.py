@@ -79,3 +79,17 @@ async def on_http_exception(request: Request, exc: Exception) -> Response:
 async def on_unexpected_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error", extra={"path": request.url.path})
     return error_response(500, "internal_error", "internal error; see the service logs")
+
+
+def connection_refused(exc: BaseException) -> bool:
+    """Whether `exc` comes from a refused connection (anywhere in its cause chain). httpx-aiohttp
+    reports one as `httpx.ConnectTimeout` (and openai then as `APITimeoutError`): logs and
+    errors say "connection refused" so an operator looks for a server that is down, not slow."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, ConnectionRefusedError):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False

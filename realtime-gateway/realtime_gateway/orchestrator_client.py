@@ -32,6 +32,7 @@ from shared.contract import (
     TurnRequest,
     idempotency_key,
 )
+from shared.errors import connection_refused
 from shared.logging import request_id_var
 
 log = logging.getLogger(__name__)
@@ -144,8 +145,12 @@ class OrchestratorClient:
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.RemoteProtocolError) as exc:
                 # RemoteProtocolError: a pooled keep-alive connection the server had closed
                 # (e.g. it restarted); the idempotency key makes the retry safe.
-                last = OrchestratorUnavailable(f"orchestrator unreachable: {type(exc).__name__}")
-                log.warning("orchestrator unreachable", extra={"path": path, "attempt": attempt})
+                why = "connection refused" if connection_refused(exc) else type(exc).__name__
+                last = OrchestratorUnavailable(f"orchestrator unreachable: {why}")
+                log.warning(
+                    "orchestrator unreachable",
+                    extra={"path": path, "attempt": attempt, "err": why},
+                )
                 await asyncio.sleep(RETRY_PAUSE_S)
                 continue
             except (TimeoutError, httpx.TimeoutException) as exc:

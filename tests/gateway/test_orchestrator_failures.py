@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import respx
 import websockets
 
+from realtime_gateway.orchestrator_client import OrchestratorUnavailable
 from realtime_gateway.turns import APOLOGY
 from shared.auth import verify_service_token
-from shared.contract import TurnReply
+from shared.contract import CallStart, TurnReply
 from tests.gateway.conftest import (
     JWT_SECRET,
     ORCH_URL,
@@ -154,6 +156,11 @@ async def test_orchestrator_connection_refused_gives_fallback_greeting_fast(
         assert [a["type"] for a in r.json()["actions"]] == ["say", "gather"]
         health = (await gw.client.get("/health")).json()
         assert health["status"] == "degraded" and health["degraded"] == ["orchestrator"]
+        # httpx-aiohttp reports the refusal as a connect timeout: the error says what it is.
+        with pytest.raises(OrchestratorUnavailable, match="unreachable: connection refused"):
+            await gw.rt.orchestrator.start(
+                call_id, CallStart(call_id=call_id, provider="generic-http")
+            )
 
 
 async def test_end_is_retried_in_the_background_when_the_orchestrator_fails(

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.metrics import count_error
+from shared.errors import connection_refused
 
 if TYPE_CHECKING:
     from langchain_core.messages import AIMessage, BaseMessage
@@ -120,7 +121,11 @@ async def call_llm(
 
 def _describe(exc: BaseException) -> str:
     status = getattr(exc, "status_code", None)
-    return f"{type(exc).__name__}({status})" if status else type(exc).__name__
+    if status:
+        return f"{type(exc).__name__}({status})"
+    if connection_refused(exc):  # reported as a timeout by httpx-aiohttp and openai
+        return f"{type(exc).__name__}(connection refused)"
+    return type(exc).__name__
 
 
 def _retry_after(exc: BaseException) -> float | None:
