@@ -89,21 +89,30 @@ _SELECT_TURN_STATE = (
 )
 
 
+# Message field -> the array column `_TURN_MESSAGES` returns it in.
+_MESSAGE_ARRAYS = {
+    "id": "m_id",
+    "turn_id": "m_turn_id",
+    "role": "m_role",
+    "content": "m_content",
+    "actions": "m_actions",
+    "timings": "m_timings",
+    "metadata": "m_metadata",
+    "created_at": "m_created_at",
+}
+
+
 def _turn_messages(conversation_id: str, row: asyncpg.Record) -> list[Message]:
-    ids = row["m_id"] or []
+    """The messages of `_TURN_MESSAGES`' arrays, each read by `Message.from_row`."""
+    if row["m_id"] is None:  # no message picked: the aggregates are null
+        return []
+    fields = list(_MESSAGE_ARRAYS)
+    columns = [row[column] for column in _MESSAGE_ARRAYS.values()]
     return [
-        Message(
-            id=ids[i],
-            conversation_id=conversation_id,
-            turn_id=row["m_turn_id"][i],
-            role=row["m_role"][i],
-            content=row["m_content"][i],
-            actions=list(row["m_actions"][i] or []),
-            timings=dict(row["m_timings"][i] or {}),
-            metadata=dict(row["m_metadata"][i] or {}),
-            created_at=row["m_created_at"][i],
+        Message.from_row(
+            {"conversation_id": conversation_id, **dict(zip(fields, values, strict=True))}
         )
-        for i in range(len(ids))
+        for values in zip(*columns, strict=True)
     ]
 
 
