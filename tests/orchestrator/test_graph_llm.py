@@ -419,3 +419,37 @@ async def test_a_hanging_embedding_api_costs_the_turn_its_excerpts_not_a_silence
     assert time.monotonic() - started < 1.0
     assert reply.reply == "We open at nine."
     assert "Knowledge base excerpts" not in fake_openai.system_prompt()
+
+
+async def test_a_plain_turn_takes_no_thread_hop(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI
+) -> None:
+    """Nothing of a plain turn runs in a worker thread (a hop and a GIL hand-off for the event
+    loop each time): not the graph's routers, not the LLM answer's parsing."""
+    import concurrent.futures
+
+    agent = await llm_stack.agent(model="gpt-test")
+    call = await llm_stack.start(agent, new_phone())
+    fake_openai.reply("Warm.")
+    # first use may take threads (e.g. Chroma is asked once whether the agent has documents)
+    await llm_stack.say(call.conversation_id, 1, "When do you open?")
+    submitted: list[object] = []
+
+    class Counting(concurrent.futures.ThreadPoolExecutor):
+        def submit(self, fn: Any, /, *args: Any, **kwargs: Any) -> Any:
+            submitted.append(fn)
+            return super().submit(fn, *args, **kwargs)
+
+    loop = asyncio.get_running_loop()
+    previous = loop._default_executor  # type: ignore[attr-defined]
+    executor = Counting(max_workers=2)
+    loop.set_default_executor(executor)
+    try:
+        for turn in (2, 3):
+            fake_openai.reply("We open at nine.")
+            reply = await llm_stack.say(call.conversation_id, turn, "When do you open?")
+            assert reply.reply == "We open at nine."
+    finally:
+        loop._default_executor = previous  # type: ignore[attr-defined]
+        executor.shutdown(wait=False)
+    assert submitted == []

@@ -219,7 +219,10 @@ class AgentGraph:
             "rounds": rounds,
         }
 
-    def _after_orchestrator(self, state: TurnGraphState) -> str:
+    # The routers are coroutines: LangGraph runs a plain function given as a branch in the
+    # default thread pool (langchain's `run_in_executor`), a thread hop and a GIL hand-off on
+    # every turn for a dictionary lookup.
+    async def _after_orchestrator(self, state: TurnGraphState) -> str:
         return "tool" if state.get("pending") else self._end
 
     async def _tool(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
@@ -266,5 +269,5 @@ class AgentGraph:
             )
         return await self.tools.run(call, run.tools)
 
-    def _after_tool(self, state: TurnGraphState) -> str:
+    async def _after_tool(self, state: TurnGraphState) -> str:
         return self._end if state.get("finished") else "orchestrator"
