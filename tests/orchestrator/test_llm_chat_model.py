@@ -262,3 +262,131 @@ async def test_bad_answers_raise_what_stock_raises(response: httpx.Response) -> 
                     raised.append((type(exc), str(exc)))
     assert len(raised) == 2, "both models must refuse the answer"
     assert raised[0] == raised[1]
+
+
+# -- the replayed request (second call on) ------------------------------------------------------
+
+
+def wire(request: httpx.Request) -> tuple[str, dict[str, str], dict[str, Any]]:
+    headers = {k: v for k, v in request.headers.items() if k != "content-length"}
+    return str(request.url), headers, json.loads(request.content)
+
+
+async def test_later_calls_replay_the_sdks_request_with_their_own_body() -> None:
+    """From the second call on the SDK is not asked to build the request: the URL, every header
+    it set (auth, user agent, X-Stainless-*, organisation, default headers and query) and the
+    body encoding are what stock `ChatOpenAI` sends for the same conversation."""
+    specs = tool_specs(AgentConfiguration())
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=completion({"role": "assistant", "content": "Hi."}))
+
+    extra = {
+        "organization": "org-7",
+        "default_headers": {"X-Team": "front-desk"},
+        "default_query": {"api-version": "2026-01"},
+    }
+    later = [HumanMessage("And on Saturdays?")]
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(side_effect=answer)
+        async with httpx.AsyncClient() as http:
+            stock, phone = models(http, **extra)
+            await stock.bind_tools(specs).ainvoke(later)
+            await phone.bind_tools(specs).ainvoke(conversation())  # learns the request
+            assert phone._sent is not None
+            replayed = await phone.bind_tools(specs).ainvoke(later)
+    assert len(sent) == 3
+    stock_url, stock_headers, stock_body = wire(sent[0])
+    url, headers, body = wire(sent[2])
+    assert url == stock_url and "api-version=2026-01" in url
+    assert headers["authorization"] == "Bearer sk-test"
+    assert headers["openai-organization"] == "org-7" and headers["x-team"] == "front-desk"
+    assert headers == stock_headers
+    assert body == stock_body
+    assert body["messages"] == [{"role": "user", "content": "And on Saturdays?"}]
+    assert replayed.content == "Hi."
+
+
+async def test_replayed_answers_are_the_stock_message() -> None:
+    reply = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_5",
+                "type": "function",
+                "function": {"name": "end_call", "arguments": json.dumps({"reason": "bye"})},
+            }
+        ],
+    }
+    specs = tool_specs(AgentConfiguration())
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(
+            return_value=httpx.Response(200, json=completion(reply))
+        )
+        async with httpx.AsyncClient() as http:
+            stock, phone = models(http)
+            a = await stock.bind_tools(specs).ainvoke(conversation())
+            await phone.bind_tools(specs).ainvoke(conversation())
+            b = await phone.bind_tools(specs).ainvoke(conversation())
+    same_message(a, b)
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        httpx.Response(200, text="<html>moved</html>", headers={"content-type": "text/html"}),
+        httpx.Response(200, json=["not", "an", "object"]),
+        httpx.Response(400, json={"error": {"message": "bad", "type": "invalid_request_error"}}),
+        httpx.Response(429, json={"error": {"message": "slow down"}}),
+        httpx.Response(503, text="unavailable"),
+        httpx.ReadTimeout("read timed out"),
+        httpx.ConnectError("connection refused"),
+    ],
+    ids=["html", "json-list", "400", "429", "503", "timeout", "connect-error"],
+)
+async def test_replayed_failures_raise_what_stock_raises(failure: Any) -> None:
+    good = httpx.Response(200, json=completion({"role": "assistant", "content": "Hi."}))
+
+    def bad(request: httpx.Request) -> httpx.Response:
+        if isinstance(failure, Exception):
+            raise failure
+        return failure
+
+    raised: list[tuple[type[BaseException], str]] = []
+    with respx.mock(assert_all_called=True) as router:
+        route = router.post(f"{BASE}/chat/completions")
+        async with httpx.AsyncClient() as http:
+            stock, phone = models(http)
+            route.mock(side_effect=bad)
+            try:
+                await stock.ainvoke(conversation())
+            except Exception as exc:
+                raised.append((type(exc), str(exc)))
+            route.mock(return_value=good)
+            await phone.ainvoke(conversation())  # learns the request
+            route.mock(side_effect=bad)
+            try:
+                await phone.ainvoke(conversation())
+            except Exception as exc:
+                raised.append((type(exc), str(exc)))
+    assert len(raised) == 2, "both models must refuse the answer"
+    assert raised[0] == raised[1]
+
+
+async def test_per_call_headers_keep_the_sdks_path() -> None:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, json=completion({"role": "assistant", "content": "Hi."}))
+
+    with respx.mock(assert_all_called=True) as router:
+        router.post(f"{BASE}/chat/completions").mock(side_effect=answer)
+        async with httpx.AsyncClient() as http:
+            _, phone = models(http)
+            await phone.ainvoke(conversation())
+            await phone.ainvoke(conversation(), extra_headers={"X-Trace": "t-1"})
+    assert sent[1].headers["x-trace"] == "t-1"

@@ -26,13 +26,31 @@ message from a dict; the thread hop cost more than the work). Same errors (the S
 against stock `ChatOpenAI` for text, tool calls, refusals, usage and a non-JSON body.
 Measured in process (`call_llm` with our tools, 11 messages, an instant HTTP fake): 1.54 ->
 0.91 ms of CPU a call.
+
+The request (not streamed), from the second call on: the SDK's own request, replayed. The first
+call goes through the SDK as above; its request (URL with any default query, every header the
+SDK sets: auth, `User-Agent`, `X-Stainless-*`, organisation/project, default headers; the
+timeout extensions) is kept, and later calls send the same request with their own JSON body
+(encoded by the SDK's encoder) straight to the pooled HTTP transport the SDK itself would use.
+What that skips, per call: the SDK's request options model, header and URL merging, its retry
+and auth wrappers (retries are 0 here and ours, `llm.calls`) and httpx's client layers (cookie
+jar, auth flow, redirects: none apply to a JSON POST to the API; the API's Cloudflare cookies are
+not sent back, as from any client without a jar). Errors are the SDK's: a status >= 400 becomes
+the SDK's own `APIStatusError` subclass (`_make_status_error_from_response`), a timeout
+`APITimeoutError`, any other transport failure `APIConnectionError`, a body that is not a JSON
+object goes through the SDK's response parser. Clients whose auth or responses are rewritten per
+request (workload identity tokens, provider runtimes) and requests with per-call headers, query
+or timeout keep the SDK's path. Measured in the orchestrator under the bench load (py-spy), the
+SDK's `create` was ~17 % of the process's samples, the largest single share of a turn.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
+import httpx
 import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
@@ -44,13 +62,47 @@ from langchain_openai.chat_models.base import (
     _handle_openai_api_error,
     _handle_openai_bad_request,
 )
+from openai._legacy_response import LegacyAPIResponse
+from openai._models import FinalRequestOptions
+from openai._utils._json import openapi_dumps
+from openai.types.chat import ChatCompletion
+from pydantic import PrivateAttr
 
 # Moved out of the transformed body; each is sent as langchain-openai built it.
 UNTRANSFORMED_KEYS = ("messages", "tools")
+# `create()` arguments that are not body fields: a request with any of them keeps the SDK's path.
+PER_CALL_OPTIONS = ("extra_headers", "extra_query", "timeout")
+CHAT_PATH = "/chat/completions"
+
+
+@dataclass(frozen=True, slots=True)
+class SentRequest:
+    """What the SDK sent for a chat completion, minus its body: replayed with a new body."""
+
+    url: httpx.URL
+    headers: list[tuple[bytes, bytes]]
+    extensions: dict[str, Any]
+
+    @classmethod
+    def of(cls, request: httpx.Request) -> SentRequest:
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        return cls(request.url, headers, dict(request.extensions))
+
+
+def replayable(client: openai.AsyncOpenAI) -> bool:
+    """False for clients whose requests or responses are rewritten per call."""
+    return (
+        getattr(client, "_workload_identity_auth", None) is None
+        and getattr(client, "_provider_runtime", None) is None
+        and client.custom_auth is None
+    )
 
 
 class PhoneChatOpenAI(ChatOpenAI):
-    """`ChatOpenAI` whose chat-completions body skips the SDK's identity transform."""
+    """`ChatOpenAI` whose chat-completions body skips the SDK's identity transform, and whose
+    plain (not streamed) completions replay the SDK's request after the first."""
+
+    _sent: SentRequest | None = PrivateAttr(default=None)
 
     def _get_request_payload(
         self,
@@ -88,17 +140,24 @@ class PhoneChatOpenAI(ChatOpenAI):
             or self.include_response_headers
         ):  # structured output, the Responses API, headers wanted: langchain-openai's own way
             return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
+        sent = self._sent
         try:
-            raw_response = await self.async_client.with_raw_response.create(**payload)
+            if sent is not None and not payload.get("stream") and _plain(payload):
+                response = await self._replay(sent, payload)
+            else:
+                raw_response = await self.async_client.with_raw_response.create(**payload)
+                response = raw_response.http_response
+                if sent is None and replayable(self.root_async_client):
+                    self._sent = SentRequest.of(response.request)
         except openai.BadRequestError as e:
             _handle_openai_bad_request(e)
         except openai.APIError as e:
             _handle_openai_api_error(e)
         generation_info: dict[str, Any] = {}
-        _add_gateway_metadata(generation_info, raw_response)
-        body = _completion_json(raw_response)
+        _add_gateway_metadata(generation_info, response)
+        body = _completion_json(response)
         if body is None:  # not a JSON object: the SDK's parser, and langchain-openai's error
-            return self._create_chat_result(raw_response.parse(), generation_info)
+            return self._create_chat_result(self._sdk_parse(response), generation_info)
         result = self._create_chat_result(body, generation_info)
         # What `_create_chat_result` adds for a parsed `ChatCompletion` and not for a dict.
         first = (body.get("choices") or [{}])[0]
@@ -108,13 +167,58 @@ class PhoneChatOpenAI(ChatOpenAI):
             kwargs_.setdefault("refusal", message.get("refusal"))
         return result
 
+    async def _replay(self, sent: SentRequest, payload: dict[str, Any]) -> httpx.Response:
+        """POST `payload` as the SDK would (its body merge and JSON encoder, the request it
+        sent before), read to the end; failures raised as the SDK raises them."""
+        body = {k: v for k, v in payload.items() if k != "extra_body"}
+        body.update(payload.get("extra_body") or {})
+        request = httpx.Request(
+            "POST",
+            sent.url,
+            headers=sent.headers,
+            content=openapi_dumps(body),
+            extensions=sent.extensions,
+        )
+        client: openai.AsyncOpenAI = self.root_async_client
+        http: httpx.AsyncClient = client._client
+        transport = http._transport_for_url(request.url)  # the SDK's pool (mounts, proxies)
+        try:
+            response = await transport.handle_async_request(request)
+            response.request = request
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        except httpx.TimeoutException as err:
+            raise openai.APITimeoutError(request=request) from err
+        except Exception as err:
+            raise openai.APIConnectionError(request=request) from err
+        if response.status_code >= 400:
+            raise client._make_status_error_from_response(response) from None
+        return response
 
-def _completion_json(raw_response: Any) -> dict[str, Any] | None:
+    def _sdk_parse(self, response: httpx.Response) -> Any:
+        """The SDK's reading of a completion response (its errors for a body it cannot read)."""
+        return LegacyAPIResponse(
+            raw=response,
+            cast_to=ChatCompletion,
+            client=self.root_async_client,
+            stream=False,
+            stream_cls=None,
+            options=FinalRequestOptions.construct(method="post", url=CHAT_PATH),
+        ).parse()
+
+
+def _plain(payload: dict[str, Any]) -> bool:
+    return not any(key in payload for key in PER_CALL_OPTIONS)
+
+
+def _completion_json(response: httpx.Response) -> dict[str, Any] | None:
     """The response's JSON object, as a parsed `ChatCompletion` dumps to for the fields
     langchain-openai reads (`system_fingerprint` and each choice's `logprobs` null when
     absent); None if it is not one."""
     try:
-        body = json.loads(raw_response.http_response.content)
+        body = json.loads(response.content)
     except ValueError:
         return None
     if not isinstance(body, dict):
