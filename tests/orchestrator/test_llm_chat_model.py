@@ -239,17 +239,16 @@ async def test_the_answer_is_the_stock_message(reply: dict[str, Any], top: dict[
     assert b.content == (reply["content"] or "")
 
 
-@pytest.mark.parametrize(
-    "response",
-    [
-        httpx.Response(200, text="<html>moved</html>", headers={"content-type": "text/html"}),
-        httpx.Response(200, json=["not", "an", "object"]),
-        httpx.Response(400, json={"error": {"message": "bad", "type": "invalid_request_error"}}),
-        httpx.Response(429, json={"error": {"message": "slow down"}}),
-        httpx.Response(503, text="unavailable"),
-    ],
-    ids=["html", "json-list", "400", "429", "503"],
-)
+BAD_ANSWERS = {
+    "html": httpx.Response(200, text="<html>moved</html>", headers={"content-type": "text/html"}),
+    "json-list": httpx.Response(200, json=["not", "an", "object"]),
+    "400": httpx.Response(400, json={"error": {"message": "bad", "type": "invalid_request_error"}}),
+    "429": httpx.Response(429, json={"error": {"message": "slow down"}}),
+    "503": httpx.Response(503, text="unavailable"),
+}
+
+
+@pytest.mark.parametrize("response", list(BAD_ANSWERS.values()), ids=list(BAD_ANSWERS))
 async def test_bad_answers_raise_what_stock_raises(response: httpx.Response) -> None:
     raised: list[tuple[type[BaseException], str]] = []
     with respx.mock(assert_all_called=True) as router:
@@ -334,19 +333,14 @@ async def test_replayed_answers_are_the_stock_message() -> None:
     same_message(a, b)
 
 
-@pytest.mark.parametrize(
-    "failure",
-    [
-        httpx.Response(200, text="<html>moved</html>", headers={"content-type": "text/html"}),
-        httpx.Response(200, json=["not", "an", "object"]),
-        httpx.Response(400, json={"error": {"message": "bad", "type": "invalid_request_error"}}),
-        httpx.Response(429, json={"error": {"message": "slow down"}}),
-        httpx.Response(503, text="unavailable"),
-        httpx.ReadTimeout("read timed out"),
-        httpx.ConnectError("connection refused"),
-    ],
-    ids=["html", "json-list", "400", "429", "503", "timeout", "connect-error"],
-)
+FAILURES: dict[str, httpx.Response | Exception] = {
+    **BAD_ANSWERS,
+    "timeout": httpx.ReadTimeout("read timed out"),
+    "connect-error": httpx.ConnectError("connection refused"),
+}
+
+
+@pytest.mark.parametrize("failure", list(FAILURES.values()), ids=list(FAILURES))
 async def test_replayed_failures_raise_what_stock_raises(failure: Any) -> None:
     good = httpx.Response(200, json=completion({"role": "assistant", "content": "Hi."}))
 
