@@ -11,6 +11,7 @@ as the slow paths they replace.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -58,6 +59,37 @@ async def test_knowledge_search_skips_empty_agents_and_sees_new_documents(
     assert await stale.search("refunds", agent_id="a3") == []
     await KnowledgeBase(chroma.knowledge).ingest("Refunds take 5 days.", agent_id="*", doc_id="r")
     assert [h.doc_id for h in await stale.search("refunds", agent_id="a3")] == ["r"]
+
+
+async def test_a_stale_empty_answer_is_rechecked_off_the_turn(chroma: ChromaHandle) -> None:
+    """Past the TTL, "no documents" is still believed at once (a turn does not wait on Chroma)
+    while a recheck runs in the background; its answer reaches the following turns."""
+    kb = KnowledgeBase(chroma.knowledge, presence_ttl_s=0.0)
+    assert await kb.search("refunds", agent_id="a4") == []
+    await KnowledgeBase(chroma.knowledge).ingest(  # another instance, same Chroma
+        "Refunds take 5 days.", agent_id="a4", doc_id="r4"
+    )
+    asked: list[object] = []
+    real_get = chroma.knowledge.get
+
+    def counting_get(*args: object, **kwargs: object) -> object:
+        asked.append(kwargs.get("where"))
+        return real_get(*args, **kwargs)
+
+    chroma.knowledge.get = counting_get  # type: ignore[method-assign]
+    try:
+        assert kb.known_empty("a4")  # the last answer, no waiting
+        assert kb.known_empty("a4")  # one recheck at a time
+        for _ in range(200):
+            if not kb.known_empty("a4"):
+                break
+            await asyncio.sleep(0.01)
+        else:
+            pytest.fail("the background recheck never saw the new document")
+    finally:
+        chroma.knowledge.get = real_get  # type: ignore[method-assign]
+    assert len(asked) == 1
+    assert [h.doc_id for h in await kb.search("refunds", agent_id="a4")] == ["r4"]
 
 
 async def test_recall_exact_ranking_matches_the_vector_query(chroma: ChromaHandle) -> None:

@@ -9,6 +9,7 @@ agent), `title` and `created_at`, so search filters by agent and delete removes 
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import time
 import uuid
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
 
     from orchestrator.memory.embeddings import QueryEmbedder
+
+log = logging.getLogger(__name__)
 
 ALL_AGENTS = "*"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
@@ -80,7 +83,9 @@ class KnowledgeBase:
     """`presence_ttl_s`: how long "this agent has no knowledge" is believed before Chroma is asked
     again. A search for an agent without documents (the common case: most agents have none)
     costs nothing then; this instance's own `ingest`/`delete` clear it at once, and a document
-    another instance ingests into a shared Chroma server is found within the TTL."""
+    another instance ingests into a shared Chroma server is found within the TTL (`search`), or
+    on the first turn after the recheck that `known_empty` starts once the TTL is over (a turn
+    never waits on Chroma to learn that an agent still has no documents)."""
 
     def __init__(
         self,
@@ -97,6 +102,7 @@ class KnowledgeBase:
         # agent filter key -> (has chunks, monotonic time checked)
         self._presence: dict[str, tuple[bool, float]] = {}
         self._generation = 0  # bumped by every write: a check that overlapped one is not cached
+        self._rechecks: dict[str, asyncio.Task[bool]] = {}  # agent filter key -> running recheck
 
     def _invalidate(self) -> None:
         self._generation += 1
@@ -110,14 +116,35 @@ class KnowledgeBase:
         return cached[0]
 
     def known_empty(self, agent_id: str | None = None) -> bool:
-        """True when a recent check found nothing for `agent_id`: a search would return []."""
-        return self._cached_presence(agent_id) is False
+        """True when the last check found nothing for `agent_id`: a search would return [].
+        Never waits: a check older than the TTL is believed while a recheck runs in the
+        background (one at a time per agent), whose answer the next turns get."""
+        key = agent_id or ""
+        cached = self._presence.get(key)
+        if cached is None or cached[0]:
+            return False
+        if time.monotonic() - cached[1] >= self._presence_ttl_s and key not in self._rechecks:
+            task = asyncio.get_running_loop().create_task(self._recheck(agent_id))
+            self._rechecks[key] = task
+            task.add_done_callback(lambda _: self._rechecks.pop(key, None))
+        return True
+
+    async def _recheck(self, agent_id: str | None) -> bool:
+        try:
+            return await self._check(agent_id)
+        except Exception:  # the next stale read tries again; a search checks for itself
+            log.warning("knowledge presence recheck failed", exc_info=True)
+            return False
 
     async def has_knowledge(self, agent_id: str | None = None) -> bool:
         """Whether a search for `agent_id` (None: any agent) can find anything (cached)."""
         cached = self._cached_presence(agent_id)
         if cached is not None:
             return cached
+        return await self._check(agent_id)
+
+    async def _check(self, agent_id: str | None) -> bool:
+        """Ask Chroma; the answer is cached unless a write of ours overlapped the question."""
         generation, checked_at = self._generation, time.monotonic()
         got = await asyncio.to_thread(
             self._collection.get, where=_agent_filter(agent_id), limit=1, include=[]
