@@ -52,7 +52,11 @@ class Plan:
     levels: tuple[int, ...]  # concurrent calls, each pausing `think_s` between turns
     think_s: tuple[float, float]
     warmup_s: float
-    window_s: float
+    window_s: float  # the single back-to-back call
+    # Paced levels: ~16 turns/s at 50 calls, ~66 at 200, so 20 s gives ~330 / ~1,300 samples
+    # (the 200-call p99 is then the 13th-largest turn, not the 7th: one host hiccup, which
+    # delays every turn in flight at once, moves it less).
+    paced_window_s: float
     saturation_levels: tuple[int, ...]  # the same callers with no pause: capacity
     saturation_window_s: float
     startup_runs: int
@@ -75,6 +79,7 @@ class Plan:
                 think_s=(0.05, 0.1),
                 warmup_s=0.3,
                 window_s=1.0,
+                paced_window_s=1.0,
                 saturation_levels=(2,),
                 saturation_window_s=0.5,
                 startup_runs=1,
@@ -94,6 +99,7 @@ class Plan:
             think_s=(2.0, 4.0),
             warmup_s=4.0,
             window_s=10.0,
+            paced_window_s=20.0,
             saturation_levels=(50, 200),
             saturation_window_s=6.0,
             startup_runs=3,
@@ -366,7 +372,10 @@ class Bench:
         plan = self.plan
         paced = not saturate and level > 1
         warmup = plan.warmup_s if paced else min(plan.warmup_s, 2.0)
-        window = plan.window_s if not saturate else plan.saturation_window_s
+        if saturate:
+            window = plan.saturation_window_s
+        else:
+            window = plan.paced_window_s if paced else plan.window_s
         spec = {
             "kind": "turns",
             "workload": workload,
@@ -504,7 +513,7 @@ class Bench:
         from bench.profiles import profiled
 
         sink = self.results.setdefault("profiles", {})
-        duration = self.plan.warmup_s + self.plan.window_s
+        duration = self.plan.warmup_s + self.plan.paced_window_s
         with profiled(services, self.logs, label, duration, sink):
             yield
 

@@ -161,7 +161,7 @@ def table(results: dict[str, Any]) -> str:
             "speaking and listening); 1 call runs back to back"
         )
     lines.append("")
-    head = f"{'load':<22}{'conc':>5}{'p50':>10}{'p99':>10}{'max':>10}{'thru':>9}"
+    head = f"{'load':<22}{'conc':>5}{'n':>7}{'p50':>10}{'p99':>10}{'max':>10}{'thru':>9}"
     head += f"{'err':>6}{'degr':>6}{'p50/floor':>11}{'p99/floor':>11}"
     lines.append(head)
     lines.append("-" * len(head))
@@ -180,7 +180,7 @@ def table(results: dict[str, Any]) -> str:
                 continue
             for level, r in (block.get(key) or {}).items():
                 lines.append(
-                    f"{name:<22}{level:>5}{fmt(r['p50']):>10}{fmt(r['p99']):>10}"
+                    f"{name:<22}{level:>5}{r.get('n', 0):>7}{fmt(r['p50']):>10}{fmt(r['p99']):>10}"
                     f"{fmt(r['max']):>10}{fmt(r['throughput'], '/s'):>9}{r['errors']:>6}"
                     f"{r.get('degraded', 0):>6}{fmt(r.get('ratio_p50'), 'x'):>11}"
                     f"{fmt(r.get('ratio_p99'), 'x'):>11}"
