@@ -25,7 +25,7 @@ from orchestrator.api.routes import agents, callers, conversations, health, know
 from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
 from orchestrator.memory.chroma import warm_imports
-from orchestrator.metrics import count_errors, install_metrics
+from orchestrator.metrics import LOOP_LAG, count_errors, install_metrics
 from orchestrator.openapi import document_errors
 from orchestrator.security import install_security
 from orchestrator.services.conversations import ConversationService
@@ -51,6 +51,7 @@ from shared.errors import (
     on_unexpected_error,
 )
 from shared.logging import RequestIdMiddleware, setup_logging
+from shared.loop_lag import LoopLagMonitor
 from shared.sentry import init_sentry
 
 log = logging.getLogger("orchestrator")
@@ -124,6 +125,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
 
         if settings.production:
             freeze_startup_objects()
+        lag = LoopLagMonitor(LOOP_LAG)  # from here on: start-up work is not a stall
+        lag.start()
+        stack.push_async_callback(lag.aclose)
         log.info(
             "orchestrator ready",
             extra={

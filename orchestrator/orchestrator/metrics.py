@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from shared.contract import TurnReply
+from shared.loop_lag import loop_lag_histogram
 from shared.metrics import (
     METRICS_PATH,
     HttpMetricsMiddleware,
@@ -49,6 +50,7 @@ STAGES: dict[str, tuple[str, ...]] = {
 ERROR_REASONS = ("llm", "tool", "store", "internal")
 
 HTTP_DURATION = http_duration_histogram(REGISTRY)
+LOOP_LAG = loop_lag_histogram(REGISTRY)
 STAGE_DURATION = Histogram(
     "voice_turn_stage_duration_seconds",
     "Per-stage turn latency in the orchestrator (stage input|memory|llm|tool|store|total).",

@@ -32,7 +32,7 @@ from realtime_gateway.drivers.base import DriverDeps
 from realtime_gateway.drivers.registry import DriverRegistry, DriverUnavailable
 from realtime_gateway.events import EventBus, FanoutHub, LocalEventBus, RedisEventBus
 from realtime_gateway.management_auth import ManagementAuthMiddleware, is_public
-from realtime_gateway.metrics import install_metrics
+from realtime_gateway.metrics import LOOP_LAG, install_metrics
 from realtime_gateway.orchestrator_client import OrchestratorClient
 from realtime_gateway.provider_choice import SharedProviderChoice
 from realtime_gateway.routes import build_routes
@@ -46,6 +46,7 @@ from shared.body_limit import BodyLimitMiddleware
 from shared.config import ConfigError
 from shared.errors import ApiError, on_api_error, on_http_exception, on_unexpected_error
 from shared.logging import RequestIdMiddleware, setup_logging
+from shared.loop_lag import LoopLagMonitor
 from shared.ratelimit import ManagementRateLimitMiddleware, RateLimiter
 from shared.security_headers import CorsConfigError, SecurityHeadersMiddleware, cors_middleware
 
@@ -90,6 +91,7 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        lag = LoopLagMonitor(LOOP_LAG)
         runtime = await _open_runtime(
             settings, jwt_secret, orchestrator_transport, provider_transport
         )
@@ -104,6 +106,7 @@ def create_app(
             if runtime.provider_choice is not None:
                 runtime.provider_choice.start()
             _freeze_startup_objects()
+            lag.start()  # from here on: start-up work is not a stall
             log.info(
                 "realtime-gateway ready",
                 extra={
@@ -115,6 +118,7 @@ def create_app(
             )
             yield
         finally:
+            await lag.aclose()
             gc.unfreeze()  # e.g. many apps in one test process: their garbage is collectable
             undo_drain()
             app.state.runtime = None

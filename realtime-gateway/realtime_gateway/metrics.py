@@ -33,6 +33,7 @@ from realtime_gateway.config import PROVIDERS
 from realtime_gateway.drivers.base import FlowReply
 from realtime_gateway.orchestrator_client import OrchestratorUnavailable
 from shared.errors import ApiError
+from shared.loop_lag import loop_lag_histogram
 from shared.metrics import (
     METRICS_PATH,
     HttpMetricsMiddleware,
@@ -55,6 +56,7 @@ ERROR_REASONS = ("timeout", "unavailable", "bad_response")
 SIGNATURE_STATUSES = frozenset({401, 403, 409, 429})
 
 HTTP_DURATION = http_duration_histogram(REGISTRY)
+LOOP_LAG = loop_lag_histogram(REGISTRY)
 ACTIVE_CALLS = Gauge(
     "voice_active_calls",
     "Calls in progress on this gateway instance.",
