@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import platform
+import re
 import secrets
 import shutil
 import statistics
@@ -474,11 +475,16 @@ class Bench:
                         if self.fake_llm is not None:
                             cpu["fake_llm"] = self.fake_llm
                         cpu_before = {name: svc.cpu_s() for name, svc in cpu.items()}
+                        lag_before = {"gateway": loop_lag(gw), "orchestrator": loop_lag(orch)}
                         r = self.load(provider, gw.url, level, f"{provider[:1]}-{tag}", saturate)
                         r["cpu_ms_per_turn"] = {
                             name: round((svc.cpu_s() - cpu_before[name]) * 1000 / r["requests"], 2)
                             for name, svc in cpu.items()
                             if r["requests"]
+                        }
+                        r["loop_blocked"] = {
+                            name: lag_delta(lag_before[name], loop_lag(svc))
+                            for name, svc in (("gateway", gw), ("orchestrator", orch))
                         }
                     if level == top:
                         for name, peak in sampler.peak.items():
@@ -638,6 +644,46 @@ def settle(services: dict[str, ServiceProcess], limit_s: float = 30.0) -> float:
 @contextmanager
 def _null() -> Iterator[None]:
     yield
+
+
+LAG_BOUNDS = ("0.05", "0.1")
+_LAG_LINE = re.compile(r'^event_loop_lag_seconds_(bucket|count|sum)(?:\{le="([^"]+)"\})? (\S+)$')
+
+
+def loop_lag(svc: ServiceProcess) -> dict[str, float] | None:
+    """The service's `event_loop_lag_seconds` (shared/loop_lag.py) from its `/metrics`: the
+    tick count, the lag's sum and the buckets the report uses; None if it cannot be read."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{svc.url}/metrics", timeout=5) as response:
+            text = response.read().decode()
+    except OSError:
+        return None
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        m = _LAG_LINE.match(line)
+        if m is None:
+            continue
+        kind, le, value = m.groups()
+        if kind == "bucket" and le in LAG_BOUNDS:
+            out[f"le_{le}"] = float(value)
+        elif kind in ("count", "sum"):
+            out[kind] = float(value)
+    return out if "count" in out else None
+
+
+def lag_delta(before: dict[str, float] | None, after: dict[str, float] | None) -> dict[str, Any]:
+    """Ticks of the run that were over 50 ms / over 100 ms late, and the seconds lost in all."""
+    if before is None or after is None:
+        return {"status": "n/a (no /metrics)"}
+    ticks = after["count"] - before["count"]
+    return {
+        "ticks": int(ticks),
+        "over_50ms": int(ticks - (after["le_0.05"] - before["le_0.05"])),
+        "over_100ms": int(ticks - (after["le_0.1"] - before["le_0.1"])),
+        "lag_s": round(after["sum"] - before["sum"], 3),
+    }
 
 
 def _ratio(a: float | None, b: float | None) -> float | None:

@@ -198,6 +198,24 @@ def table(results: dict[str, Any]) -> str:
         lines.append("CPU ms per turn (process CPU during the run / turns sent, warm-up and the")
         lines.append("untimed call start/end requests included):")
         lines.extend(cpu_lines)
+    lag_lines = []
+    for name, block in rows[1:]:
+        for key in ("levels", "saturated"):
+            for level, r in ((block or {}).get(key) or {}).items():
+                lag = r.get("loop_blocked") if isinstance(r, dict) else None
+                if lag:
+                    parts = ", ".join(
+                        f"{svc} {v['over_100ms']} (>50 ms: {v['over_50ms']}, {v['lag_s']:.2f} s)"
+                        if "ticks" in v
+                        else f"{svc} {v.get('status', 'n/a')}"
+                        for svc, v in lag.items()
+                    )
+                    lag_lines.append(f"  {name} {key[:5]} @{level}: {parts}")
+    if lag_lines:
+        lines.append("")
+        lines.append("event loop blocked: 100 ms ticks over 100 ms late in the run (over 50 ms,")
+        lines.append("and the lag summed over all ticks):")
+        lines.extend(lag_lines)
     lines.append("")
     extra = []
     stream = s.get("stream", {})

@@ -64,7 +64,12 @@ def test_floor_and_turns_report_numbers_at_every_level(smoke: dict[str, Any]) ->
             assert r["errors"] == 0, r["error_samples"]
     for provider in ("generic-http", "twilio"):
         for level in levels:
-            assert is_number(smoke["scenarios"]["turn"][provider]["levels"][level]["ratio_p50"])
+            r = smoke["scenarios"]["turn"][provider]["levels"][level]
+            assert is_number(r["ratio_p50"])
+            # both services' event_loop_lag_seconds were read from /metrics around the run
+            for service in ("gateway", "orchestrator"):
+                blocked = r["loop_blocked"][service]
+                assert blocked["ticks"] > 0 and 0 <= blocked["over_100ms"] <= blocked["ticks"]
 
 
 def test_memory_startup_and_rss_report_numbers(smoke: dict[str, Any]) -> None:
