@@ -16,6 +16,7 @@ import re
 import secrets
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -35,6 +36,7 @@ from bench.services import (
     ServiceProcess,
     create_database,
     drop_database,
+    free_port,
     run_loadgen,
     start_uvicorn,
 )
@@ -194,6 +196,11 @@ class Bench:
         self.events_channel = f"vao:bench:{uuid.uuid4().hex[:12]}:events"
         self.dsn: str | None = None
         self.fake_llm: ServiceProcess | None = None
+        # BENCH_CHROMA=server: the orchestrator on a `chroma run` server (CHROMA_HOST), as the
+        # compose and cloud deployments run it; default: embedded Chroma, as `make run` does.
+        self.chroma_server = os.environ.get("BENCH_CHROMA", "embedded") == "server"
+        self.chroma: subprocess.Popen[bytes] | None = None
+        self.chroma_port = 0
 
     # -- processes --------------------------------------------------------------------------
 
@@ -221,7 +228,42 @@ class Bench:
         }
         if self.dsn:
             env["DATABASE_URL"] = self.dsn
+        if self.chroma is not None:
+            env["CHROMA_HOST"] = "127.0.0.1"
+            env["CHROMA_PORT"] = str(self.chroma_port)
         return env
+
+    def start_chroma_server(self) -> None:
+        """`chroma run` (the chromadb package's own server) under the work dir, until ready."""
+        import urllib.request
+
+        self.chroma_port = free_port()
+        chroma = Path(sys.executable).with_name("chroma")
+        log = (self.logs / "chroma.log").open("wb")
+        self.chroma = subprocess.Popen(
+            [str(chroma), "run", "--path", str(self.work / "chroma-server"), "--host",
+             "127.0.0.1", "--port", str(self.chroma_port)],
+            stdout=log,
+            stderr=log,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{self.chroma_port}/api/v2/heartbeat"
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                with urllib.request.urlopen(url, timeout=1):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"chroma run did not answer on port {self.chroma_port}")
+
+    def stop_chroma_server(self) -> None:
+        if self.chroma is not None:
+            self.chroma.terminate()
+            try:
+                self.chroma.wait(10)
+            except subprocess.TimeoutExpired:
+                self.chroma.kill()
+            self.chroma = None
 
     def gateway_env(self, orchestrator_url: str, redis: bool = False) -> dict[str, str]:
         env = {
@@ -295,7 +337,10 @@ class Bench:
             if self.dsn
             else "embedded (BENCH_DATABASE_URL unreachable)"
         )
+        self.results["chroma"] = "server (chroma run)" if self.chroma_server else "embedded"
         try:
+            if self.chroma_server:
+                self.start_chroma_server()
             if self.wanted("startup"):
                 self.startup()
             orch = gw = None
@@ -324,6 +369,7 @@ class Bench:
         finally:
             for svc in list(reversed(self.started)):
                 self.stop(svc)
+            self.stop_chroma_server()
             if self.dsn:
                 try:
                     drop_database(self.admin_dsn, self.dsn)

@@ -154,6 +154,10 @@ def table(results: dict[str, Any]) -> str:
     lines.append(f"machine: {results['machine']['summary']}")
     lines.append(f"mode: {results['mode']}   (absolute figures are noisy on a shared machine;")
     lines.append("       ratios to the floor measured in the same run are the stable figures)")
+    lines.append(
+        f"orchestrator's Chroma: {results.get('chroma', 'embedded')} "
+        "(BENCH_CHROMA=server: a `chroma run` server, as the deployments run it)"
+    )
     think = _get(s, "floor", "think_s")
     if think:
         lines.append(

@@ -105,3 +105,26 @@ def test_every_target_is_checked_with_a_value_or_a_reason(smoke: dict[str, Any])
             assert c["note"], c  # not measured, or nothing answered in time: it says which
         else:
             assert is_number(c["value"]) and isinstance(c["met"], bool), c
+
+
+def test_turns_run_with_the_orchestrator_on_a_chroma_server(tmp_path: Path) -> None:
+    """`BENCH_CHROMA=server`: the bench starts `chroma run` and the orchestrator uses it."""
+    import os
+
+    out = tmp_path / "server.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "turn", "--json", str(out)],
+        cwd=ROOT,
+        env={**os.environ, "BENCH_CHROMA": "server"},
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["chroma"] == "server (chroma run)"
+    for provider in ("generic-http", "twilio"):
+        for r in result["scenarios"]["turn"][provider]["levels"].values():
+            assert is_number(r["p50"]) and r["errors"] == 0, r["error_samples"]
+    assert (out.with_name("server-logs") / "chroma.log").stat().st_size > 0  # the server ran
