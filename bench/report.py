@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,6 +149,17 @@ def checks(results: dict[str, Any]) -> list[Check]:
     return out
 
 
+def _turn_runs(
+    rows: list[tuple[str, dict[str, Any] | None]],
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """("turn twilio level @50", run result) for every turn run, paced then saturated."""
+    for name, block in rows:
+        for key in ("levels", "saturated"):
+            for level, r in ((block or {}).get(key) or {}).items():
+                if isinstance(r, dict):
+                    yield f"{name} {key[:5]} @{level}", r
+
+
 def table(results: dict[str, Any]) -> str:
     lines: list[str] = []
     s = results["scenarios"]
@@ -189,32 +201,29 @@ def table(results: dict[str, Any]) -> str:
                     f"{r.get('degraded', 0):>6}{fmt(r.get('ratio_p50'), 'x'):>11}"
                     f"{fmt(r.get('ratio_p99'), 'x'):>11}"
                 )
+    runs = list(_turn_runs(rows[1:]))
     cpu_lines = []
-    for name, block in rows[1:]:
-        for key in ("levels", "saturated"):
-            for level, r in ((block or {}).get(key) or {}).items():
-                cpu = r.get("cpu_ms_per_turn") if isinstance(r, dict) else None
-                if cpu:
-                    shares = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
-                    cpu_lines.append(f"  {name} {key[:5]} @{level}: {shares}")
+    for label, r in runs:
+        cpu = r.get("cpu_ms_per_turn")
+        if cpu:
+            shares = ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+            cpu_lines.append(f"  {label}: {shares}")
     if cpu_lines:
         lines.append("")
         lines.append("CPU ms per turn (process CPU during the run / turns sent, warm-up and the")
         lines.append("untimed call start/end requests included):")
         lines.extend(cpu_lines)
     lag_lines = []
-    for name, block in rows[1:]:
-        for key in ("levels", "saturated"):
-            for level, r in ((block or {}).get(key) or {}).items():
-                lag = r.get("loop_blocked") if isinstance(r, dict) else None
-                if lag:
-                    parts = ", ".join(
-                        f"{svc} {v['over_100ms']} (>50 ms: {v['over_50ms']}, {v['lag_s']:.2f} s)"
-                        if "ticks" in v
-                        else f"{svc} {v.get('status', 'n/a')}"
-                        for svc, v in lag.items()
-                    )
-                    lag_lines.append(f"  {name} {key[:5]} @{level}: {parts}")
+    for label, r in runs:
+        lag = r.get("loop_blocked")
+        if lag:
+            parts = ", ".join(
+                f"{svc} {v['over_100ms']} (>50 ms: {v['over_50ms']}, {v['lag_s']:.2f} s)"
+                if "ticks" in v
+                else f"{svc} {v.get('status', 'n/a')}"
+                for svc, v in lag.items()
+            )
+            lag_lines.append(f"  {label}: {parts}")
     if lag_lines:
         lines.append("")
         lines.append("event loop blocked: 100 ms ticks over 100 ms late in the run (over 50 ms,")
