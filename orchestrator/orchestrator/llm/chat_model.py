@@ -140,15 +140,15 @@ class PhoneChatOpenAI(ChatOpenAI):
             or self.include_response_headers
         ):  # structured output, the Responses API, headers wanted: langchain-openai's own way
             return await super()._agenerate(messages, stop=stop, run_manager=run_manager, **kwargs)
-        sent = self._sent
+        sent, plain = self._sent, _plain(payload)
         try:
-            if sent is not None and not payload.get("stream") and _plain(payload):
+            if sent is not None and plain:
                 response = await self._replay(sent, payload)
             else:
                 raw_response = await self.async_client.with_raw_response.create(**payload)
                 response = raw_response.http_response
-                if sent is None and replayable(self.root_async_client):
-                    self._sent = SentRequest.of(response.request)
+                if sent is None and plain and replayable(self.root_async_client):
+                    self._sent = SentRequest.of(response.request)  # no per-call options in it
         except openai.BadRequestError as e:
             _handle_openai_bad_request(e)
         except openai.APIError as e:
@@ -210,7 +210,9 @@ class PhoneChatOpenAI(ChatOpenAI):
 
 
 def _plain(payload: dict[str, Any]) -> bool:
-    return not any(key in payload for key in PER_CALL_OPTIONS)
+    """A request whose headers, query and timeout are the client's own: one to learn the SDK's
+    request from, and one that replaying it can send."""
+    return not payload.get("stream") and not any(key in payload for key in PER_CALL_OPTIONS)
 
 
 def _completion_json(response: httpx.Response) -> dict[str, Any] | None:
