@@ -102,7 +102,7 @@ class KnowledgeBase:
         # agent filter key -> (has chunks, monotonic time checked)
         self._presence: dict[str, tuple[bool, float]] = {}
         self._generation = 0  # bumped by every write: a check that overlapped one is not cached
-        self._rechecks: dict[str, asyncio.Task[bool]] = {}  # agent filter key -> running recheck
+        self._rechecks: dict[str, asyncio.Task[None]] = {}  # agent filter key -> running recheck
 
     def _invalidate(self) -> None:
         self._generation += 1
@@ -129,12 +129,11 @@ class KnowledgeBase:
             task.add_done_callback(lambda _: self._rechecks.pop(key, None))
         return True
 
-    async def _recheck(self, agent_id: str | None) -> bool:
+    async def _recheck(self, agent_id: str | None) -> None:
         try:
-            return await self._check(agent_id)
+            await self._check(agent_id)  # caches its answer
         except Exception:  # the next stale read tries again; a search checks for itself
             log.warning("knowledge presence recheck failed", exc_info=True)
-            return False
 
     async def has_knowledge(self, agent_id: str | None = None) -> bool:
         """Whether a search for `agent_id` (None: any agent) can find anything (cached)."""
