@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import platform
-import re
 import secrets
 import shutil
 import statistics
@@ -233,6 +232,19 @@ class Bench:
             env["CHROMA_PORT"] = str(self.chroma_port)
         return env
 
+    def chroma_collections(self) -> list[str] | None:
+        import urllib.request
+
+        url = (
+            f"http://127.0.0.1:{self.chroma_port}"
+            "/api/v2/tenants/default_tenant/databases/default_database/collections"
+        )
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                return sorted(c["name"] for c in json.loads(response.read()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
     def start_chroma_server(self) -> None:
         """`chroma run` (the chromadb package's own server) under the work dir, until ready."""
         import urllib.request
@@ -258,6 +270,8 @@ class Bench:
 
     def stop_chroma_server(self) -> None:
         if self.chroma is not None:
+            # What the orchestrator made there: proof it used this server, not embedded Chroma.
+            self.results["chroma_server_collections"] = self.chroma_collections()
             self.chroma.terminate()
             try:
                 self.chroma.wait(10)
@@ -692,8 +706,7 @@ def _null() -> Iterator[None]:
     yield
 
 
-LAG_BOUNDS = ("0.05", "0.1")
-_LAG_LINE = re.compile(r'^event_loop_lag_seconds_(bucket|count|sum)(?:\{le="([^"]+)"\})? (\S+)$')
+LAG_BOUNDS = (0.05, 0.1)
 
 
 def loop_lag(svc: ServiceProcess) -> dict[str, float] | None:
@@ -701,21 +714,24 @@ def loop_lag(svc: ServiceProcess) -> dict[str, float] | None:
     tick count, the lag's sum and the buckets the report uses; None if it cannot be read."""
     import urllib.request
 
+    from prometheus_client.parser import text_string_to_metric_families
+
     try:
         with urllib.request.urlopen(f"{svc.url}/metrics", timeout=5) as response:
             text = response.read().decode()
     except OSError:
         return None
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        m = _LAG_LINE.match(line)
-        if m is None:
+    for family in text_string_to_metric_families(text):
+        if family.name != "event_loop_lag_seconds":
             continue
-        kind, le, value = m.groups()
-        if kind == "bucket" and le in LAG_BOUNDS:
-            out[f"le_{le}"] = float(value)
-        elif kind in ("count", "sum"):
-            out[kind] = float(value)
+        for sample in family.samples:
+            kind = sample.name.removeprefix("event_loop_lag_seconds_")
+            le = sample.labels.get("le")
+            if kind == "bucket" and le is not None and float(le) in LAG_BOUNDS:
+                out[f"le_{float(le)}"] = sample.value
+            elif kind in ("count", "sum"):
+                out[kind] = sample.value
     return out if "count" in out else None
 
 
