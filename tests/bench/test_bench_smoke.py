@@ -128,3 +128,6 @@ def test_turns_run_with_the_orchestrator_on_a_chroma_server(tmp_path: Path) -> N
         for r in result["scenarios"]["turn"][provider]["levels"].values():
             assert is_number(r["p50"]) and r["errors"] == 0, r["error_samples"]
     assert (out.with_name("server-logs") / "chroma.log").stat().st_size > 0  # the server ran
+    # and the orchestrator kept its memories and knowledge there
+    made = result["chroma_server_collections"]
+    assert made and any("memor" in name for name in made), made
