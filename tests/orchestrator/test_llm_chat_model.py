@@ -370,7 +370,8 @@ async def test_replayed_failures_raise_what_stock_raises(failure: Any) -> None:
     assert raised[0] == raised[1]
 
 
-async def test_per_call_headers_keep_the_sdks_path() -> None:
+async def phone_calls(run: Any) -> tuple[PhoneChatOpenAI, list[httpx.Request]]:
+    """`run(phone)` against an API that answers "Hi." to everything; the requests it sent."""
     sent: list[httpx.Request] = []
 
     def answer(request: httpx.Request) -> httpx.Response:
@@ -381,25 +382,26 @@ async def test_per_call_headers_keep_the_sdks_path() -> None:
         router.post(f"{BASE}/chat/completions").mock(side_effect=answer)
         async with httpx.AsyncClient() as http:
             _, phone = models(http)
-            await phone.ainvoke(conversation())
-            await phone.ainvoke(conversation(), extra_headers={"X-Trace": "t-1"})
+            await run(phone)
+    return phone, sent
+
+
+async def test_per_call_headers_keep_the_sdks_path() -> None:
+    async def run(phone: PhoneChatOpenAI) -> None:
+        await phone.ainvoke(conversation())
+        await phone.ainvoke(conversation(), extra_headers={"X-Trace": "t-1"})
+
+    _, sent = await phone_calls(run)
     assert sent[1].headers["x-trace"] == "t-1"
 
 
 async def test_a_request_with_per_call_headers_is_not_the_one_replayed() -> None:
-    sent: list[httpx.Request] = []
+    async def run(phone: PhoneChatOpenAI) -> None:
+        await phone.ainvoke(conversation(), extra_headers={"X-Trace": "t-1"})
+        assert phone._sent is None
+        await phone.ainvoke(conversation())  # learns from this one
+        await phone.ainvoke(conversation())  # replayed
 
-    def answer(request: httpx.Request) -> httpx.Response:
-        sent.append(request)
-        return httpx.Response(200, json=completion({"role": "assistant", "content": "Hi."}))
-
-    with respx.mock(assert_all_called=True) as router:
-        router.post(f"{BASE}/chat/completions").mock(side_effect=answer)
-        async with httpx.AsyncClient() as http:
-            _, phone = models(http)
-            await phone.ainvoke(conversation(), extra_headers={"X-Trace": "t-1"})
-            assert phone._sent is None
-            await phone.ainvoke(conversation())  # learns from this one
-            await phone.ainvoke(conversation())  # replayed
+    phone, sent = await phone_calls(run)
     assert phone._sent is not None
     assert [r.headers.get("x-trace") for r in sent] == ["t-1", None, None]
