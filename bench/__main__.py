@@ -465,6 +465,8 @@ class Bench:
         out["requests"] = raw["requests"]
         out["degraded"] = raw["degraded"]
         out["error_samples"] = raw["error_samples"]
+        out["window_wall"] = raw["window_wall"]
+        out["slowest"] = raw["slowest"]  # [wall-clock start, ms]: to match against the logs
         out["paced"] = paced
         return out
 
@@ -765,6 +767,11 @@ def main(argv: list[str] | None = None) -> int:
         help="skip the saturation (capacity) runs: only the paced levels the targets are set at",
     )
     parser.add_argument(
+        "--levels",
+        default="",
+        help="comma list of paced concurrency levels to run instead of the plan's (e.g. 200)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the services at the top load (see logs dir)"
     )
     args = parser.parse_args(argv)
@@ -775,6 +782,12 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan.make(args.smoke)
     if args.no_saturation:
         plan = dataclasses.replace(plan, saturation_levels=())
+    if args.levels:
+        try:
+            levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
+        except ValueError:
+            parser.error(f"--levels: not a comma list of integers: {args.levels!r}")
+        plan = dataclasses.replace(plan, levels=levels)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = args.json.parent / f"{args.json.stem}-logs"
     shutil.rmtree(logs, ignore_errors=True)

@@ -38,6 +38,9 @@ def caller_number() -> str:
     return f"+1555{random.randrange(CALLERS_POOL):07d}"
 
 
+SLOWEST = 20
+
+
 @dataclass
 class Recorder:
     window_start: float
@@ -48,6 +51,9 @@ class Recorder:
     degraded: int = 0
     requests: int = 0  # every measured-kind request sent, warm-up included (for CPU per turn)
     error_samples: list[str] = field(default_factory=list)
+    # (wall-clock start, ms) of every measured turn: the slowest are reported with their time,
+    # to be matched against the services' `event loop blocked` log lines
+    timed: list[tuple[float, float]] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -70,6 +76,7 @@ class Recorder:
             self.error(f"HTTP {status}: {body[:200]!r}")
             return None
         self.latencies_ms.append((end - start) * 1000)
+        self.timed.append((time.time() - (end - start), (end - start) * 1000))
         if REPLY_MARK in body:
             self.ok += 1
         else:
@@ -86,6 +93,14 @@ class Recorder:
             "degraded": self.degraded,
             "requests": self.requests,
             "window_s": self.window_end - self.window_start,
+            "window_wall": [
+                round(time.time() - (time.monotonic() - t), 3)
+                for t in (self.window_start, self.window_end)
+            ],
+            "slowest": [
+                [round(at, 3), round(ms, 1)]
+                for at, ms in sorted(self.timed, key=lambda x: -x[1])[:SLOWEST]
+            ],
             "error_samples": self.error_samples,
         }
 

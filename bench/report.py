@@ -67,7 +67,8 @@ def _status(block: dict[str, Any]) -> str:
 def checks(results: dict[str, Any]) -> list[Check]:
     out: list[Check] = []
     s = results["scenarios"]
-    mid, top = results["levels"][1], results["levels"][-1]
+    levels = results["levels"]  # the plan's (1, 50, 200), or what --levels chose
+    mid, top = levels[min(1, len(levels) - 1)], levels[-1]
     for provider in ("generic-http", "twilio"):
         ratio = _get(s, "turn", provider, "levels", str(mid), "ratio_p50")
         note = degraded_note(_get(s, "turn", provider, "levels") or {})
