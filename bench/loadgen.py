@@ -19,7 +19,7 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -140,6 +140,18 @@ def generic_event(type_: str, call_id: str, **fields: Any) -> dict[str, Any]:
     }
 
 
+def call_lengths(spec: dict[str, Any], i: int) -> Iterator[int]:
+    """Turns in each of a virtual caller's successive calls. With `steady`, the first call is
+    cut short at random (1..n turns), so the callers' calls end and new ones start all through
+    the measured window, as on a line in steady state, not all together after it; the later
+    calls have n turns."""
+    n = spec["turns_per_call"]
+    if spec.get("steady"):
+        yield random.Random(f"{spec['tag']}-{i}").randint(1, n)
+    while True:
+        yield n
+
+
 async def caller_floor(spec: dict[str, Any], conn: RawConnection, rec: Recorder, i: int) -> None:
     body = json.dumps({"message": QUESTION}).encode()
     headers = {"Content-Type": "application/json"}
@@ -164,7 +176,9 @@ async def caller_generic(spec: dict[str, Any], conn: RawConnection, rec: Recorde
         r = await conn.request("POST", path, headers, body)
         return r.status, r.body
 
+    lengths = call_lengths(spec, i)
     while time.monotonic() < rec.window_end:
+        turns = next(lengths)
         call_id = f"bench-{spec['tag']}-{i}-{uuid.uuid4().hex[:8]}"
         started = generic_event(
             "call.started",
@@ -177,7 +191,7 @@ async def caller_generic(spec: dict[str, Any], conn: RawConnection, rec: Recorde
             rec.error(f"call.started: {type(exc).__name__}: {exc}")
             await asyncio.sleep(0.05)
             continue
-        for turn in range(1, spec["turns_per_call"] + 1):
+        for turn in range(1, turns + 1):
             await think()
             if time.monotonic() >= rec.window_end:
                 break
@@ -218,7 +232,9 @@ async def caller_twilio(spec: dict[str, Any], conn: RawConnection, rec: Recorder
         }
         return urlencode(form).encode(), headers
 
+    lengths = call_lengths(spec, i)
     while time.monotonic() < rec.window_end:
+        turns = next(lengths)
         sid = "CA" + uuid.uuid4().hex
         base = {
             "CallSid": sid,
@@ -236,7 +252,7 @@ async def caller_twilio(spec: dict[str, Any], conn: RawConnection, rec: Recorder
             await asyncio.sleep(0.05)
             continue
         reply = r.body
-        for turn in range(1, spec["turns_per_call"] + 1):
+        for turn in range(1, turns + 1):
             await think()
             if time.monotonic() >= rec.window_end:
                 break

@@ -177,6 +177,13 @@ def table(results: dict[str, Any]) -> str:
             f"paced calls: each call pauses {think[0]:g}-{think[1]:g} s between turns (the caller "
             "speaking and listening); 1 call runs back to back"
         )
+        if _get(s, "floor", "churn"):
+            lines.append(
+                "  in steady state: 10 turns a call, calls ending and new ones starting all "
+                "through the window (their untimed start and end requests are load carried)"
+            )
+        else:
+            lines.append("  all calls start in the warm-up and end after the window (--no-churn)")
     lines.append("")
     head = f"{'load':<22}{'conc':>5}{'n':>7}{'p50':>10}{'p99':>10}{'max':>10}{'thru':>9}"
     head += f"{'err':>6}{'degr':>6}{'p50/floor':>11}{'p99/floor':>11}"
