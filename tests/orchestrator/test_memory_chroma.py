@@ -3,6 +3,7 @@ real `chroma run` server (HttpClient), with our registered offline embedding."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -123,6 +124,80 @@ async def test_memories_are_per_caller_and_agent_redacted_and_forgettable(
     assert "4111" not in str(chroma.memories.get(include=["documents"])["documents"])
     assert await memory.forget_caller(alice) == 3
     assert await memory.recent(alice) == [] and await memory.count(bob) == 1
+
+
+class PoisonedAdds:
+    """The real collection, whose `add` fails any batch holding a memory that says POISON."""
+
+    def __init__(self, collection: Any) -> None:
+        self._collection = collection
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._collection, name)
+
+    def add(self, **kwargs: Any) -> None:
+        if any("POISON" in doc for doc in kwargs["documents"]):
+            raise ValueError("poisoned memory")
+        self._collection.add(**kwargs)
+
+
+async def test_memories_written_together_share_one_add_and_each_is_stored(
+    chroma: ChromaHandle,
+) -> None:
+    import asyncio
+
+    memory = CallerMemory(chroma.memories)
+    callers = [f"+1555000{i:04d}" for i in range(20)]
+    records = await asyncio.gather(
+        *(
+            memory.remember(c, f"note number {i} of {c}", agent_id="a")
+            for i, c in enumerate(callers)
+        )
+    )
+    assert all(r is not None for r in records)
+    # the first alone (nothing was in flight), the others queued behind it in batches of 16
+    assert 2 <= memory.batches <= 3
+    assert chroma.memories.count() == 20
+    for i, c in enumerate(callers):
+        assert [m.text for m in await memory.recent(c, agent_id="a")] == [f"note number {i} of {c}"]
+
+
+async def test_one_bad_memory_in_a_batch_fails_alone(chroma: ChromaHandle) -> None:
+    import asyncio
+
+    memory = CallerMemory(PoisonedAdds(chroma.memories))  # type: ignore[arg-type]
+    texts = ["likes tea", "POISON", "likes jazz", "likes cats", "likes rain"]
+    outcomes = await asyncio.gather(
+        *(memory.remember("+15550009999", t, agent_id="a") for t in texts),
+        return_exceptions=True,
+    )
+    assert isinstance(outcomes[1], ValueError)
+    assert all(
+        o is not None and not isinstance(o, BaseException) for i, o in enumerate(outcomes) if i != 1
+    )
+    stored = {m.text for m in await memory.recent("+15550009999", agent_id="a")}
+    assert stored == {"likes tea", "likes jazz", "likes cats", "likes rain"}
+
+
+async def test_a_cancelled_writer_of_a_memory_does_not_take_it_back(chroma: ChromaHandle) -> None:
+    import asyncio
+
+    memory = CallerMemory(chroma.memories)
+    first = asyncio.create_task(memory.remember("+15550008888", "first", agent_id="a"))
+    queued = asyncio.create_task(memory.remember("+15550008888", "queued", agent_id="a"))
+    await asyncio.sleep(0)  # both queued: "first" in flight, "queued" behind it
+    queued.cancel()
+    await first
+    with contextlib.suppress(asyncio.CancelledError):
+        await queued
+    for _ in range(100):
+        if memory._writer is None or memory._writer.done():
+            break
+        await _tick()
+    assert {m.text for m in await memory.recent("+15550008888", agent_id="a")} == {
+        "first",
+        "queued",
+    }
 
 
 async def test_retention_purges_expired_memories_at_start(chroma: ChromaHandle) -> None:

@@ -94,6 +94,29 @@ def _record(mem_id: str, doc: str | None, meta: Any, emb: Any = None) -> MemoryR
     )
 
 
+# Memories written by one `add` at most (group commit, `CallerMemory._write`): an add holds
+# embedded Chroma's GIL for ~6-22 ms with 1 memory, ~14-23 ms with 10, ~45 ms with 50
+# (measured, BENCHMARKS.md), so a bounded batch keeps each wait short while sharing it.
+WRITE_BATCH = 16
+
+
+@dataclass(slots=True)
+class _QueuedWrite:
+    id: str
+    text: str
+    metadata: dict[str, Any]
+    done: asyncio.Future[None]
+
+
+def _settle(item: _QueuedWrite, exc: BaseException | None) -> None:
+    if item.done.done():  # its caller was cancelled; the memory was written (or not) anyway
+        return
+    if exc is None:
+        item.done.set_result(None)
+    else:
+        item.done.set_exception(exc)
+
+
 # `recent` fetches up to this many memories with their vectors in one get before it switches to
 # metadata first: measured at 10,000 memories, one full get of ~10 memories ~2 ms, three gets
 # ~4 ms, 200 full ~19 ms.
@@ -117,6 +140,66 @@ class CallerMemory:
         self._collection = collection
         self._embed = embedder if embedder is not None else query_embedder_for(collection)
         self.exact_limit = exact_limit
+        self._queued: list[_QueuedWrite] = []
+        self._writer: asyncio.Task[None] | None = None
+        self.batches = 0  # `add` calls made (group commit: fewer than memories under load)
+
+    async def _write(self, mem_id: str, text: str, metadata: dict[str, Any]) -> None:
+        """Group commit: a memory is written at once when no write is in flight; while one is,
+        the memories that arrive wait and go together in the next `add` (at most
+        `WRITE_BATCH`). Embedded Chroma holds the GIL through an `add` (6-22 ms for one memory,
+        14-23 ms for ten: BENCHMARKS.md), i.e. every other call on this process waits that
+        long; when calls end together, one add for several of their summaries makes that wait
+        once. Each
+        caller still returns only once its own memory is stored, or gets its own error. A
+        caller that is cancelled does not take its memory back: it is written all the same."""
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queued.append(_QueuedWrite(mem_id, text, metadata, done))
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._drain_writes())
+        await done
+
+    async def _drain_writes(self) -> None:
+        batch: list[_QueuedWrite] = []
+        try:
+            while self._queued:
+                batch = self._queued[:WRITE_BATCH]
+                del self._queued[:WRITE_BATCH]
+                await self._write_batch(batch)
+                batch = []
+        except BaseException:  # the writer itself cancelled (shutdown): nobody waits forever
+            for item in [*batch, *self._queued]:
+                item.done.cancel()
+            self._queued.clear()
+            raise
+
+    async def _write_batch(self, batch: list[_QueuedWrite]) -> None:
+        try:
+            await self._add(batch)
+        except Exception as exc:
+            if len(batch) == 1:
+                _settle(batch[0], exc)
+                return
+            # One bad memory must not fail the others: each alone, each its own outcome.
+            for item in batch:
+                try:
+                    await self._add([item])
+                except Exception as single_exc:
+                    _settle(item, single_exc)
+                else:
+                    _settle(item, None)
+        else:
+            for item in batch:
+                _settle(item, None)
+
+    async def _add(self, batch: list[_QueuedWrite]) -> None:
+        self.batches += 1
+        await asyncio.to_thread(
+            self._collection.add,
+            ids=[w.id for w in batch],
+            documents=[w.text for w in batch],
+            metadatas=[w.metadata for w in batch],
+        )
 
     async def remember(
         self,
@@ -138,20 +221,17 @@ class CallerMemory:
             created_at=int(created_at if created_at is not None else time.time()),
             conversation_id=conversation_id,
         )
-        await asyncio.to_thread(
-            self._collection.add,
-            ids=[record.id],
-            documents=[record.text],
-            metadatas=[
-                {
-                    "caller": caller,
-                    "agent_id": agent_id,
-                    "owner": owner_key(caller, agent_id),
-                    "kind": kind,
-                    "conversation_id": conversation_id,
-                    "created_at": record.created_at,
-                }
-            ],
+        await self._write(
+            record.id,
+            record.text,
+            {
+                "caller": caller,
+                "agent_id": agent_id,
+                "owner": owner_key(caller, agent_id),
+                "kind": kind,
+                "conversation_id": conversation_id,
+                "created_at": record.created_at,
+            },
         )
         return record
 
