@@ -1,6 +1,6 @@
 """`python -m bench.orchestrator_graph [--smoke] [--json PATH]`: the agent graph's own cost.
 
-In process, on real parts: the real `GraphResponder` (LangGraph input -> memory -> orchestrator
+In process, on real parts: the real `GraphResponder` (the graph input -> memory -> orchestrator
 <-> tool), real embedded Chroma under a temp dir (knowledge + caller memories), the real
 `ChatOpenAI` + `openai` client parsing real chat-completion JSON, served by an `httpx.MockTransport`
 that answers instantly (a zero-latency LLM: the model's time is taken out, the client's is not).

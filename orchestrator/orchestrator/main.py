@@ -69,7 +69,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
     settings: OrchestratorSettings = app.state.settings
     started = time.perf_counter()
     jwt_secret = settings.resolved_jwt_secret()
-    # The agent graph's heavy imports (chromadb, langgraph) load in a thread meanwhile.
+    # The agent graph's heavy imports (chromadb, langchain-core) load in a thread meanwhile.
     warm = asyncio.create_task(asyncio.to_thread(warm_imports))
     async with AsyncExitStack() as stack:
         # 1. The database: DATABASE_URL, else a PostgreSQL we start and own under DATA_DIR.
@@ -152,7 +152,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
 
 
 def freeze_startup_objects() -> None:
-    """Move what start-up made (modules, Chroma, LangGraph, pools: ~320,000 objects) out of the
+    """Move what start-up made (modules, Chroma, langchain, pools: ~320,000 objects) out of the
     cyclic GC's reach. A full collection walked them all: 360-380 ms with the event loop stopped
     (measured on the 2-core bench machine), every turn in flight waiting. No `gc.collect()`
     first — that would itself be such a pause in start-up; the little start-up garbage it would

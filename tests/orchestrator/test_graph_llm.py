@@ -354,6 +354,21 @@ async def test_the_tool_loop_is_bounded_and_the_last_round_must_answer(
     assert ["tools" in r for r in fake_openai.requests] == [True, True, False]
 
 
+async def test_a_model_asking_for_tools_in_the_last_round_is_not_obeyed(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    agent = await llm_stack.agent(max_tool_rounds=1)
+    fake_openai.tool_call("search_knowledge", {"query": "a"}, call_id="c1")
+    # asked without tools, it asks for a transfer anyway, with a few words first
+    fake_openai.tool_call("transfer_call", {"to": "sales"}, call_id="c2", text="One moment.")
+    call = await llm_stack.start(agent, new_phone())
+    reply = await llm_stack.say(call.conversation_id, 1, "Find something")
+    assert ["tools" in r for r in fake_openai.requests] == [True, False]
+    assert reply.reply == "One moment."
+    assert [a.type for a in reply.actions] == ["say", "gather"]  # no transfer
+    assert "tool calls after the last tool round ignored" in caplog.text
+
+
 async def test_tool_arguments_that_are_not_json_are_reported_to_the_model(
     llm_stack: GraphStack, fake_openai: FakeOpenAI
 ) -> None:

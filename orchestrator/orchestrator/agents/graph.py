@@ -1,23 +1,30 @@
-"""The agent graph, on LangGraph: input -> memory -> orchestrator <-> tool, one run per turn.
+"""The agent graph: input -> memory -> orchestrator <-> tool, one run per turn, on LangChain
+(the model is langchain-openai's `ChatOpenAI`, the transcript langchain-core messages, the tools
+OpenAI tool specs bound with `bind_tools`).
 
-State lives for one turn (no checkpointer): the conversation itself stays in Postgres, and the
-turn service hands the recent messages in. Per-turn dependencies (agent configuration, caller,
-token sink, stage clock) travel in LangGraph's runtime context, not in the state. The
+State lives for one turn: the conversation itself stays in Postgres, and the turn service hands
+the recent messages in. Per-turn dependencies (agent configuration, caller, token sink, stage
+clock) travel in `TurnRun`, not in the state. Each node returns its update to the state. The
 orchestrator <-> tool loop is bounded by the agent's `max_tool_rounds`; the last round is asked
 without tools so it must answer. Terminal tools (transfer, end_call) finish the turn.
+
+The graph is run by `AgentGraph.run`, a loop over the four nodes, not by LangGraph's Pregel
+engine (which ran it until 2026-12-04): this graph is a fixed chain with one loop, no
+checkpointer, no parallel branches, no interrupts, and Pregel's supersteps cost 1.1 ms of CPU a
+turn (a third of the agent's own CPU with an instant model), 1.2 ms of a phone turn's 5 ms at one
+call (BENCHMARKS.md, fifth session).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import Any, TypedDict
 
-# Imported at run time: LangGraph reads the state's and the nodes' type hints.
 from langchain_core.messages import BaseMessage
-from langgraph.runtime import Runtime
 
 from orchestrator.agents.configuration import AgentConfiguration
 from orchestrator.agents.input_agent import NormalisedInput, normalise
@@ -33,8 +40,7 @@ from orchestrator.llm import offline
 from orchestrator.llm.calls import LLMUnavailable
 from shared.contract import Action
 
-if TYPE_CHECKING:
-    from langgraph.graph.state import CompiledStateGraph
+log = logging.getLogger(__name__)
 
 TokenSink = Callable[[str], Awaitable[None]]
 
@@ -103,46 +109,49 @@ class AgentGraph:
     def __init__(
         self, memory: MemoryAgent, orchestrator: OrchestratorAgent, tools: ToolAgent
     ) -> None:
-        from langgraph.graph import END, START, StateGraph
-
         self.memory = memory
         self.orchestrator = orchestrator
         self.tools = tools
-        g: StateGraph[TurnGraphState, TurnRun, TurnGraphState, TurnGraphState] = StateGraph(
-            TurnGraphState, context_schema=TurnRun
-        )
-        g.add_node("input", self._input)
-        g.add_node("memory", self._memory)
-        g.add_node("orchestrator", self._orchestrator)
-        g.add_node("tool", self._tool)
-        g.add_edge(START, "input")
-        g.add_edge("input", "memory")
-        g.add_edge("memory", "orchestrator")
-        g.add_conditional_edges("orchestrator", self._after_orchestrator, ["tool", END])
-        g.add_conditional_edges("tool", self._after_tool, ["orchestrator", END])
-        self._end = END
-        self.compiled: CompiledStateGraph[
-            TurnGraphState, TurnRun, TurnGraphState, TurnGraphState
-        ] = g.compile(name="turn")
 
     async def run(self, raw: str, input_type: str, run: TurnRun) -> TurnGraphState:
-        result = await self.compiled.ainvoke(
-            {"raw": raw, "input_type": input_type, "spoken": [], "actions": [], "rounds": 0},
-            context=run,
-        )
-        return result  # type: ignore[return-value]
+        """input -> memory -> orchestrator, then tool -> orchestrator while the model asks for
+        tools and no tool finished the turn."""
+        state: TurnGraphState = {
+            "raw": raw,
+            "input_type": input_type,
+            "spoken": [],
+            "actions": [],
+            "rounds": 0,
+        }
+        state.update(await self._input(state, run))  # type: ignore[typeddict-item]
+        state.update(await self._memory(state, run))  # type: ignore[typeddict-item]
+        while True:
+            state.update(await self._orchestrator(state, run))  # type: ignore[typeddict-item]
+            if not state.get("pending"):
+                return state
+            if state.get("rounds", 0) > run.config.max_tool_rounds:
+                # The last round is asked without tools; a model that asks for some anyway
+                # is not obeyed (the turn ends with what it said).
+                log.warning(
+                    "tool calls after the last tool round ignored",
+                    extra={"conversation_id": run.conversation_id, "agent_id": run.agent_id},
+                )
+                state["pending"] = []
+                return state
+            state.update(await self._tool(state, run))  # type: ignore[typeddict-item]
+            if state.get("finished"):
+                return state
 
     # -- nodes ----------------------------------------------------------------------------------
 
-    async def _input(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
+    async def _input(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
         started = time.perf_counter()
         inp = normalise(state.get("raw", ""), state.get("input_type", "speech"))
-        runtime.context.add("input", started)
+        run.add("input", started)
         return {"inp": inp}
 
-    async def _memory(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
+    async def _memory(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
         started = time.perf_counter()
-        run = runtime.context
         inp = state["inp"]
         view = await self.memory.gather(
             conversation_id=run.conversation_id,
@@ -157,11 +166,8 @@ class AgentGraph:
         run.clock["memory_store"] = run.clock.get("memory_store", 0.0) + view.store_ms
         return {"view": view}
 
-    async def _orchestrator(
-        self, state: TurnGraphState, runtime: Runtime[TurnRun]
-    ) -> dict[str, Any]:
+    async def _orchestrator(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
         started = time.perf_counter()
-        run = runtime.context
         inp, view = state["inp"], state["view"]
         spoken = list(state.get("spoken", []))
         if self.orchestrator.mode == "offline":
@@ -219,15 +225,8 @@ class AgentGraph:
             "rounds": rounds,
         }
 
-    # The routers are coroutines: LangGraph runs a plain function given as a branch in the
-    # default thread pool (langchain's `run_in_executor`), a thread hop and a GIL hand-off on
-    # every turn for a dictionary lookup.
-    async def _after_orchestrator(self, state: TurnGraphState) -> str:
-        return "tool" if state.get("pending") else self._end
-
-    async def _tool(self, state: TurnGraphState, runtime: Runtime[TurnRun]) -> dict[str, Any]:
+    async def _tool(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
         started = time.perf_counter()
-        run = runtime.context
         pending = state.get("pending") or []
         outcomes = await asyncio.gather(*(self._run_tool(call, run) for call in pending))
         spoken = list(state.get("spoken", []))
@@ -268,6 +267,3 @@ class AgentGraph:
                 call, f"The arguments for {call.name} were not valid JSON; try again.", ok=False
             )
         return await self.tools.run(call, run.tools)
-
-    async def _after_tool(self, state: TurnGraphState) -> str:
-        return self._end if state.get("finished") else "orchestrator"

@@ -166,7 +166,8 @@ class GraphResponder:
 
     async def warm_up(self) -> None:
         """One empty turn through the graph and one knowledge query, at start-up: the first
-        real turn then costs what later ones do (LangGraph and Chroma set up on first use).
+        real turn then costs what later ones do (the graph's modules and Chroma set up on first
+        use).
         An empty turn calls no model and touches no caller's memory; the query is made only
         with the offline embedding (OpenAI embeddings would be an API call)."""
         from datetime import UTC, datetime

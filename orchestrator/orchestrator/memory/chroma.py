@@ -34,7 +34,6 @@ def warm_imports() -> None:
     openai) is warmed after ready instead (`GraphResponder.open`): it would delay /health."""
     import chromadb  # noqa: F401
     import langchain_core.messages  # noqa: F401
-    import langgraph.graph  # noqa: F401
 
     import orchestrator.agents.responder  # noqa: F401  (the graph's own modules)
 

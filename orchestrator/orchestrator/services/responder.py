@@ -135,6 +135,6 @@ async def build_responder(
     `database` gives access to the stores; `health` is where the responder registers checks of its
     own dependencies (`chroma`, which `/health` reports as vector_store).
     """
-    from orchestrator.agents.responder import GraphResponder  # chromadb, langgraph: only here
+    from orchestrator.agents.responder import GraphResponder  # chromadb, langchain: only here
 
     return await GraphResponder.open(settings, database, health)
