@@ -41,6 +41,11 @@ def caller_number() -> str:
 SLOWEST = 20
 
 
+def wall_clock(monotonic: float) -> float:
+    """A `time.monotonic()` reading as wall-clock time (what the services' logs carry)."""
+    return time.time() - (time.monotonic() - monotonic)
+
+
 @dataclass
 class Recorder:
     window_start: float
@@ -51,9 +56,9 @@ class Recorder:
     degraded: int = 0
     requests: int = 0  # every measured-kind request sent, warm-up included (for CPU per turn)
     error_samples: list[str] = field(default_factory=list)
-    # (wall-clock start, ms) of every measured turn: the slowest are reported with their time,
-    # to be matched against the services' `event loop blocked` log lines
-    timed: list[tuple[float, float]] = field(default_factory=list)
+    # wall-clock start of each turn in `latencies_ms`: the slowest are reported with their
+    # time, to be matched against the services' `event loop blocked` log lines
+    started_wall: list[float] = field(default_factory=list)
 
     def error(self, what: str) -> None:
         self.errors += 1
@@ -76,7 +81,7 @@ class Recorder:
             self.error(f"HTTP {status}: {body[:200]!r}")
             return None
         self.latencies_ms.append((end - start) * 1000)
-        self.timed.append((time.time() - (end - start), (end - start) * 1000))
+        self.started_wall.append(wall_clock(start))
         if REPLY_MARK in body:
             self.ok += 1
         else:
@@ -93,13 +98,12 @@ class Recorder:
             "degraded": self.degraded,
             "requests": self.requests,
             "window_s": self.window_end - self.window_start,
-            "window_wall": [
-                round(time.time() - (time.monotonic() - t), 3)
-                for t in (self.window_start, self.window_end)
-            ],
+            "window_wall": [round(wall_clock(t), 3) for t in (self.window_start, self.window_end)],
             "slowest": [
                 [round(at, 3), round(ms, 1)]
-                for at, ms in sorted(self.timed, key=lambda x: -x[1])[:SLOWEST]
+                for at, ms in sorted(
+                    zip(self.started_wall, self.latencies_ms, strict=True), key=lambda x: -x[1]
+                )[:SLOWEST]
             ],
             "error_samples": self.error_samples,
         }

@@ -179,8 +179,8 @@ def table(results: dict[str, Any]) -> str:
         )
         if _get(s, "floor", "churn"):
             lines.append(
-                "  in steady state: 10 turns a call, calls ending and new ones starting all "
-                "through the window (their untimed start and end requests are load carried)"
+                "  in steady state: calls ending and new ones starting all through the window "
+                "(their untimed start and end requests are load the services carry)"
             )
         else:
             lines.append("  all calls start in the warm-up and end after the window (--no-churn)")

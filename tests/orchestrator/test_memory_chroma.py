@@ -3,6 +3,7 @@ real `chroma run` server (HttpClient), with our registered offline embedding."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import time
@@ -144,8 +145,6 @@ class PoisonedAdds:
 async def test_memories_written_together_share_one_add_and_each_is_stored(
     chroma: ChromaHandle,
 ) -> None:
-    import asyncio
-
     memory = CallerMemory(chroma.memories)
     callers = [f"+1555000{i:04d}" for i in range(20)]
     records = await asyncio.gather(
@@ -163,8 +162,6 @@ async def test_memories_written_together_share_one_add_and_each_is_stored(
 
 
 async def test_one_bad_memory_in_a_batch_fails_alone(chroma: ChromaHandle) -> None:
-    import asyncio
-
     memory = CallerMemory(PoisonedAdds(chroma.memories))  # type: ignore[arg-type]
     texts = ["likes tea", "POISON", "likes jazz", "likes cats", "likes rain"]
     outcomes = await asyncio.gather(
@@ -179,9 +176,7 @@ async def test_one_bad_memory_in_a_batch_fails_alone(chroma: ChromaHandle) -> No
     assert stored == {"likes tea", "likes jazz", "likes cats", "likes rain"}
 
 
-async def test_a_cancelled_writer_of_a_memory_does_not_take_it_back(chroma: ChromaHandle) -> None:
-    import asyncio
-
+async def test_a_cancelled_caller_does_not_take_its_memory_back(chroma: ChromaHandle) -> None:
     memory = CallerMemory(chroma.memories)
     first = asyncio.create_task(memory.remember("+15550008888", "first", agent_id="a"))
     queued = asyncio.create_task(memory.remember("+15550008888", "queued", agent_id="a"))
@@ -220,8 +215,6 @@ async def test_retention_purges_expired_memories_at_start(chroma: ChromaHandle) 
 
 
 async def _tick() -> None:
-    import asyncio
-
     await asyncio.sleep(0.02)
 
 

@@ -22,7 +22,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TypedDict
 
 from langchain_core.messages import BaseMessage
 
@@ -123,10 +123,10 @@ class AgentGraph:
             "actions": [],
             "rounds": 0,
         }
-        state.update(await self._input(state, run))  # type: ignore[typeddict-item]
-        state.update(await self._memory(state, run))  # type: ignore[typeddict-item]
+        state.update(await self._input(state, run))
+        state.update(await self._memory(state, run))
         while True:
-            state.update(await self._orchestrator(state, run))  # type: ignore[typeddict-item]
+            state.update(await self._orchestrator(state, run))
             if not state.get("pending"):
                 return state
             if state.get("rounds", 0) > run.config.max_tool_rounds:
@@ -138,19 +138,19 @@ class AgentGraph:
                 )
                 state["pending"] = []
                 return state
-            state.update(await self._tool(state, run))  # type: ignore[typeddict-item]
+            state.update(await self._tool(state, run))
             if state.get("finished"):
                 return state
 
     # -- nodes ----------------------------------------------------------------------------------
 
-    async def _input(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
+    async def _input(self, state: TurnGraphState, run: TurnRun) -> TurnGraphState:
         started = time.perf_counter()
         inp = normalise(state.get("raw", ""), state.get("input_type", "speech"))
         run.add("input", started)
         return {"inp": inp}
 
-    async def _memory(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
+    async def _memory(self, state: TurnGraphState, run: TurnRun) -> TurnGraphState:
         started = time.perf_counter()
         inp = state["inp"]
         view = await self.memory.gather(
@@ -166,7 +166,7 @@ class AgentGraph:
         run.clock["memory_store"] = run.clock.get("memory_store", 0.0) + view.store_ms
         return {"view": view}
 
-    async def _orchestrator(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
+    async def _orchestrator(self, state: TurnGraphState, run: TurnRun) -> TurnGraphState:
         started = time.perf_counter()
         inp, view = state["inp"], state["view"]
         spoken = list(state.get("spoken", []))
@@ -225,7 +225,7 @@ class AgentGraph:
             "rounds": rounds,
         }
 
-    async def _tool(self, state: TurnGraphState, run: TurnRun) -> dict[str, Any]:
+    async def _tool(self, state: TurnGraphState, run: TurnRun) -> TurnGraphState:
         started = time.perf_counter()
         pending = state.get("pending") or []
         outcomes = await asyncio.gather(*(self._run_tool(call, run) for call in pending))
@@ -250,7 +250,7 @@ class AgentGraph:
         elif default_line is not None:
             await run.say(default_line)
         run.add("tools", started)
-        update: dict[str, Any] = {
+        update: TurnGraphState = {
             "outcomes": [*(state.get("outcomes") or []), *outcomes],
             "pending": [],
             "spoken": spoken,

@@ -147,12 +147,11 @@ class CallerMemory:
     async def _write(self, mem_id: str, text: str, metadata: dict[str, Any]) -> None:
         """Group commit: a memory is written at once when no write is in flight; while one is,
         the memories that arrive wait and go together in the next `add` (at most
-        `WRITE_BATCH`). Embedded Chroma holds the GIL through an `add` (6-22 ms for one memory,
-        14-23 ms for ten: BENCHMARKS.md), i.e. every other call on this process waits that
-        long; when calls end together, one add for several of their summaries makes that wait
-        once. Each
-        caller still returns only once its own memory is stored, or gets its own error. A
-        caller that is cancelled does not take its memory back: it is written all the same."""
+        `WRITE_BATCH`). Embedded Chroma holds the GIL through an `add`, so every other call on
+        this process waits for it; when calls end together, one add for several of their
+        summaries makes that wait once. Each caller still returns only once its own memory is
+        stored, or gets its own error. A caller that is cancelled does not take its memory
+        back: it is written all the same."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.append(_QueuedWrite(mem_id, text, metadata, done))
         if self._writer is None or self._writer.done():
