@@ -18,10 +18,11 @@ reorganises its index, 100 ms to seconds (BENCHMARKS.md). Cost: ten wake-ups a s
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from prometheus_client import CollectorRegistry, Histogram
+
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,7 @@ class LoopLagMonitor:
 
     async def aclose(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(task)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

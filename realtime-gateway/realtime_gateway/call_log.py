@@ -38,7 +38,6 @@ is the customer's own; logs never show them. The table (run once in the Supabase
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -52,6 +51,7 @@ from realtime_gateway.calls import CallStore, LiveCall
 from realtime_gateway.config import GatewaySettings
 from shared.events import CallEvent, EventType
 from shared.logging import scrub_text
+from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from realtime_gateway.events import EventBus, FanoutHub
@@ -199,10 +199,8 @@ class CallLog:
                     "call log mirror stopped with rows not written",
                     extra={"rows": self._queue.qsize() + 1},
                 )
-            self._worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
-            self._worker = None
+            worker, self._worker = self._worker, None
+            await cancel_and_wait(worker)
         if self._http is not None:
             await self._http.aclose()
             self._http = None

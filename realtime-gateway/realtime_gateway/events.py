@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.events import CallEvent
+from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -285,8 +286,6 @@ class RedisEventBus:
         return _stats(self)
 
     async def aclose(self) -> None:
-        if self._listener is not None:
-            self._listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._listener
+        listener, self._listener = self._listener, None
+        await cancel_and_wait(listener)  # cancels again if redis-py swallowed the first cancel
         await self.hub.aclose()

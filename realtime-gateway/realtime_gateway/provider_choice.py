@@ -13,11 +13,11 @@ rather than answering calls with a provider it cannot drive.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from typing import TYPE_CHECKING
 
 from realtime_gateway.drivers.registry import DRIVERS, DriverRegistry, DriverUnavailable
+from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -107,8 +107,5 @@ class SharedProviderChoice:
                 log.exception("following the shared voice provider failed")
 
     async def aclose(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)  # cancels again if redis-py swallowed the first cancel

@@ -15,7 +15,6 @@ format. The rules the drivers rely on:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Mapping
@@ -35,6 +34,7 @@ from realtime_gateway.orchestrator_client import OrchestratorClient, Orchestrato
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnRequest
 from shared.events import CallEvent, EventType
 from shared.logging import call_id_var
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -306,11 +306,7 @@ class GatewayFlow:
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)
-        for task in pending:
-            task.cancel()
-        for task in pending:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await asyncio.gather(*(cancel_and_wait(task) for task in pending))
 
 
 def _call_start(call: CallInfo) -> CallStart:

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from orchestrator.memory.caller_memory import CallerMemory
+from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +44,5 @@ class RetentionTask:
             self._task = asyncio.create_task(self._run(), name="memory-retention")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
