@@ -228,7 +228,7 @@ class Bench:
             "JWT_SECRET": self.jwt_secret,
             "OPENAI_API_KEY": "sk-bench",
             "OPENAI_BASE_URL": f"{self.fake_llm.url}/v1",
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
         }
         if self.dsn:
             env["DATABASE_URL"] = self.dsn
@@ -296,7 +296,7 @@ class Bench:
             "TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
             "TWILIO_PHONE_NUMBER": "+15550002222",
             "PUBLIC_BASE_URL": PUBLIC_BASE_URL,
-            "LOG_LEVEL": "WARNING",
+            "LOG_LEVEL": os.environ.get("BENCH_LOG_LEVEL", "WARNING"),
             # The bench's 200 operators all come from 127.0.0.1; in production they would not
             # share one address, so the per-address limit is lifted here.
             "RATE_LIMIT_MANAGEMENT": "1000000/minute",

@@ -4,6 +4,7 @@ and a throw-away Postgres database."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -71,12 +72,19 @@ class ServiceProcess:
             return float("nan")
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds the process has used so far (NaN once it is gone)."""
+        """User + system CPU seconds the process and its live children (the orchestrator's
+        embedded Chroma process and its fork server) have used so far (NaN once it is gone)."""
         try:
-            t = psutil.Process(self.proc.pid).cpu_times()
+            p = psutil.Process(self.proc.pid)
+            t = p.cpu_times()
+            total = t.user + t.system
+            for child in p.children(recursive=True):
+                with contextlib.suppress(psutil.Error):
+                    c = child.cpu_times()
+                    total += c.user + c.system
         except psutil.Error:
             return float("nan")
-        return float(t.user + t.system)
+        return float(total)
 
     def logs(self, tail: int = 3000) -> str:
         try:

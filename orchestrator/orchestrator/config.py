@@ -27,6 +27,9 @@ class OrchestratorSettings(CommonSettings):
     chroma_host: str | None = None
     chroma_port: int = Field(8000, ge=1, le=65535)
     chroma_path: str | None = None  # default: DATA_DIR/chroma
+    # Embedded Chroma (no CHROMA_HOST) in a child process (default), so its writes, which hold
+    # the GIL for 7-23 ms each, do not stop every call on the instance; false: in process.
+    chroma_embedded_process: bool = True
 
     openai_api_key: SecretStr | None = None
     openai_base_url: AnyHttpUrl | None = None

@@ -70,7 +70,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
     started = time.perf_counter()
     jwt_secret = settings.resolved_jwt_secret()
     # The agent graph's heavy imports (chromadb, langchain-core) load in a thread meanwhile.
-    warm = asyncio.create_task(asyncio.to_thread(warm_imports))
+    warm = asyncio.create_task(asyncio.to_thread(warm_imports, settings))
     async with AsyncExitStack() as stack:
         # 1. The database: DATABASE_URL, else a PostgreSQL we start and own under DATA_DIR.
         if settings.database_url:

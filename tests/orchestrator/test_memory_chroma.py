@@ -44,14 +44,16 @@ def no_outside_network(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     return attempts
 
 
-@pytest.fixture(params=["embedded", "server"])
+@pytest.fixture(params=["embedded", "embedded-in-process", "server"])
 async def chroma(request: pytest.FixtureRequest, data_dir: Path) -> AsyncIterator[ChromaHandle]:
+    """Embedded in its child process (the default), embedded in this process
+    (`CHROMA_EMBEDDED_PROCESS=false`), and a Chroma server (`CHROMA_HOST`)."""
     if request.param == "server":
         server: ChromaServer = request.getfixturevalue("chroma_server")
         settings = chroma_settings(data_dir, chroma_host=server.host, chroma_port=server.port)
     else:
         request.getfixturevalue("no_outside_network")
-        settings = chroma_settings(data_dir)
+        settings = chroma_settings(data_dir, chroma_embedded_process=request.param == "embedded")
     handle = await open_chroma(settings)
     empty_collections(handle)  # the server is shared by the session
     yield handle

@@ -21,8 +21,7 @@ import numpy as np
 from orchestrator.memory.redaction import redact_secrets
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
-
+    from orchestrator.memory.chroma import ChromaCollection
     from orchestrator.memory.embeddings import QueryEmbedder
 
 FACT = "fact"
@@ -130,7 +129,7 @@ class CallerMemory:
 
     def __init__(
         self,
-        collection: Collection,
+        collection: ChromaCollection,
         *,
         embedder: QueryEmbedder | None = None,
         exact_limit: int = 500,

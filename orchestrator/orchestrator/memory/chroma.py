@@ -1,5 +1,9 @@
 """Opening Chroma: embedded `PersistentClient` under DATA_DIR, or `HttpClient` with CHROMA_HOST.
 
+Embedded, the `PersistentClient` lives in a child process by default (`chroma_process`: its
+writes hold the GIL, and would stall every call on the instance); `CHROMA_EMBEDDED_PROCESS=false`
+keeps it in this process.
+
 Telemetry is off (`anonymized_telemetry=False`): an offline install makes no hidden network
 calls. The Chroma client is synchronous; every call goes through `asyncio.to_thread` so the event
 loop never waits on SQLite, HNSW or the HTTP server. `chromadb` is imported here only, when the
@@ -13,7 +17,7 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from orchestrator.config import OrchestratorSettings
 
@@ -22,16 +26,26 @@ if TYPE_CHECKING:
     from chromadb.api.models.Collection import Collection
     from chromadb.api.types import Documents, EmbeddingFunction
 
+    from orchestrator.memory.chroma_process import RemoteClient, RemoteCollection
+
+    ChromaCollection: TypeAlias = Collection | RemoteCollection
+
 log = logging.getLogger(__name__)
 
 KNOWLEDGE = "knowledge"
 MEMORIES = "memories"
 
 
-def warm_imports() -> None:
+def warm_imports(settings: OrchestratorSettings | None = None) -> None:
     """Import the agent graph's heavy modules (about 2 s cold) in a worker thread at start-up,
-    while Postgres starts, instead of after it. The model client stack (langchain_openai,
-    openai) is warmed after ready instead (`GraphResponder.open`): it would delay /health."""
+    while Postgres starts, instead of after it; with embedded Chroma in its own process, start
+    the fork server that imports Chroma for it meanwhile too. The model client stack
+    (langchain_openai, openai) is warmed after ready instead (`GraphResponder.open`): it would
+    delay /health."""
+    if settings is not None and not settings.chroma_host and settings.chroma_embedded_process:
+        from orchestrator.memory.chroma_process import start_fork_server
+
+        start_fork_server()
     import chromadb  # noqa: F401
     import langchain_core.messages  # noqa: F401
 
@@ -71,14 +85,31 @@ def open_client(settings: OrchestratorSettings) -> ClientAPI:
     return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
 
 
+def open_process_client(
+    settings: OrchestratorSettings, embedding: EmbeddingFunction[Documents]
+) -> RemoteClient:
+    """Sync: embedded Chroma in its child process (`chroma_process`), started here."""
+    from orchestrator.memory.chroma_process import ChromaProcess, RemoteClient
+    from orchestrator.memory.embeddings import OpenAIEmbeddingFunction
+
+    path = chroma_path(settings)
+    path.mkdir(parents=True, exist_ok=True)
+    env = {}
+    if isinstance(embedding, OpenAIEmbeddingFunction):  # its config names the key's variable
+        env[embedding.api_key_env_var] = embedding.api_key
+    process = ChromaProcess(str(path), env)
+    process.start()
+    return RemoteClient(process)
+
+
 @dataclass(slots=True)
 class ChromaHandle:
     """The client and the per-purpose collections, opened once per process (lifespan)."""
 
-    client: ClientAPI
+    client: ClientAPI | RemoteClient
     embedding: EmbeddingFunction[Documents]
-    knowledge: Collection
-    memories: Collection
+    knowledge: ChromaCollection
+    memories: ChromaCollection
     mode: str  # "embedded" | "http"
     location: str
 
@@ -110,7 +141,11 @@ def _open_sync(
 ) -> ChromaHandle:
     from orchestrator.memory.embeddings import collection_name
 
-    client = open_client(settings)
+    client: ClientAPI | RemoteClient
+    if settings.chroma_host or not settings.chroma_embedded_process:
+        client = open_client(settings)
+    else:
+        client = open_process_client(settings, embedding)
     collections = {}
     for purpose in (KNOWLEDGE, MEMORIES):
         collections[purpose] = client.get_or_create_collection(

@@ -238,6 +238,10 @@ class OpenAIEmbeddingFunction(EmbeddingFunction[Documents]):  # type: ignore[mis
             raise ValueError(f"{api_key_env_var} is not set; OpenAI embeddings need a key")
         self._api_key = key
 
+    @property
+    def api_key(self) -> str:
+        return self._api_key
+
     def __call__(self, input: Documents) -> Embeddings:
         client = _shared_client(self._api_key, self.base_url, self.timeout_s)
         response = client.embeddings.create(model=self.model, input=list(input))

@@ -19,8 +19,7 @@ from typing import TYPE_CHECKING, Any
 from orchestrator.memory.redaction import redact_secrets
 
 if TYPE_CHECKING:
-    from chromadb.api.models.Collection import Collection
-
+    from orchestrator.memory.chroma import ChromaCollection
     from orchestrator.memory.embeddings import QueryEmbedder
 
 log = logging.getLogger(__name__)
@@ -89,7 +88,7 @@ class KnowledgeBase:
 
     def __init__(
         self,
-        collection: Collection,
+        collection: ChromaCollection,
         *,
         embedder: QueryEmbedder | None = None,
         presence_ttl_s: float = 10.0,
