@@ -17,6 +17,7 @@ from orchestrator.config import OrchestratorSettings
 from orchestrator.memory.caller_memory import CallerMemory
 from orchestrator.memory.chroma import ChromaHandle, open_chroma, open_client
 from orchestrator.memory.chroma_process import ChromaProcessError, RemoteClient
+from orchestrator.memory.embeddings import query_embedder_for
 
 
 def settings_for(data_dir: Path, **overrides: Any) -> OrchestratorSettings:
@@ -41,6 +42,10 @@ async def test_embedded_chroma_runs_in_a_child_process_on_the_data_dir(
     process = child_of(handle)
     assert process.pid is not None and process.pid != os.getpid() and process.alive()
     memory = CallerMemory(handle.memories)
+    # the collection exposes its embedding function as Chroma's does: recall ranks a caller's
+    # few memories exactly in process (a get), not with a filtered vector query in the child
+    assert query_embedder_for(handle.memories) is not None
+    assert query_embedder_for(handle.knowledge) is not None
     stored = await memory.remember("+15550001111", "Prefers morning calls", agent_id="a1")
     assert stored is not None
     recalled = await memory.recall("+15550001111", "when to call", agent_id="a1")

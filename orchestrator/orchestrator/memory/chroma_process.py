@@ -296,18 +296,19 @@ class ChromaProcess:
 
 class RemoteCollection:
     """The part of `chromadb`'s `Collection` the orchestrator uses, served by the child.
-    Documents and query texts are embedded here, with `embedding`, before they are sent."""
+    Documents and query texts are embedded here, with `embedding`, before they are sent; it is
+    `_embedding_function`, as on Chroma's own `Collection` (`query_embedder_for` finds it)."""
 
     def __init__(
         self, process: ChromaProcess, name: str, embedding: EmbeddingFunction[Documents]
     ) -> None:
         self._process = process
         self.name = name
-        self._embedding = embedding
+        self._embedding_function = embedding
 
     def _embedded(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         if kwargs.get("embeddings") is None and kwargs.get("documents") is not None:
-            kwargs["embeddings"] = self._embedding(list(kwargs["documents"]))
+            kwargs["embeddings"] = self._embedding_function(list(kwargs["documents"]))
         return kwargs
 
     def add(self, **kwargs: Any) -> None:
@@ -322,7 +323,7 @@ class RemoteCollection:
     def query(self, **kwargs: Any) -> Any:
         texts = kwargs.pop("query_texts", None)
         if texts is not None and kwargs.get("query_embeddings") is None:
-            kwargs["query_embeddings"] = self._embedding(list(texts))
+            kwargs["query_embeddings"] = self._embedding_function(list(texts))
         return self._process.call(self.name, "query", **kwargs)
 
     def delete(self, **kwargs: Any) -> None:
