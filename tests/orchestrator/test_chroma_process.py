@@ -125,3 +125,48 @@ async def test_chroma_embedded_process_false_keeps_chroma_in_this_process(
         assert h.mode == "embedded"
     finally:
         await h.close()
+
+
+OWNER = """
+import asyncio, sys
+from pathlib import Path
+from orchestrator.config import OrchestratorSettings
+from orchestrator.memory.chroma import open_chroma
+
+async def main() -> None:
+    h = await open_chroma(OrchestratorSettings(_env_file=None, data_dir=Path(sys.argv[1])))
+    print(h.client.process.pid, flush=True)
+    await asyncio.sleep(60)
+
+if __name__ == "__main__":
+    asyncio.run(main())
+"""
+
+
+def test_the_child_does_not_outlive_an_orchestrator_that_is_killed(data_dir: Path) -> None:
+    import subprocess
+    import sys
+    import time
+
+    script = data_dir / "owner.py"
+    script.write_text(OWNER)
+    owner = subprocess.Popen(
+        [sys.executable, str(script), str(data_dir)],
+        stdout=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+    )
+    try:
+        assert owner.stdout is not None
+        child = int(owner.stdout.readline())
+        os.kill(child, 0)  # running
+    finally:
+        owner.kill()
+        owner.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return  # the pipe closed: the child ended on its own
+        time.sleep(0.05)
+    raise AssertionError(f"embedded Chroma process {child} outlived its orchestrator")
