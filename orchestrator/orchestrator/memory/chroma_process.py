@@ -248,6 +248,9 @@ class ChromaProcess:
             self._pending[req_id] = future
             try:
                 conn.send((req_id, target, method, kwargs))
+            except (EOFError, OSError) as exc:  # it died; the reader has not seen it yet
+                self._pending.pop(req_id, None)
+                raise ChromaProcessError("the embedded Chroma process exited") from exc
             except BaseException:
                 self._pending.pop(req_id, None)
                 raise
