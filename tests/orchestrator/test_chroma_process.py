@@ -170,3 +170,16 @@ def test_the_child_does_not_outlive_an_orchestrator_that_is_killed(data_dir: Pat
             return  # the pipe closed: the child ended on its own
         time.sleep(0.05)
     raise AssertionError(f"embedded Chroma process {child} outlived its orchestrator")
+
+
+async def test_a_child_that_cannot_open_its_store_fails_start_up_with_chromas_error(
+    data_dir: Path,
+) -> None:
+    from orchestrator.memory.chroma_process import ChromaProcess
+
+    blocker = data_dir / "a-file"
+    blocker.write_text("not a directory")
+    process = ChromaProcess(str(blocker / "chroma"))  # cannot be made: open fails in the child
+    with pytest.raises(Exception, match="directory"):
+        await asyncio.to_thread(process.start)
+    assert not process.alive()

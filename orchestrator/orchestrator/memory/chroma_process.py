@@ -21,6 +21,10 @@ over a pipe and wait for the answer in the worker thread that made it, as before
   files, re-opening the collections.
 - The child ends when the orchestrator closes it, and on its own when the pipe closes (the
   orchestrator gone, even killed).
+- As with every `multiprocessing` start method but `fork`, the program's main module is imported
+  again in the fork server, so it must be import-safe (`if __name__ == "__main__":`): uvicorn's,
+  `python -m orchestrator`'s and pytest's are. (`fork` itself is no option: the orchestrator
+  has threads and an event loop by then.)
 """
 
 from __future__ import annotations
@@ -192,14 +196,17 @@ class ChromaProcess:
                 raise ChromaProcessError(f"embedded Chroma did not start in {START_TIMEOUT_S} s")
             _, ok, value = parent.recv()
         except (EOFError, OSError):
+            parent.close()
             proc.join(1.0)
             raise ChromaProcessError(
                 f"embedded Chroma process exited at start (code {proc.exitcode})"
             ) from None
         except BaseException:
+            parent.close()
             proc.kill()
             raise
         if not ok:
+            parent.close()
             proc.join(5.0)
             raise value
         self._conn, self._proc = parent, proc
