@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import importlib
 import itertools
 import logging
 import multiprocessing
@@ -92,7 +93,7 @@ def _portable(exc: BaseException) -> BaseException:
 
 def _embedding_from(spec: tuple[str, str, dict[str, Any]]) -> Any:
     module, name, config = spec
-    cls = getattr(__import__(module, fromlist=[name]), name)
+    cls = getattr(importlib.import_module(module), name)
     return cls.build_from_config(config)
 
 
