@@ -93,9 +93,9 @@ def _record(mem_id: str, doc: str | None, meta: Any, emb: Any = None) -> MemoryR
     )
 
 
-# Memories written by one `add` at most (group commit, `CallerMemory._write`): an add holds
-# embedded Chroma's GIL for ~6-22 ms with 1 memory, ~14-23 ms with 10, ~45 ms with 50
-# (measured, BENCHMARKS.md), so a bounded batch keeps each wait short while sharing it.
+# Memories written by one `add` at most (group commit, `CallerMemory._write`): an add costs
+# embedded Chroma ~6-22 ms with 1 memory, ~14-23 ms with 10, ~45 ms with 50 (measured,
+# BENCHMARKS.md), so a bounded batch keeps each wait short while sharing it.
 WRITE_BATCH = 16
 
 
@@ -146,11 +146,11 @@ class CallerMemory:
     async def _write(self, mem_id: str, text: str, metadata: dict[str, Any]) -> None:
         """Group commit: a memory is written at once when no write is in flight; while one is,
         the memories that arrive wait and go together in the next `add` (at most
-        `WRITE_BATCH`). Embedded Chroma holds the GIL through an `add`, so every other call on
-        this process waits for it; when calls end together, one add for several of their
-        summaries makes that wait once. Each caller still returns only once its own memory is
-        stored, or gets its own error. A caller that is cancelled does not take its memory
-        back: it is written all the same."""
+        `WRITE_BATCH`). An `add` is costly (index upkeep; embedded Chroma in this process holds
+        the GIL through it, `CHROMA_EMBEDDED_PROCESS=false`); when calls end together, one add
+        for several of their summaries pays that once. Each caller still returns only once its
+        own memory is stored, or gets its own error. A caller that is cancelled does not take
+        its memory back: it is written all the same."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queued.append(_QueuedWrite(mem_id, text, metadata, done))
         if self._writer is None or self._writer.done():

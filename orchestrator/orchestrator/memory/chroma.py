@@ -42,7 +42,7 @@ def warm_imports(settings: OrchestratorSettings | None = None) -> None:
     the fork server that imports Chroma for it meanwhile too. The model client stack
     (langchain_openai, openai) is warmed after ready instead (`GraphResponder.open`): it would
     delay /health."""
-    if settings is not None and not settings.chroma_host and settings.chroma_embedded_process:
+    if settings is not None and in_child_process(settings):
         from orchestrator.memory.chroma_process import start_fork_server
 
         start_fork_server()
@@ -54,6 +54,25 @@ def warm_imports(settings: OrchestratorSettings | None = None) -> None:
 
 def chroma_path(settings: OrchestratorSettings) -> Path:
     return Path(settings.chroma_path) if settings.chroma_path else settings.data_dir / "chroma"
+
+
+def in_child_process(settings: OrchestratorSettings) -> bool:
+    """Whether Chroma is embedded and runs in its child process (`chroma_process`)."""
+    return not settings.chroma_host and settings.chroma_embedded_process
+
+
+def _client_settings() -> Any:
+    from chromadb.config import Settings as ChromaSettings
+
+    return ChromaSettings(anonymized_telemetry=False, allow_reset=False)
+
+
+def persistent_client(path: Path) -> ClientAPI:
+    """Sync: the embedded client on `path` (made if missing), in whichever process calls it."""
+    import chromadb
+
+    path.mkdir(parents=True, exist_ok=True)
+    return chromadb.PersistentClient(path=str(path), settings=_client_settings())
 
 
 def build_embedding_function(settings: OrchestratorSettings) -> EmbeddingFunction[Documents]:
@@ -72,17 +91,13 @@ def build_embedding_function(settings: OrchestratorSettings) -> EmbeddingFunctio
 
 def open_client(settings: OrchestratorSettings) -> ClientAPI:
     """Sync: call through `asyncio.to_thread` (the HTTP client contacts its server here)."""
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
-
-    chroma_settings = ChromaSettings(anonymized_telemetry=False, allow_reset=False)
     if settings.chroma_host:
+        import chromadb
+
         return chromadb.HttpClient(
-            host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+            host=settings.chroma_host, port=settings.chroma_port, settings=_client_settings()
         )
-    path = chroma_path(settings)
-    path.mkdir(parents=True, exist_ok=True)
-    return chromadb.PersistentClient(path=str(path), settings=chroma_settings)
+    return persistent_client(chroma_path(settings))
 
 
 def open_process_client(
@@ -92,12 +107,10 @@ def open_process_client(
     from orchestrator.memory.chroma_process import ChromaProcess, RemoteClient
     from orchestrator.memory.embeddings import OpenAIEmbeddingFunction
 
-    path = chroma_path(settings)
-    path.mkdir(parents=True, exist_ok=True)
     env = {}
     if isinstance(embedding, OpenAIEmbeddingFunction):  # its config names the key's variable
         env[embedding.api_key_env_var] = embedding.api_key
-    process = ChromaProcess(str(path), env)
+    process = ChromaProcess(str(chroma_path(settings)), env)
     process.start()
     return RemoteClient(process)
 
@@ -142,10 +155,10 @@ def _open_sync(
     from orchestrator.memory.embeddings import collection_name
 
     client: ClientAPI | RemoteClient
-    if settings.chroma_host or not settings.chroma_embedded_process:
-        client = open_client(settings)
-    else:
+    if in_child_process(settings):
         client = open_process_client(settings, embedding)
+    else:
+        client = open_client(settings)
     collections = {}
     for purpose in (KNOWLEDGE, MEMORIES):
         collections[purpose] = client.get_or_create_collection(

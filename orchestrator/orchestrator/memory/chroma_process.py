@@ -40,6 +40,7 @@ import pickle
 import signal
 import threading
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 # Imported once by the fork server, so each child starts as a fork of a process that has them.
-PRELOAD = ["chromadb", "orchestrator.memory.embeddings"]
+PRELOAD = ["chromadb", "orchestrator.memory.chroma", "orchestrator.memory.embeddings"]
 START_TIMEOUT_S = 60.0
 CLOSE_TIMEOUT_S = 10.0
 CHILD_THREADS = 4
@@ -103,13 +104,10 @@ def _serve(conn: Connection, path: str, env: dict[str, str]) -> None:  # pragma:
     with contextlib.suppress(OSError):
         os.nice(CHILD_NICE)
     os.environ.update(env)  # what the embedding function's config names (e.g. its API key)
-    import chromadb
-    from chromadb.config import Settings as ChromaSettings
+    from orchestrator.memory.chroma import persistent_client
 
     try:
-        client = chromadb.PersistentClient(
-            path=path, settings=ChromaSettings(anonymized_telemetry=False, allow_reset=False)
-        )
+        client = persistent_client(Path(path))
     except BaseException as exc:
         conn.send((0, False, _portable(exc)))
         return
