@@ -14,6 +14,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,32 +60,28 @@ class ServiceProcess:
     def port(self) -> int:
         return int(self.url.rsplit(":", 1)[1])
 
-    def rss_mb(self) -> float:
-        """Resident memory of the uvicorn process and any children it made (e.g. workers)."""
+    def _sum(self, measure: Callable[[psutil.Process], float], children: str = "") -> float:
+        """`measure` of the uvicorn process plus its live children whose name starts with
+        `children` (e.g. workers, the orchestrator's embedded Chroma process and its fork
+        server); NaN once the process is gone."""
         try:
             p = psutil.Process(self.proc.pid)
-            total = p.memory_info().rss
-            for child in p.children(recursive=True):
-                if child.name().startswith("python"):
-                    total += child.memory_info().rss
-            return total / 1e6
-        except psutil.Error:
-            return float("nan")
-
-    def cpu_s(self) -> float:
-        """User + system CPU seconds the process and its live children (the orchestrator's
-        embedded Chroma process and its fork server) have used so far (NaN once it is gone)."""
-        try:
-            p = psutil.Process(self.proc.pid)
-            t = p.cpu_times()
-            total = t.user + t.system
+            total = measure(p)
             for child in p.children(recursive=True):
                 with contextlib.suppress(psutil.Error):
-                    c = child.cpu_times()
-                    total += c.user + c.system
+                    if child.name().startswith(children):
+                        total += measure(child)
         except psutil.Error:
             return float("nan")
         return float(total)
+
+    def rss_mb(self) -> float:
+        """Resident memory of the process and its Python children, MB."""
+        return self._sum(lambda p: p.memory_info().rss / 1e6, children="python")
+
+    def cpu_s(self) -> float:
+        """User + system CPU seconds the process and its children have used so far."""
+        return self._sum(lambda p: sum(p.cpu_times()[:2]))  # user, system
 
     def logs(self, tail: int = 3000) -> str:
         try:
