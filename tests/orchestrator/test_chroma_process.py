@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +19,7 @@ import pytest
 from orchestrator.config import OrchestratorSettings
 from orchestrator.memory.caller_memory import CallerMemory
 from orchestrator.memory.chroma import ChromaHandle, open_chroma, open_client
-from orchestrator.memory.chroma_process import ChromaProcessError, RemoteClient
+from orchestrator.memory.chroma_process import ChromaProcess, ChromaProcessError, RemoteClient
 from orchestrator.memory.embeddings import query_embedder_for
 
 
@@ -81,22 +84,11 @@ async def test_a_call_in_flight_when_the_child_dies_fails_with_a_clear_error(
     handle: ChromaHandle,
 ) -> None:
     process = child_of(handle)
-    gate = asyncio.Event()
-
-    def slow_get() -> Any:
-        # a call the child is still answering when it is killed: its future must not hang
-        future = process._send(handle.memories.name, "get", {"include": []})
-        asyncio.run_coroutine_threadsafe(_set(gate), loop).result()
-        return future.result(timeout=30)
-
-    async def _set(event: asyncio.Event) -> None:
-        event.set()
-
-    loop = asyncio.get_running_loop()
     os.kill(process.pid, signal.SIGSTOP)  # the child cannot answer until killed
     try:
-        call = asyncio.create_task(asyncio.to_thread(slow_get))
-        await gate.wait()
+        call = asyncio.create_task(asyncio.to_thread(handle.memories.count))
+        while not process._pending:  # sent, waiting for the answer
+            await asyncio.sleep(0.005)
     finally:
         os.kill(process.pid, signal.SIGKILL)
     with pytest.raises(ChromaProcessError, match="exited"):
@@ -144,10 +136,6 @@ if __name__ == "__main__":
 
 
 def test_the_child_does_not_outlive_an_orchestrator_that_is_killed(data_dir: Path) -> None:
-    import subprocess
-    import sys
-    import time
-
     script = data_dir / "owner.py"
     script.write_text(OWNER)
     owner = subprocess.Popen(
@@ -175,8 +163,6 @@ def test_the_child_does_not_outlive_an_orchestrator_that_is_killed(data_dir: Pat
 async def test_a_child_that_cannot_open_its_store_fails_start_up_with_chromas_error(
     data_dir: Path,
 ) -> None:
-    from orchestrator.memory.chroma_process import ChromaProcess
-
     blocker = data_dir / "a-file"
     blocker.write_text("not a directory")
     process = ChromaProcess(str(blocker / "chroma"))  # cannot be made: open fails in the child
