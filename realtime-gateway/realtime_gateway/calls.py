@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_gateway.drivers.base import STATUS_ORDER, TERMINAL_STATUSES
 
+from realtime_gateway.metrics import CALL_STORE_ROUND_TRIPS as _ROUND_TRIPS
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -304,18 +306,22 @@ class RedisCallStore:
         argv: list[str | float | int] = [call.call_id, call.started_at, CALL_TTL_S]
         for k, v in fields.items():
             argv += [k, v]
+        _ROUND_TRIPS.inc()
         created = await self._create(keys=[self._key(call.call_id), f"{self._p}recent"], args=argv)
         if created:
+            _ROUND_TRIPS.inc()
             await self._r.zremrangebyrank(f"{self._p}recent", 0, -MAX_RECENT - 1)
         return bool(created)
 
     async def get(self, call_id: str) -> LiveCall | None:
+        _ROUND_TRIPS.inc()
         raw = await self._r.hgetall(self._key(call_id))
         return _from_hash(raw) if raw else None
 
     async def update_status(self, call_id: str, status: str) -> bool:
         if status not in STATUS_ORDER:
             return False
+        _ROUND_TRIPS.inc()
         changed = await self._status(
             keys=[self._key(call_id)], args=[status, STATUS_ORDER[status], _TERMINAL_RANK]
         )
@@ -323,11 +329,14 @@ class RedisCallStore:
 
     async def next_turn(self, call_id: str) -> int:
         key = self._key(call_id)
+        _ROUND_TRIPS.inc()
         if not await self._r.exists(key):
             return 0
+        _ROUND_TRIPS.inc()
         return int(await self._r.hincrby(key, "turns", 1))
 
     async def mark_ended(self, call_id: str, reason: str, ended_at: float | None = None) -> bool:
+        _ROUND_TRIPS.inc()
         done = await self._end(
             keys=[f"{self._p}ended:{call_id}", self._key(call_id)],
             args=[reason, ended_at or time.time(), ENDED_TTL_S, _TERMINAL_RANK],
@@ -337,16 +346,22 @@ class RedisCallStore:
     async def merge_metadata(self, call_id: str, updates: dict[str, Any]) -> bool:
         """One hash field per metadata key (`meta:<key>`), so concurrent updates don't clobber."""
         key = self._key(call_id)
-        if not updates or not await self._r.exists(key):
+        if not updates:
             return False
+        _ROUND_TRIPS.inc()
+        if not await self._r.exists(key):
+            return False
+        _ROUND_TRIPS.inc()
         await self._r.hset(key, mapping={f"meta:{k}": json.dumps(v) for k, v in updates.items()})
         return True
 
     async def first_time(self, key: str, ttl_s: float) -> bool:
+        _ROUND_TRIPS.inc()
         ok = await self._r.set(f"{self._p}seen:{key}", "1", nx=True, px=max(1, int(ttl_s * 1000)))
         return bool(ok)
 
     async def list_recent(self, limit: int = 50, status: str | None = None) -> list[LiveCall]:
+        _ROUND_TRIPS.inc()
         ids = await self._r.zrevrange(f"{self._p}recent", 0, MAX_RECENT - 1)
         out: list[LiveCall] = []
         batch = 100
@@ -355,6 +370,7 @@ class RedisCallStore:
             for raw_id in ids[start : start + batch]:
                 cid = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
                 pipe.hgetall(self._key(cid))
+            _ROUND_TRIPS.inc()
             for raw in await pipe.execute():
                 if raw:
                     call = _from_hash(raw)
@@ -366,6 +382,7 @@ class RedisCallStore:
 
     async def health(self) -> str:
         try:
+            _ROUND_TRIPS.inc()
             await self._r.ping()
         except Exception:  # any Redis or socket failure means the same to a health check
             return "unavailable"

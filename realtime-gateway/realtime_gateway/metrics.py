@@ -95,6 +95,12 @@ ORCHESTRATOR_ERRORS = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+CALL_STORE_ROUND_TRIPS = Counter(
+    "voice_call_store_round_trips",
+    "Requests this gateway instance sent to its shared call store (Redis), one per network "
+    "round trip (a pipeline or a script counts once).",
+    registry=REGISTRY,
+)
 WS_CLIENTS = Gauge(
     "voice_ws_clients",
     "Clients connected to the /ws event stream on this gateway instance.",
