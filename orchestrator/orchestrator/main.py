@@ -24,12 +24,11 @@ from starlette.responses import Response
 from orchestrator.api.routes import agents, callers, conversations, health, knowledge
 from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
-from orchestrator.memory.chroma import warm_imports
 from orchestrator.metrics import LOOP_LAG, count_errors, install_metrics
 from orchestrator.openapi import document_errors
 from orchestrator.security import install_security
 from orchestrator.services.conversations import ConversationService
-from orchestrator.services.responder import build_responder
+from orchestrator.services.responder import build_responder, warm_imports
 from orchestrator.state import OrchestratorState
 from orchestrator.store.database import (
     DATABASE_UNAVAILABLE_ERRORS,

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from orchestrator.agents.responder import GraphResponder
+from orchestrator.agents.graph_responder import GraphResponder
 from orchestrator.config import OrchestratorSettings
 from orchestrator.llm.calls import RetryPolicy
 from orchestrator.services.conversations import ConversationService

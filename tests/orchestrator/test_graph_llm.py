@@ -13,8 +13,8 @@ import httpx
 import pytest
 import respx
 
-from orchestrator.agents.responder import GraphResponder
-from orchestrator.services.responder import ReplyDraft, TurnInputs
+from orchestrator.agents.graph_responder import GraphResponder
+from orchestrator.turns import ReplyDraft, TurnInputs
 from shared.contract import TurnContext
 from tests.orchestrator.graph_harness import GraphStack, graph_stack, new_phone
 from tests.orchestrator.llm_fakes import FakeOpenAI

@@ -183,7 +183,7 @@ async def test_expired_memories_are_purged_when_the_service_starts(
 
 
 async def test_offline_streamed_text_is_the_final_reply(pg_dsn: str, data_dir: Path) -> None:
-    from orchestrator.services.responder import ReplyDraft, TurnInputs
+    from orchestrator.turns import ReplyDraft, TurnInputs
     from shared.contract import TurnContext
 
     async with graph_stack(data_dir, pg_dsn) as stack:

@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from orchestrator.services.responder import Responder, RuleResponder, TurnInputs
+from orchestrator.services.responder import Responder, RuleResponder
 from orchestrator.store.records import Agent, Conversation
+from orchestrator.turns import TurnInputs
 from shared.contract import TurnContext
 
 NOW = datetime.now(UTC)

@@ -26,6 +26,7 @@ from typing import TypedDict
 
 from langchain_core.messages import BaseMessage
 
+from orchestrator.agents import offline
 from orchestrator.agents.configuration import AgentConfiguration
 from orchestrator.agents.input_agent import NormalisedInput, normalise
 from orchestrator.agents.memory_agent import HistoryMessage, MemoryAgent, MemoryView
@@ -36,7 +37,6 @@ from orchestrator.agents.orchestrator_agent import (
     tool_messages,
 )
 from orchestrator.agents.tool_agent import ToolAgent, ToolCall, ToolContext, ToolOutcome
-from orchestrator.llm import offline
 from orchestrator.llm.calls import LLMUnavailable
 from shared.contract import Action
 

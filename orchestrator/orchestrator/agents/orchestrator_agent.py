@@ -1,7 +1,7 @@
 """Orchestrator agent: builds the prompt from the agent's configuration and memory, calls the LLM
 (streaming when the caller's side streams), and turns its answer into reply text + tool calls.
 
-In offline mode the same seat is taken by `llm.offline.decide`, which emits the same tool calls.
+In offline mode the same seat is taken by `agents.offline.decide`, which emits the same tool calls.
 """
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""The language model: OpenAI-compatible chat through langchain-openai, or the offline responder."""
+"""The language model: OpenAI-compatible chat through langchain-openai, with our retries."""

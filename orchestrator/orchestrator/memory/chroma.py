@@ -36,20 +36,14 @@ KNOWLEDGE = "knowledge"
 MEMORIES = "memories"
 
 
-def warm_imports(settings: OrchestratorSettings | None = None) -> None:
-    """Import the agent graph's heavy modules (about 2 s cold) in a worker thread at start-up,
-    while Postgres starts, instead of after it; with embedded Chroma in its own process, start
-    the fork server that imports Chroma for it meanwhile too. The model client stack
-    (langchain_openai, openai) is warmed after ready instead (`GraphResponder.open`): it would
-    delay /health."""
+def warm_chroma(settings: OrchestratorSettings | None = None) -> None:
+    """Import chromadb (in a worker thread at start-up, `services.responder.warm_imports`); with
+    embedded Chroma in its own process, start the fork server that imports it for the child."""
     if settings is not None and in_child_process(settings):
         from orchestrator.memory.chroma_process import start_fork_server
 
         start_fork_server()
     import chromadb  # noqa: F401
-    import langchain_core.messages  # noqa: F401
-
-    import orchestrator.agents.responder  # noqa: F401  (the graph's own modules)
 
 
 def chroma_path(settings: OrchestratorSettings) -> Path:

@@ -15,15 +15,11 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from orchestrator.memory.redaction import redact_secrets
-from orchestrator.services.responder import (
-    ReplyDraft,
-    Responder,
-    StreamingResponder,
-    TurnInputs,
-)
+from orchestrator.services.responder import Responder, StreamingResponder
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
 from orchestrator.store.records import Agent, Conversation, Message
+from orchestrator.turns import ReplyDraft, TurnInputs
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnReply
 from shared.errors import ApiError
 

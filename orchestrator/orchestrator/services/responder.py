@@ -1,10 +1,12 @@
-"""The responder seam: what answers a turn.
+"""The responder seam: what answers a turn, and which one does.
 
 `ConversationService` owns storage, idempotency and timing; a `Responder` only turns a turn into
-a reply. `build_responder` returns the agent graph (input -> memory -> orchestrator <-> tool,
-`orchestrator.agents.responder.GraphResponder`): LLM mode with OPENAI_API_KEY, else offline.
-`RuleResponder` is the minimal offline responder without Chroma (kept for tests of the turn
-service). A responder that can stream its reply token by token is a `StreamingResponder`.
+a reply (`orchestrator.turns`: `TurnInputs` in, `ReplyDraft` out). `build_responder` returns the
+agent graph (input -> memory -> orchestrator <-> tool,
+`orchestrator.agents.graph_responder.GraphResponder`): LLM mode with OPENAI_API_KEY, else
+offline; `warm_imports` loads its heavy modules beforehand. `RuleResponder` is the minimal
+offline responder without Chroma (kept for tests of the turn service). A responder that can
+stream its reply token by token is a `StreamingResponder`.
 """
 
 from __future__ import annotations
@@ -12,11 +14,11 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from orchestrator.store.records import Agent, Conversation, Message
-from shared.contract import Action, TurnContext
+from orchestrator.store.records import Agent, Conversation
+from orchestrator.turns import ReplyDraft, TurnInputs
+from shared.contract import Action
 
 if TYPE_CHECKING:
     from orchestrator.config import OrchestratorSettings
@@ -24,25 +26,6 @@ if TYPE_CHECKING:
     from orchestrator.store.database import Database
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class ReplyDraft:
-    """A reply before it is stored: spoken text, provider-neutral actions, per-stage timings."""
-
-    text: str
-    actions: list[Action]
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class TurnInputs:
-    conversation: Conversation
-    agent: Agent
-    turn_id: str
-    message: str
-    context: TurnContext
-    history: list[Message]  # oldest first, this turn excluded
 
 
 @runtime_checkable
@@ -135,6 +118,20 @@ async def build_responder(
     `database` gives access to the stores; `health` is where the responder registers checks of its
     own dependencies (`chroma`, which `/health` reports as vector_store).
     """
-    from orchestrator.agents.responder import GraphResponder  # chromadb, langchain: only here
+    from orchestrator.agents.graph_responder import GraphResponder  # chromadb, langchain: here
 
     return await GraphResponder.open(settings, database, health)
+
+
+def warm_imports(settings: OrchestratorSettings | None = None) -> None:
+    """Import the agent graph's heavy modules (about 2 s cold) in a worker thread at start-up,
+    while Postgres starts, instead of after it; with embedded Chroma in its own process, start
+    the fork server that imports Chroma for it meanwhile too. The model client stack
+    (langchain_openai, openai) is warmed after ready instead (`GraphResponder.open`): it would
+    delay /health."""
+    from orchestrator.memory.chroma import warm_chroma
+
+    warm_chroma(settings)
+    import langchain_core.messages  # noqa: F401
+
+    import orchestrator.agents.graph_responder  # noqa: F401  (the graph's own modules)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
+from orchestrator.agents import offline
 from orchestrator.agents.configuration import AgentConfiguration, load_configuration
 from orchestrator.agents.graph import AgentGraph, TurnRun
 from orchestrator.agents.memory_agent import MemoryAgent, Turn
@@ -31,15 +32,15 @@ from orchestrator.agents.orchestrator_agent import FALLBACK_REPLY, OrchestratorA
 from orchestrator.agents.stats import AgentStats
 from orchestrator.agents.tool_agent import ToolAgent, ToolContext
 from orchestrator.config import OrchestratorSettings
-from orchestrator.llm import offline
 from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
 from orchestrator.memory.caller_memory import FACT, CallerMemory, try_normalize_caller
 from orchestrator.memory.embeddings import HASHING_NAME
 from orchestrator.memory.knowledge import KnowledgeBase
 from orchestrator.memory.redaction import redact_secrets
 from orchestrator.memory.retention import RetentionTask
-from orchestrator.services.responder import ReplyDraft, TurnInputs
+from orchestrator.store.conversations import GREETING_TURN_ID
 from orchestrator.store.records import Agent, Conversation
+from orchestrator.turns import ReplyDraft, TurnInputs
 from shared.contract import Action, TurnContext
 
 if TYPE_CHECKING:
@@ -50,7 +51,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-GREETING_TURN_ID = "greeting"
 # A returning caller's greeting is written by the model only if it comes this fast.
 GREETING_LLM_BUDGET_S = 3.0
 
