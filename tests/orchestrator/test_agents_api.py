@@ -155,6 +155,28 @@ async def test_the_agent_listing_the_dialled_number_answers_else_the_default(
     assert r.json()["agent_id"] == default[0]["id"]
 
 
+async def test_agent_numbers_are_stored_in_e164_and_a_vonage_style_callee_routes(
+    orch: RunningApp, admin_headers: dict[str, str], service_headers: dict[str, str]
+) -> None:
+    dialled = number()
+    area, rest = dialled[2:5], dialled[5:]
+    agent = await create(
+        orch,
+        admin_headers,
+        configuration={
+            "phone_numbers": [f"+1 ({area}) {rest[:3]}-{rest[3:]}", dialled],
+            "transfer_number": "15550002222",
+            "greeting": "Support here.",
+        },
+    )
+    assert agent["configuration"]["phone_numbers"] == [dialled]
+    assert agent["configuration"]["transfer_number"] == "+15550002222"
+    cid = new_id()
+    body = {"call_id": cid, "provider": "vonage", "caller": number(), "callee": dialled[1:]}
+    r = await orch.client.post(f"/conversations/{cid}/start", json=body, headers=service_headers)
+    assert r.json()["agent_id"] == agent["id"] and r.json()["reply"] == "Support here."
+
+
 async def test_status_reports_turns_and_latency_percentiles(
     orch: RunningApp, admin_headers: dict[str, str], service_headers: dict[str, str]
 ) -> None:

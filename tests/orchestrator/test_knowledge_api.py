@@ -8,6 +8,7 @@ import random
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 import respx
@@ -145,6 +146,26 @@ async def test_forgetting_a_caller_removes_every_memory(
     assert "morning" not in forgotten[0] and "Welcome back" not in forgotten[0]
     r = await app.client.delete("/callers/not-a-phone/memory", headers=admin_headers)
     assert r.status_code == 422 and r.json()["error"]["message"].startswith("phone")
+
+
+async def test_caller_memory_takes_a_number_as_people_and_providers_write_it(
+    app: RunningApp, admin_headers: dict[str, str], service_headers: dict[str, str]
+) -> None:
+    caller = phone()
+    await call(app, service_headers, caller, "Remember that I prefer morning appointments")
+    digits = caller.lstrip("+")
+    for written in (f"+1 ({digits[1:4]}) {digits[4:7]}-{digits[7:]}", digits):
+        r = await app.client.get(f"/callers/{quote(written)}/memory", headers=admin_headers)
+        assert r.status_code == 200, r.text
+        assert [m["text"] for m in r.json()["memories"] if m["kind"] == "fact"] == [
+            "I prefer morning appointments"
+        ]
+    for bad in ("klingon", "client:alice", "12"):
+        r = await app.client.get(f"/callers/{quote(bad)}/memory", headers=admin_headers)
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "validation_error"
+        assert error["message"].startswith(f"phone: '{bad}' is not a phone number"), error
 
 
 async def test_health_reports_the_vector_store(app: RunningApp) -> None:

@@ -15,11 +15,12 @@ import numpy as np
 import pytest
 
 from orchestrator.config import OrchestratorSettings
-from orchestrator.memory.caller_memory import CallerMemory, normalize_caller
+from orchestrator.memory.caller_memory import CallerMemory
 from orchestrator.memory.chroma import ChromaHandle, open_chroma, open_client
 from orchestrator.memory.embeddings import HASHING_NAME, HashingEmbeddingFunction, hash_embed
 from orchestrator.memory.knowledge import KnowledgeBase, chunk_text
 from orchestrator.memory.retention import RetentionTask
+from shared.phone import to_e164
 from tests.orchestrator.conftest import ChromaServer, empty_collections
 
 
@@ -110,7 +111,7 @@ async def test_memories_are_per_caller_and_agent_redacted_and_forgettable(
     chroma: ChromaHandle,
 ) -> None:
     memory = CallerMemory(chroma.memories)
-    alice, bob = normalize_caller("+1 (555) 000-1111"), normalize_caller("15550002222")
+    alice, bob = to_e164("+1 (555) 000-1111"), to_e164("15550002222")
     assert alice == "+15550001111" and bob == "+15550002222"
     await memory.remember(alice, "prefers email, card 4111 1111 1111 1111", agent_id="a1")
     await memory.remember(alice, "has a dog called Rex", agent_id="a1")

@@ -2,7 +2,9 @@
 
 Stored as JSON on the agent row. `tools` lists built-in tool names (`transfer_call`, `end_call`,
 `search_knowledge`, `remember`) and/or HTTP tools (name, description, JSON-schema parameters,
-URL, method). With no built-in names listed, all four built-ins are enabled.
+URL, method). With no built-in names listed, all four built-ins are enabled. Phone numbers
+(`transfer_number`, `phone_numbers`) are accepted as providers write them and stored in E.164
+(`shared.phone.to_e164`, the one normaliser).
 """
 
 from __future__ import annotations
@@ -13,11 +15,19 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.phone import to_e164
+
 AGENT_TYPES = ("input", "memory", "orchestrator", "tool")
 BUILTIN_TOOLS = ("transfer_call", "end_call", "search_knowledge", "remember")
-E164 = re.compile(r"^\+[1-9]\d{6,14}$")
 _TOOL_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 _HOST = re.compile(r"^(\*\.)?[A-Za-z0-9.-]{1,253}$|^\[?[0-9A-Fa-f:.]+\]?$")
+
+
+def _e164(number: str) -> str:
+    e164 = to_e164(number)
+    if e164 is None:
+        raise ValueError(f"'{number}' is not a phone number; write it in E.164, e.g. +15551234567")
+    return e164
 
 
 class HttpTool(BaseModel):
@@ -101,17 +111,12 @@ class AgentConfiguration(BaseModel):
     @field_validator("transfer_number")
     @classmethod
     def _transfer(cls, value: str | None) -> str | None:
-        if value is not None and not E164.match(value):
-            raise ValueError("must be an E.164 number such as +15551234567")
-        return value
+        return None if value is None else _e164(value)
 
     @field_validator("phone_numbers")
     @classmethod
     def _numbers(cls, value: list[str]) -> list[str]:
-        for number in value:
-            if not E164.match(number):
-                raise ValueError(f"'{number}' is not an E.164 number such as +15551234567")
-        return list(dict.fromkeys(value))
+        return list(dict.fromkeys(_e164(number) for number in value))
 
     @field_validator("allowed_hosts")
     @classmethod

@@ -33,7 +33,7 @@ from orchestrator.agents.stats import AgentStats
 from orchestrator.agents.tool_agent import ToolAgent, ToolContext
 from orchestrator.config import OrchestratorSettings
 from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
-from orchestrator.memory.caller_memory import FACT, CallerMemory, try_normalize_caller
+from orchestrator.memory.caller_memory import FACT, CallerMemory
 from orchestrator.memory.embeddings import HASHING_NAME
 from orchestrator.memory.knowledge import KnowledgeBase
 from orchestrator.memory.redaction import redact_secrets
@@ -42,6 +42,7 @@ from orchestrator.store.conversations import GREETING_TURN_ID
 from orchestrator.store.records import Agent, Conversation
 from orchestrator.turns import ReplyDraft, TurnInputs
 from shared.contract import Action, TurnContext
+from shared.phone import to_e164
 
 if TYPE_CHECKING:
     from orchestrator.health import HealthChecks
@@ -219,7 +220,7 @@ class GraphResponder:
     async def greet(self, conversation: Conversation, agent: Agent) -> ReplyDraft:
         started = time.perf_counter()
         config = self.configuration(agent)
-        caller = try_normalize_caller(conversation.caller)
+        caller = to_e164(conversation.caller)
         ctx = await self.memory_agent.prefetch(conversation.id, caller, agent.id)
         base = config.greeting or agent.greeting or self.settings.default_agent_greeting
         text = offline.greeting_for(base, ctx.memories)
@@ -267,7 +268,7 @@ class GraphResponder:
         started = time.perf_counter()
         agent = turn.agent
         config = self.configuration(agent)
-        caller = try_normalize_caller(turn.conversation.caller or turn.context.caller)
+        caller = to_e164(turn.conversation.caller or turn.context.caller)
         run = TurnRun(
             agent_id=agent.id,
             config=config,
@@ -312,7 +313,7 @@ class GraphResponder:
         return ReplyDraft(text, actions, timings)
 
     async def on_call_end(self, conversation: Conversation) -> None:
-        caller = try_normalize_caller(conversation.caller)
+        caller = to_e164(conversation.caller)
         cached = self.memory_agent.cached(conversation.id)
         agent_id = conversation.agent_id or (cached.agent_id if cached else None)
         if caller is None or self.database is None or agent_id is None:

@@ -28,11 +28,12 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
-from orchestrator.agents.configuration import E164, AgentConfiguration, HttpTool
+from orchestrator.agents.configuration import AgentConfiguration, HttpTool
 from orchestrator.memory.caller_memory import CallerMemory, MemoryRecord
 from orchestrator.memory.knowledge import KnowledgeBase
 from orchestrator.metrics import count_error
 from shared.contract import Action
+from shared.phone import to_e164
 
 log = logging.getLogger(__name__)
 
@@ -226,8 +227,8 @@ class ToolAgent:
     def _transfer(self, call: ToolCall, ctx: ToolContext) -> ToolOutcome:
         # Only the configured number, whatever `to` says: a caller must not be able to talk the
         # model into dialling a number of their choosing.
-        number = ctx.config.transfer_number or ctx.default_transfer_number
-        if number is None or not E164.match(number):
+        number = to_e164(ctx.config.transfer_number or ctx.default_transfer_number)
+        if number is None:
             return ToolOutcome(
                 call,
                 "No transfer number is configured, so the call cannot be transferred. "

@@ -1,7 +1,8 @@
 """Long-term memories of callers: facts they asked us to keep and summaries of their calls.
 
-Every memory carries `caller` (the normalised number), `agent_id`, `owner` (both, for a single
-filter), `kind` ("fact" | "summary"), `conversation_id` and `created_at` (epoch seconds).
+Every memory carries `caller` (the number in E.164, `shared.phone.to_e164`), `agent_id`, `owner`
+(both, for a single filter), `kind` ("fact" | "summary"), `conversation_id` and `created_at`
+(epoch seconds).
 Text is redacted (`redact_secrets`) before it is stored or embedded. `purge_expired` enforces
 MEMORY_RETENTION_DAYS; `forget_caller` removes every memory of a number
 (`DELETE /callers/{phone}/memory`).
@@ -10,7 +11,6 @@ MEMORY_RETENTION_DAYS; `forget_caller` removes every memory of a number
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -26,28 +26,6 @@ if TYPE_CHECKING:
 
 FACT = "fact"
 SUMMARY = "summary"
-
-
-class InvalidPhone(ValueError):
-    pass
-
-
-def normalize_caller(phone: str) -> str:
-    """`+1 (555) 123-4567`, `15551234567` -> `+15551234567` (providers differ on the `+`)."""
-    raw = phone.strip()
-    digits = re.sub(r"\D", "", raw)
-    if not 5 <= len(digits) <= 15 or re.search(r"[A-Za-z]", raw):
-        raise InvalidPhone("phone must be a number of 5 to 15 digits, E.164 preferred")
-    return f"+{digits}"
-
-
-def try_normalize_caller(phone: str | None) -> str | None:
-    if not phone:
-        return None
-    try:
-        return normalize_caller(phone)
-    except InvalidPhone:
-        return None
 
 
 @dataclass(slots=True, frozen=True)

@@ -12,6 +12,7 @@ from typing import Any
 import asyncpg
 
 from orchestrator.store.records import Agent
+from shared.phone import to_e164
 
 _COLUMNS = "id, name, agent_type, configuration, is_default, created_at, updated_at"
 
@@ -50,16 +51,16 @@ class AgentStore:
         return Agent.from_row(row) if row else None
 
     async def find_by_phone(self, number: str) -> Agent | None:
-        """The agent whose `configuration.phone_numbers` lists `number` (E.164), if any.
-        Providers differ on the `+` (Vonage sends `14155550100`): compare as `+<digits>`."""
-        digits = "".join(ch for ch in number if ch.isdigit())
-        if digits:
-            number = f"+{digits}"
+        """The agent whose `configuration.phone_numbers` lists `number`, if any. Providers differ
+        on the `+` (Vonage sends `14155550100`): compared in E.164, as the numbers are stored."""
+        e164 = to_e164(number)
+        if e164 is None:  # `anonymous`, a SIP user: no agent answers it by number
+            return None
         row = await self._pool.fetchrow(
             f"SELECT {_COLUMNS} FROM agents "  # noqa: S608
             "WHERE configuration -> 'phone_numbers' @> jsonb_build_array($1::text) "
             "ORDER BY is_default DESC, created_at, id LIMIT 1",
-            number,
+            e164,
         )
         return Agent.from_row(row) if row else None
 

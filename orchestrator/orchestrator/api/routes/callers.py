@@ -1,7 +1,8 @@
 """A caller's memory: `GET /callers/{phone}/memory` shows what is kept about a number (so an
 operator can answer a caller's request to see it), `DELETE` forgets the caller entirely: every
 memory of that number in Chroma and the call summaries kept with their conversations. The number
-may be given with or without `+` (providers differ); answers mask it."""
+may be given as providers and people write it (`+1 (555) 000-1111`, `15550002222`: the one
+normaliser, `shared.phone.to_e164`); answers mask it."""
 
 from __future__ import annotations
 
@@ -11,10 +12,10 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Path, Query
 
 from orchestrator.deps import ResponderDep, require_roles
-from orchestrator.memory.caller_memory import InvalidPhone, normalize_caller
 from shared.auth import Principal
 from shared.errors import ApiError
 from shared.logging import mask_phone
+from shared.phone import to_e164
 
 router = APIRouter(prefix="/callers", tags=["callers"])
 
@@ -22,10 +23,14 @@ OperatorDep = Annotated[Principal, Depends(require_roles("admin", "operator"))]
 
 
 def _number(phone: str) -> str:
-    try:
-        return normalize_caller(phone)
-    except InvalidPhone as exc:
-        raise ApiError(422, "validation_error", f"phone: {exc}") from None
+    number = to_e164(phone)
+    if number is None:
+        raise ApiError(
+            422,
+            "validation_error",
+            f"phone: {phone!r} is not a phone number; write it in E.164, e.g. +15551234567",
+        )
+    return number
 
 
 @router.get("/{phone}/memory")
