@@ -24,9 +24,12 @@ REQUEST_ID_HEADER = "X-Request-ID"
 MAX_MESSAGE_CHARS = 4000
 MAX_ID_CHARS = 128
 
+# Call, conversation, turn and event ids: what every route and event accepts.
+ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
+
 Identifier = Annotated[
     str,
-    StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=r"^[A-Za-z0-9._:@+\-]+$"),
+    StringConstraints(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN),
 ]
 
 InputType = Literal["speech", "dtmf", "timeout", "text"]

@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from typing import Any
+from urllib.parse import quote
 
 import asyncpg
 import httpx
+from pydantic import TypeAdapter, ValidationError
 
 from shared.auth import mint_token
-from shared.contract import IDEMPOTENCY_HEADER, TurnReply, idempotency_key
+from shared.contract import IDEMPOTENCY_HEADER, Identifier, TurnReply, idempotency_key
 from tests.orchestrator.conftest import SECRET, RunningApp, make_settings, new_id, run_app
 
 
@@ -362,6 +364,22 @@ async def test_invalid_fields_are_422_naming_the_field(
         "/conversations/bad%20id/start", json=start_body("x"), headers=service_headers
     )
     assert r.status_code == 422 and "conversation_id" in r.json()["error"]["message"]
+
+
+async def test_a_conversation_id_is_what_the_contract_calls_an_identifier(
+    orch: RunningApp, service_headers: dict[str, str]
+) -> None:
+    identifier = TypeAdapter(Identifier)
+    for cid in (f"{new_id()}@sip+1:a.b_c-d", f"{new_id()} x", f"{new_id()}\u00e9", "x" * 129):
+        try:
+            identifier.validate_python(cid)
+            valid = True
+        except ValidationError:
+            valid = False
+        r = await orch.client.post(
+            f"/conversations/{quote(cid)}/start", json=start_body(new_id()), headers=service_headers
+        )
+        assert r.status_code == (200 if valid else 422), (cid, r.text)
 
 
 async def test_missing_or_invalid_tokens_are_401_json_and_change_nothing(

@@ -16,6 +16,7 @@ from orchestrator.api.schemas import ConversationView
 from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep
 from orchestrator.metrics import count_error, observe_turn
 from shared.contract import (
+    ID_PATTERN,
     IDEMPOTENCY_HEADER,
     MAX_ID_CHARS,
     CallEnd,
@@ -31,9 +32,8 @@ log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/conversations", tags=["conversations"])
 
-_ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
-_ID = re.compile(_ID_PATTERN)
-ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=_ID_PATTERN)]
+_ID = re.compile(ID_PATTERN)  # the contract's `Identifier`, for the turn id of a header
+ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 
 
 @router.post("/{conversation_id}/start", response_model=TurnReply, response_model_exclude_none=True)
