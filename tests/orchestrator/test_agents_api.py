@@ -108,6 +108,44 @@ async def test_invalid_configuration_is_a_422_naming_the_field(
     assert error["code"] == "validation_error" and error["message"].startswith(field), error
 
 
+async def test_a_bare_language_the_providers_speak_is_accepted_as_written(
+    orch: RunningApp, admin_headers: dict[str, str]
+) -> None:
+    agent = await create(orch, admin_headers, configuration={"language": "fr"})
+    assert agent["configuration"]["language"] == "fr"
+    url = f"/agents/{agent['id']}"
+    r = await orch.client.patch(
+        url, json={"configuration": {"language": "es-MX"}}, headers=admin_headers
+    )
+    assert r.status_code == 200 and r.json()["configuration"]["language"] == "es-MX"
+
+
+@pytest.mark.parametrize("language", ["xx-YY", "klingon"])
+async def test_a_language_no_provider_speaks_is_a_422_naming_it(
+    orch: RunningApp, admin_headers: dict[str, str], language: str
+) -> None:
+    r = await orch.client.post(
+        "/agents/create", json={"configuration": {"language": language}}, headers=admin_headers
+    )
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["code"] == "validation_error"
+    assert error["message"].startswith("configuration.language") and language in error["message"]
+    agent = await create(orch, admin_headers, configuration={"language": "en-GB"})
+    for method in ("put", "patch"):
+        r = await orch.client.request(
+            method,
+            f"/agents/{agent['id']}",
+            json={"configuration": {"language": language}},
+            headers=admin_headers,
+        )
+        assert r.status_code == 422, r.text
+        message = r.json()["error"]["message"]
+        assert message.startswith("configuration.language") and language in message
+    got = await orch.client.get(f"/agents/{agent['id']}", headers=admin_headers)
+    assert got.json()["configuration"]["language"] == "en-GB"
+
+
 async def test_patch_with_a_bad_field_is_a_422_and_changes_nothing(
     orch: RunningApp, admin_headers: dict[str, str]
 ) -> None:

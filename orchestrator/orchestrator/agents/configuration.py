@@ -4,7 +4,9 @@ Stored as JSON on the agent row. `tools` lists built-in tool names (`transfer_ca
 `search_knowledge`, `remember`) and/or HTTP tools (name, description, JSON-schema parameters,
 URL, method). With no built-in names listed, all four built-ins are enabled. Phone numbers
 (`transfer_number`, `phone_numbers`) are accepted as providers write them and stored in E.164
-(`shared.phone.to_e164`, the one normaliser).
+(`shared.phone.to_e164`, the one normaliser). `language` must be one the voice providers can
+hear and speak (`shared.languages.speakable`); it is stored as written (`fr` stays `fr`, the
+gateway gives providers `fr-FR`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from shared.languages import speakable
 from shared.phone import to_e164
 
 AGENT_TYPES = ("input", "memory", "orchestrator", "tool")
@@ -87,7 +90,7 @@ class AgentConfiguration(BaseModel):
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     system_prompt: str | None = Field(None, max_length=8000)
     greeting: str | None = Field(None, max_length=1000)
-    language: str = Field("en-US", pattern=r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
+    language: str = Field("en-US", min_length=1, max_length=35)  # checked by `_language`
     voice: str | None = Field(None, max_length=100)
     tools: list[str | HttpTool] = Field(default_factory=list, max_length=32)
     transfer_number: str | None = None
@@ -106,6 +109,16 @@ class AgentConfiguration(BaseModel):
                     raise ValueError(
                         f"unknown built-in tool '{item}' (built-ins: {', '.join(BUILTIN_TOOLS)})"
                     )
+        return value
+
+    @field_validator("language")
+    @classmethod
+    def _language(cls, value: str) -> str:
+        if not speakable(value):
+            raise ValueError(
+                f"'{value}' is not a language the voice providers can speak "
+                "(e.g. en-US, en-GB, fr, es-MX)"
+            )
         return value
 
     @field_validator("transfer_number")
