@@ -3,10 +3,10 @@
 `RateLimiter` counts hits per key in process, or in Redis when `REDIS_URL` is set so every
 instance of a service shares the counters. `ManagementRateLimitMiddleware` (pure ASGI) applies
 the spec's management limit (default 100 requests per 15 minutes) per client: the JWT `sub` when
-the request carries a valid management token, else the client address (`X-Forwarded-For`'s last
-hop only with `TRUST_PROXY`). Exempt: health checks, metrics, provider webhooks/streams (they
-have their own failure limiter) and the gateway's service token (live call turns must never be
-throttled). Over the limit: 429 JSON with `Retry-After`.
+the request carries a valid management token, else the client address (from `X-Forwarded-For`
+only when the peer is a trusted proxy: `client_address`). Exempt: health checks, metrics,
+provider webhooks/streams (they have their own failure limiter) and the gateway's service token
+(live call turns must never be throttled). Over the limit: 429 JSON with `Retry-After`.
 
 A counter store that cannot be reached fails open (logged): a Redis outage must not turn into
 a management outage, and never into dead air on a call.
@@ -28,6 +28,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from shared.auth import SERVICE_ROLE, TokenError, bearer_from_header, verify_token
 from shared.errors import error_body
+from shared.proxies import TrustedProxies
 
 log = logging.getLogger(__name__)
 
@@ -92,19 +93,31 @@ class RateLimiter:
                 log.debug("rate limit store close failed", exc_info=True)
 
 
-def client_address(scope: Scope, trust_proxy: bool) -> str:
-    """The peer address; with `trust_proxy`, the address our proxy saw (the last hop it added
-    to `X-Forwarded-For`; earlier entries are whatever the client claimed)."""
-    if trust_proxy:
-        for name, value in scope.get("headers", ()):
-            if name == b"x-forwarded-for":
-                hops: list[str] = [
-                    h.strip() for h in value.decode("latin-1").split(",") if h.strip()
-                ]
-                if hops:
-                    return hops[-1][:64]
+def client_address(scope: Scope, trust_proxy: bool | TrustedProxies) -> str:
+    """The peer address; when the peer is a trusted proxy, the client it forwarded for.
+
+    `True` (the older `TRUST_PROXY`): the last hop of `X-Forwarded-For` (the one our proxy
+    added; earlier entries are whatever the client claimed). A `TrustedProxies` list: only when
+    the peer is on it, and then the nearest hop that is not itself on it (a TLS terminator in
+    front of nginx adds one hop)."""
     client = scope.get("client")
-    return str(client[0]) if client else "unknown"
+    peer = str(client[0]) if client else None
+    trusted = trust_proxy if isinstance(trust_proxy, bool) else trust_proxy.trusts(peer)
+    if trusted:
+        hops = _forwarded_for(scope)
+        if hops and isinstance(trust_proxy, TrustedProxies) and not trust_proxy.any_peer:
+            untrusted = [h for h in hops if not trust_proxy.trusts(h)]
+            hops = untrusted or hops[:1]
+        if hops:
+            return hops[-1][:64]
+    return peer or "unknown"
+
+
+def _forwarded_for(scope: Scope) -> list[str]:
+    for name, value in scope.get("headers", ()):
+        if name == b"x-forwarded-for":
+            return [h.strip() for h in value.decode("latin-1").split(",") if h.strip()]
+    return []
 
 
 def too_many_requests(decision: Decision, what: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -134,7 +147,7 @@ class ManagementRateLimitMiddleware:
         limiter: RateLimiter,
         secret: str,
         *,
-        trust_proxy: bool = False,
+        trust_proxy: bool | TrustedProxies = False,
         audience: str | None = None,
         issuer: str | None = None,
         is_exempt: Callable[[str], bool] | None = None,

@@ -1,4 +1,9 @@
-"""`python -m realtime_gateway` / `realtime-gateway`: serve the app with uvicorn on HOST:PORT."""
+"""`python -m realtime_gateway` / `realtime-gateway`: serve the app with uvicorn on HOST:PORT.
+
+uvicorn applies `X-Forwarded-For`/`-Proto` (the client address and scheme the app sees) only
+from the proxies the app itself trusts (`TRUSTED_PROXIES`, or any peer with `TRUST_PROXY=true`):
+one list, so the server and the app never disagree on whom they believe.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +18,7 @@ GRACEFUL_SHUTDOWN_S = 10
 def main() -> None:
     settings = get_settings()  # a bad variable stops here with one line naming it
     setup_logging("realtime-gateway", settings.debug, settings.log_level)
+    proxies = settings.proxy_trust()
     uvicorn.run(
         "realtime_gateway.app:create_app",
         factory=True,
@@ -20,8 +26,8 @@ def main() -> None:
         port=settings.port,
         log_config=None,
         access_log=False,
-        proxy_headers=settings.trust_proxy,
-        forwarded_allow_ips="*" if settings.trust_proxy else None,
+        proxy_headers=bool(proxies),
+        forwarded_allow_ips=proxies.uvicorn_value() if proxies else None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ws_max_size=1_048_576,
     )

@@ -188,7 +188,7 @@ def _security_middleware(
                 settings.rate_limit_management, settings.redis_url, "gateway-management"
             ),
             secret=jwt_secret,
-            trust_proxy=settings.trust_proxy,
+            trust_proxy=settings.proxy_trust(),
             audience=settings.jwt_audience,
             issuer=settings.jwt_issuer,
             is_exempt=lambda path: is_public(path) or path.startswith("/metrics"),
@@ -196,7 +196,7 @@ def _security_middleware(
     )
     failures = WebhookFailureLimiter(
         RateLimiter(settings.rate_limit_webhook_failures, settings.redis_url, "gateway-webhooks"),
-        trust_proxy=settings.trust_proxy,
+        trust_proxy=settings.proxy_trust(),
     )
     return stack, failures
 

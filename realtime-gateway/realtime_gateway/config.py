@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import AnyHttpUrl, Field, SecretStr, field_validator, model_validator
 
 from shared.config import CommonSettings, load_settings
+from shared.proxies import TrustedProxies, parse_trusted_proxies
 from shared.ratelimit import parse_rate
 
 ProviderName = Literal["twilio", "vonage", "aws-connect", "generic-http"]
@@ -28,6 +29,9 @@ class GatewaySettings(CommonSettings):
     # (or tests, benchmarks) sharing one Redis server need their own channel.
     events_channel: str = Field("vao:gw:events", min_length=1, max_length=200)
     trust_proxy: bool = False
+    # Proxies whose X-Forwarded-Proto/-Host/-For are believed: addresses or CIDRs,
+    # comma-separated, or `*`. Unset: TRUST_PROXY=true means any peer, false means none.
+    trusted_proxies: str | None = None
     cors_origin: str | None = None
     cors_credentials: bool = False
 
@@ -97,6 +101,12 @@ class GatewaySettings(CommonSettings):
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _proxy_list(cls, value: str | None) -> str | None:
+        parse_trusted_proxies(value)
+        return value
+
     @field_validator("rate_limit_management", "rate_limit_webhook_failures")
     @classmethod
     def _a_rate(cls, value: str) -> str:
@@ -114,6 +124,26 @@ class GatewaySettings(CommonSettings):
                 f"(forwarder 7 s, Connect 8 s); use at most {CONNECT_MAX_TURN_S:g}"
             )
         return self
+
+    @model_validator(mode="after")
+    def _production_public_url_from_configuration(self) -> GatewaySettings:
+        """In production the URL signatures are checked against never comes from request
+        headers (`public_urls`): a provider that needs it must have it configured."""
+        if self.production:
+            from realtime_gateway.public_urls import unanchored_providers
+
+            unanchored = unanchored_providers(self)
+            if unanchored:
+                raise ValueError(
+                    "PUBLIC_BASE_URL is required in production for "
+                    f"{', '.join(unanchored)} (its signatures and callback URLs use the public "
+                    "URL, which is never taken from request headers in production)"
+                )
+        return self
+
+    def proxy_trust(self) -> TrustedProxies:
+        """TRUSTED_PROXIES, else any peer with TRUST_PROXY=true, else nobody."""
+        return parse_trusted_proxies(self.trusted_proxies, trust_any=self.trust_proxy)
 
     def public_url(self) -> str:
         """Base URL providers use to reach us, without a trailing slash ('' when unknown)."""

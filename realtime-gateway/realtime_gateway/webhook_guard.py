@@ -15,6 +15,7 @@ import logging
 from starlette.requests import Request
 from starlette.responses import Response
 
+from shared.proxies import TrustedProxies
 from shared.ratelimit import RateLimiter, client_address, too_many_requests
 
 log = logging.getLogger(__name__)
@@ -23,7 +24,7 @@ DEFAULT_WEBHOOK_FAILURE_RATE = "20/minute"
 
 
 class WebhookFailureLimiter:
-    def __init__(self, limiter: RateLimiter, trust_proxy: bool) -> None:
+    def __init__(self, limiter: RateLimiter, trust_proxy: bool | TrustedProxies) -> None:
         self._limiter = limiter
         self._trust_proxy = trust_proxy
 

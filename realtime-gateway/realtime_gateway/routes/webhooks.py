@@ -18,6 +18,7 @@ from realtime_gateway import metrics
 from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, WebhookRequest
 from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
+from realtime_gateway.public_urls import public_url
 from realtime_gateway.runtime import get_runtime
 from realtime_gateway.webhook_guard import count_failed_verification
 from realtime_gateway.webhook_selftest import run_selftest
@@ -157,18 +158,3 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise ApiError(413, "payload_too_large", f"body larger than {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-def public_url(request: Request, settings: GatewaySettings) -> str:
-    """The URL the provider requested (what its signature covers)."""
-    path = request.url.path
-    query = request.url.query
-    if settings.public_base_url:
-        base = settings.public_url()
-    else:
-        proto = request.headers.get("x-forwarded-proto") if settings.trust_proxy else None
-        host = request.headers.get("x-forwarded-host") if settings.trust_proxy else None
-        scheme = proto.split(",")[0].strip() if proto else request.url.scheme
-        netloc = host.split(",")[0].strip() if host else request.url.netloc
-        base = f"{scheme}://{netloc}"
-    return f"{base}{path}?{query}" if query else f"{base}{path}"
