@@ -87,7 +87,10 @@ def compose_run(
         args += ["-f", str(project_dir / f)]
     args += ["--profile", "*", "config", "--format", "json"]
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("COMPOSE_", "DOCKER_"))}
-    for name in ("POSTGRES_PASSWORD", "IMAGE_TAG", "IMAGE_REGISTRY", "GATEWAY_REPLICAS"):
+    for name in (
+        "POSTGRES_PASSWORD", "IMAGE_TAG", "IMAGE_REGISTRY", "GATEWAY_REPLICAS",
+        "PUBLIC_BASE_URL", "TRUSTED_PROXIES",
+    ):  # fmt: skip
         clean.pop(name, None)
     clean.update(env or {})
     return subprocess.run(

@@ -30,7 +30,10 @@ DEBUG = ("docker-compose.yml", "docker-compose.debug.yml")
 APP_SERVICES = {"node-backend": "realtime-gateway", "python-backend": "orchestrator"}
 SETTINGS = {"node-backend": GatewaySettings, "python-backend": OrchestratorSettings}
 DATA_SERVICES = ("postgres", "chroma", "redis")
-PROD_ENV = {"POSTGRES_PASSWORD": "a-strong-password"}
+PROD_ENV = {
+    "POSTGRES_PASSWORD": "a-strong-password",
+    "PUBLIC_BASE_URL": "https://voice.example.com",
+}
 
 Config = dict[str, Any]
 
@@ -249,7 +252,7 @@ def test_prod_runs_replicas_with_restart_policies_and_limits(prod: Config) -> No
 
 
 def test_prod_needs_a_postgres_password(compose_raw: Callable[..., Any]) -> None:
-    proc = compose_raw(*PROD)
+    proc = compose_raw(*PROD, env={"PUBLIC_BASE_URL": PROD_ENV["PUBLIC_BASE_URL"]})
     assert proc.returncode != 0
     assert "POSTGRES_PASSWORD" in proc.stderr
 

@@ -171,7 +171,8 @@ def test_prometheus_scrapes_every_app_service_the_stack_runs(
 ) -> None:
     config = yaml.safe_load((MON / "prometheus.yml").read_text())
     stack = compose_config("docker-compose.yml", "docker-compose.prod.yml",
-                           env={"POSTGRES_PASSWORD": "x"})  # fmt: skip
+                           env={"POSTGRES_PASSWORD": "x",
+                                "PUBLIC_BASE_URL": "https://voice.example.com"})  # fmt: skip
     services = stack["services"]
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     for job_name, service in (("realtime-gateway", "node-backend"),
