@@ -80,7 +80,7 @@ def instant_openai(request: httpx.Request) -> httpx.Response:
 
 
 async def build(mode: str, data_dir: Path) -> Any:
-    from orchestrator.agents.responder import GraphResponder
+    from orchestrator.agents.graph_responder import GraphResponder
     from orchestrator.config import OrchestratorSettings
     from orchestrator.llm.factory import LLMFactory
     from orchestrator.memory.chroma import open_chroma

@@ -14,6 +14,7 @@ gateway driver renders in its provider's format.
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -26,6 +27,7 @@ MAX_ID_CHARS = 128
 
 # Call, conversation, turn and event ids: what every route and event accepts.
 ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
+ID_RE = re.compile(rf"[A-Za-z0-9._:@+\-]{{1,{MAX_ID_CHARS}}}")  # for fullmatch
 
 Identifier = Annotated[
     str,
@@ -139,3 +141,29 @@ class ConversationEnded(BaseModel):
     conversation_id: str
     status: Literal["ended"] = "ended"
     already_ended: bool = False
+
+
+# The call status vocabulary, Twilio's words (the generic-http protocol and the call API use it).
+CallStatus = Literal[
+    "queued",
+    "initiated",
+    "ringing",
+    "in-progress",
+    "completed",
+    "busy",
+    "failed",
+    "no-answer",
+    "canceled",
+]
+CALL_STATUSES: tuple[str, ...] = CallStatus.__args__  # type: ignore[attr-defined]
+TERMINAL_STATUSES: frozenset[str] = frozenset(
+    {"completed", "busy", "failed", "no-answer", "canceled"}
+)
+# Forward order: a status that would move a call backwards is ignored; terminal is final.
+STATUS_ORDER: dict[str, int] = {
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    **dict.fromkeys(TERMINAL_STATUSES, 4),
+}

@@ -56,11 +56,18 @@ def to_e164(value: Any) -> str | None:
     return _possible(digits)
 
 
-def parse_e164(value: str, field: str = "phone_number") -> str:
-    """The number, checked to be written in E.164 and valid; `InvalidPhone` otherwise."""
+def parse_e164(value: str, field: str = "phone_number", exact: bool = True) -> str:
+    """The number in E.164, checked to be valid; `InvalidPhone` otherwise. With `exact` it
+    must also be written in E.164 (what our API asks of its clients); without, spaces and
+    punctuation after the `+` and country code are accepted (`+1 415 555 0100`)."""
     import phonenumbers
 
     text = (value or "").strip()
+    if not text.startswith("+"):
+        raise InvalidPhone(
+            f"{field}: not a phone number in E.164 (start with '+' and a country code), "
+            "e.g. +14155550100"
+        )
     try:
         number = phonenumbers.parse(text, None)
     except phonenumbers.NumberParseException:
@@ -68,7 +75,7 @@ def parse_e164(value: str, field: str = "phone_number") -> str:
             f"{field}: not a phone number; write it in E.164, e.g. +14155550100"
         ) from None
     formatted = str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
-    if text != formatted:
+    if exact and text != formatted:
         raise InvalidPhone(
             f"{field}: not in E.164 format (a '+', the country code and the number, no spaces "
             f"or punctuation): write it as {formatted}"

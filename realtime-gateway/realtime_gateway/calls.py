@@ -19,9 +19,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from realtime_gateway.drivers.base import STATUS_ORDER, TERMINAL_STATUSES
-
 from realtime_gateway.metrics import CALL_STORE_ROUND_TRIPS as _ROUND_TRIPS
+from shared.contract import STATUS_ORDER, TERMINAL_STATUSES
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -89,11 +88,42 @@ def status_moves_forward(current: str, new: str) -> bool:
     return cur_rank < _TERMINAL_RANK and STATUS_ORDER[new] >= cur_rank
 
 
+@dataclass(slots=True)
+class TurnStep:
+    """What `begin_turn` found: the call (None if it ended and is gone), whether this step
+    created it, whether the turn is new, and whether the call has ended."""
+
+    call: LiveCall | None
+    created: bool
+    first: bool
+    ended: bool
+
+
+@dataclass(slots=True)
+class StatusStep:
+    call: LiveCall | None
+    created: bool
+    changed: bool
+
+
 class CallStore(Protocol):
     backend: str  # "memory" | "redis"
 
     async def create(self, call: LiveCall) -> bool:
-        """Store `call` unless one with its id exists; True when this call created it."""
+        """Store `call` unless one with its id exists or has ended (a call never comes back to
+        life); True when this call created it."""
+        ...
+
+    async def begin_turn(self, call: LiveCall, turn_key: str, ttl_s: float = 86_400) -> TurnStep:
+        """One step for a caller's turn: create `call` if it is new (and has not ended), mark
+        `turn_key` seen, count the turn the first time, and return the call as stored."""
+        ...
+
+    async def apply_status(
+        self, call: LiveCall, status: str, metadata: dict[str, Any]
+    ) -> StatusStep:
+        """One step for a status callback: create `call` (with `status`) if it is new and has
+        not ended, else move it forward to `status`; set `metadata` keys."""
         ...
 
     async def get(self, call_id: str) -> LiveCall | None: ...
@@ -186,12 +216,36 @@ class MemoryCallStore:
         self._max_calls = max_calls
 
     async def create(self, call: LiveCall) -> bool:
-        if call.call_id in self._calls:
+        if call.call_id in self._calls or call.call_id in self._ended:
             return False
         self._calls[call.call_id] = call
         while len(self._calls) > self._max_calls:
             self._calls.popitem(last=False)
         return True
+
+    async def begin_turn(self, call: LiveCall, turn_key: str, ttl_s: float = 86_400) -> TurnStep:
+        created = await self.create(call)
+        first = self._seen.add_if_absent(turn_key, ttl_s)
+        stored = self._calls.get(call.call_id)
+        if first and stored is not None:
+            stored.turns += 1
+        ended = call.call_id in self._ended or (stored is not None and stored.ended)
+        return TurnStep(call=stored, created=created, first=first, ended=ended)
+
+    async def apply_status(
+        self, call: LiveCall, status: str, metadata: dict[str, Any]
+    ) -> StatusStep:
+        if call.call_id not in self._calls and call.call_id not in self._ended:
+            call.status = status
+            await self.create(call)
+            changed = created = True
+        else:
+            created = False
+            changed = await self.update_status(call.call_id, status)
+        stored = self._calls.get(call.call_id)
+        if stored is not None and metadata:
+            stored.metadata.update(metadata)
+        return StatusStep(call=stored, created=created, changed=changed)
 
     async def get(self, call_id: str) -> LiveCall | None:
         return self._calls.get(call_id)
@@ -248,17 +302,66 @@ class MemoryCallStore:
         return None
 
 
-# KEYS[1] call hash, KEYS[2] recent zset;
-# ARGV[1] id, ARGV[2] started_at, ARGV[3] ttl, ARGV[4..] field/value pairs
-_CREATE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-local fields = {}
-for i = 4, #ARGV do fields[#fields + 1] = ARGV[i] end
-redis.call('HSET', KEYS[1], unpack(fields))
-redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
-redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[1])
-return 1
+# Creating a call, shared by the scripts below: KEYS[1] call hash, KEYS[2] recent zset,
+# KEYS[3] ended marker; ARGV[1] id, ARGV[2] started_at, ARGV[3] ttl, ARGV[4] recent kept,
+# ARGV[5] index of the first field/value pair. A call that has ended is never created again.
+_CREATE_FN = """
+local function create_call()
+  if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+  local fields = {}
+  for i = tonumber(ARGV[5]), #ARGV do fields[#fields + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], unpack(fields))
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+  redis.call('ZADD', KEYS[2], tonumber(ARGV[2]), ARGV[1])
+  redis.call('ZREMRANGEBYRANK', KEYS[2], 0, -tonumber(ARGV[4]) - 1)
+  return 1
+end
 """
+
+_CREATE_LUA = _CREATE_FN + "return create_call()"
+
+# + KEYS[4] the turn's seen key; ARGV[6] its ttl in ms; fields from ARGV[7]
+_BEGIN_TURN_LUA = (
+    _CREATE_FN
+    + """
+local created = create_call()
+local first = 0
+if redis.call('SET', KEYS[4], '1', 'NX', 'PX', tonumber(ARGV[6])) then
+  first = 1
+  if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'turns', 1) end
+end
+return {created, first, redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+# ARGV[6] status, ARGV[7] its rank, ARGV[8] terminal rank, ARGV[9] n metadata pairs, then the
+# metadata pairs, then the call's fields
+_APPLY_STATUS_LUA = (
+    _CREATE_FN
+    + """
+local meta_n = tonumber(ARGV[9])
+local created = 0
+local changed = 0
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  created = create_call()
+  changed = created
+else
+  local cur = redis.call('HGET', KEYS[1], 'status')
+  local rank = tonumber(redis.call('HGET', KEYS[1], 'status_rank') or '-1')
+  local new_rank = tonumber(ARGV[7])
+  if not (cur == ARGV[6] or rank >= tonumber(ARGV[8]) or new_rank < rank) then
+    redis.call('HSET', KEYS[1], 'status', ARGV[6], 'status_rank', ARGV[7])
+    changed = 1
+  end
+end
+if meta_n > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  local pairs_ = {}
+  for i = 10, 9 + 2 * meta_n do pairs_[#pairs_ + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], unpack(pairs_))
+end
+return {created, changed, redis.call('HGETALL', KEYS[1])}
+"""
+)
 
 # KEYS[1] call hash; ARGV[1] new status, ARGV[2] its rank, ARGV[3] terminal rank
 _STATUS_LUA = """
@@ -295,23 +398,65 @@ class RedisCallStore:
         self._r = client
         self._p = prefix
         self._create = client.register_script(_CREATE_LUA)
+        self._begin_turn = client.register_script(_BEGIN_TURN_LUA)
+        self._apply_status = client.register_script(_APPLY_STATUS_LUA)
         self._status = client.register_script(_STATUS_LUA)
         self._end = client.register_script(_END_LUA)
 
     def _key(self, call_id: str) -> str:
         return f"{self._p}call:{call_id}"
 
-    async def create(self, call: LiveCall) -> bool:
-        fields = _to_hash(call)
-        argv: list[str | float | int] = [call.call_id, call.started_at, CALL_TTL_S]
-        for k, v in fields.items():
+    def _create_keys(self, call_id: str) -> list[str]:
+        return [self._key(call_id), f"{self._p}recent", f"{self._p}ended:{call_id}"]
+
+    @staticmethod
+    def _create_args(call: LiveCall, extra: list[str | float | int]) -> list[str | float | int]:
+        """ARGV for `_CREATE_FN`: the call's id, start, ttl, the recent list's size, where its
+        fields start (after `extra`), then `extra`, then the fields."""
+        head: list[str | float | int] = [call.call_id, call.started_at, CALL_TTL_S, MAX_RECENT]
+        argv = [*head, len(head) + 1 + len(extra) + 1, *extra]
+        for k, v in _to_hash(call).items():
             argv += [k, v]
+        return argv
+
+    async def create(self, call: LiveCall) -> bool:
         _ROUND_TRIPS.inc()
-        created = await self._create(keys=[self._key(call.call_id), f"{self._p}recent"], args=argv)
-        if created:
-            _ROUND_TRIPS.inc()
-            await self._r.zremrangebyrank(f"{self._p}recent", 0, -MAX_RECENT - 1)
+        created = await self._create(
+            keys=self._create_keys(call.call_id), args=self._create_args(call, [])
+        )
         return bool(created)
+
+    async def begin_turn(self, call: LiveCall, turn_key: str, ttl_s: float = 86_400) -> TurnStep:
+        _ROUND_TRIPS.inc()
+        created, first, ended, raw = await self._begin_turn(
+            keys=[*self._create_keys(call.call_id), f"{self._p}seen:{turn_key}"],
+            args=self._create_args(call, [max(1, int(ttl_s * 1000))]),
+        )
+        stored = _from_pairs(raw)
+        ended = bool(ended) or (stored is not None and stored.ended)
+        return TurnStep(call=stored, created=bool(created), first=bool(first), ended=ended)
+
+    async def apply_status(
+        self, call: LiveCall, status: str, metadata: dict[str, Any]
+    ) -> StatusStep:
+        if status not in STATUS_ORDER:
+            return StatusStep(call=await self.get(call.call_id), created=False, changed=False)
+        call.status = status
+        meta: list[str | float | int] = []
+        for k, v in metadata.items():
+            meta += [f"meta:{k}", json.dumps(v)]
+        extra: list[str | float | int] = [
+            status,
+            STATUS_ORDER[status],
+            _TERMINAL_RANK,
+            len(metadata),
+            *meta,
+        ]
+        _ROUND_TRIPS.inc()
+        created, changed, raw = await self._apply_status(
+            keys=self._create_keys(call.call_id), args=self._create_args(call, extra)
+        )
+        return StatusStep(call=_from_pairs(raw), created=bool(created), changed=bool(changed))
 
     async def get(self, call_id: str) -> LiveCall | None:
         _ROUND_TRIPS.inc()
@@ -404,6 +549,13 @@ def _to_hash(call: LiveCall) -> dict[str, str | float | int]:
             out[key] = value
     out["status_rank"] = STATUS_ORDER.get(call.status, 3)
     return out
+
+
+def _from_pairs(raw: list[Any]) -> LiveCall | None:
+    """A call from a script's HGETALL reply (a flat field, value list)."""
+    if not raw:
+        return None
+    return _from_hash(dict(zip(raw[::2], raw[1::2], strict=True)))
 
 
 def _from_hash(raw: dict[Any, Any]) -> LiveCall:

@@ -54,12 +54,17 @@ class GatewaySettings(CommonSettings):
     twilio_auth_token: SecretStr | None = None
     twilio_phone_number: str | None = None
     twilio_webhook_url: AnyHttpUrl | None = None
+    # Twilio's regional API (e.g. region "ie1", edge "dublin"); unset: Twilio's US default.
+    twilio_region: str | None = Field(None, pattern=r"^[a-z0-9-]{2,16}$")
+    twilio_edge: str | None = Field(None, pattern=r"^[a-z0-9-]{2,32}$")
 
     vonage_api_key: str | None = None
     vonage_api_secret: SecretStr | None = None
     vonage_application_id: str | None = None
     vonage_private_key: SecretStr | None = None
     vonage_phone_number: str | None = None
+    # The Vonage API host (e.g. api-eu.vonage.com); a call's own `region_url` wins for it.
+    vonage_api_host: str | None = Field(None, pattern=r"^[A-Za-z0-9.-]{3,253}$")
     vonage_webhook_url: AnyHttpUrl | None = None
     vonage_signature_secret: SecretStr | None = None
 

@@ -30,8 +30,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from realtime_gateway.config import PROVIDERS
-from realtime_gateway.drivers.base import FlowReply
 from realtime_gateway.orchestrator_client import OrchestratorUnavailable
+from realtime_gateway.vocabulary import FlowReply
 from shared.errors import ApiError
 from shared.loop_lag import loop_lag_histogram
 from shared.metrics import (

@@ -31,20 +31,14 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-import phonenumbers
 from pydantic import BaseModel, ConfigDict, Field
 
-from realtime_gateway import metrics
 from realtime_gateway.calls import LiveCall
-from realtime_gateway.drivers.base import (
-    STATUS_ORDER,
-    CallOptions,
-    ProviderConfigError,
-    ProviderError,
-)
 from realtime_gateway.drivers.registry import DRIVERS, DriverUnavailable
+from realtime_gateway.vocabulary import CallOptions, ProviderConfigError, ProviderError
+from shared import phone
+from shared.contract import STATUS_ORDER
 from shared.errors import ApiError
-from shared.events import CallEvent, EventType
 from shared.logging import call_id_var, mask_phone
 
 if TYPE_CHECKING:
@@ -89,31 +83,11 @@ class InitiateCall(BaseModel):
 
 
 def parse_e164(value: str, field: str = "phone_number") -> str:
-    """The number in E.164, or `ApiError` 400 saying which of the three checks failed."""
-    text = value.strip()
+    """The number in E.164, or `ApiError` 400 saying which check failed (`shared.phone`)."""
     try:
-        number = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        raise ApiError(
-            400,
-            "invalid_phone_number",
-            f"{field}: not a phone number; write it in E.164, e.g. +14155550100",
-        ) from None
-    formatted = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
-    if text != formatted:
-        raise ApiError(
-            400,
-            "invalid_phone_number",
-            f"{field}: not in E.164 format (a '+', the country code and the number, no spaces "
-            f"or punctuation): write it as {formatted}",
-        )
-    if not phonenumbers.is_valid_number(number):
-        raise ApiError(
-            400,
-            "invalid_phone_number",
-            f"{field}: {formatted} is not a valid phone number for its country code",
-        )
-    return formatted
+        return phone.parse_e164(value, field)
+    except phone.InvalidPhone as exc:
+        raise ApiError(400, "invalid_phone_number", str(exc)) from None
 
 
 def check_provider(name: str) -> str:
@@ -366,23 +340,7 @@ async def _place(
 async def _record(rt: GatewayRuntime, live: LiveCall, metadata: dict[str, Any]) -> None:
     """Track the placed call; `call.started` once (the provider's first callback may have
     been faster and created it)."""
-    if await rt.calls.create(live):
-        metrics.call_started(live.provider, "outbound")
-        await rt.bus.publish(
-            CallEvent(
-                type=EventType.CALL_STARTED,
-                call_id=live.call_id,
-                data={
-                    "provider": live.provider,
-                    "direction": "outbound",
-                    "from": live.caller,
-                    "to": live.callee,
-                    "agent_id": live.agent_id,
-                    "status": live.status,
-                },
-            )
-        )
-    else:
+    if not await rt.flow.track(live):
         await rt.calls.merge_metadata(live.call_id, metadata)
 
 
@@ -400,7 +358,7 @@ async def end(rt: GatewayRuntime, call_id: str) -> dict[str, Any]:
     except (DriverUnavailable, LookupError) as exc:
         raise ApiError(503, "provider_unavailable", str(exc)) from None
     try:
-        await driver.end_call(call_id)
+        await driver.end_call(call_id, live.metadata)
     except ProviderConfigError as exc:
         raise ApiError(503, "provider_not_configured", f"{live.provider}: {exc}") from None
     except ProviderError as exc:

@@ -1,11 +1,13 @@
-"""The provider-neutral call flow every driver drives (`CallFlow` in `drivers/base.py`).
+"""The live call flow: the `CallFlow` rules on live call state, `/ws` events and orchestrator turns.
 
 Live call state (`calls.py`), `/ws` events (`events.py`) and orchestrator turns
-(`orchestrator_client.py`) meet here, so each driver only parses and renders its provider's
-format. The rules the drivers rely on:
+(`orchestrator_client.py`) meet here. What it guarantees:
 
 - `start` is idempotent: a retried "call started" webhook creates nothing twice and emits
   `call.started` once.
+- a turn is one call-store step (`CallStore.begin_turn`: track the call if new, count the turn
+  once), the orchestrator, and one more step to announce the reply once: with Redis, two round
+  trips.
 - a turn whose orchestrator call fails is answered with a short apology and a new listen
   (`fallback=True`), never an error: the caller just says it again.
 - `end` emits `call.ended` exactly once per call, across instances when Redis is used; the
@@ -20,34 +22,44 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from realtime_gateway import metrics
+from realtime_gateway import metrics, prompts
+from realtime_gateway.callflow import CallFlow
 from realtime_gateway.calls import CallStore, LiveCall
-from realtime_gateway.drivers.base import (
-    FALLBACK_APOLOGY,
-    TERMINAL_STATUSES,
-    CallerInput,
-    CallInfo,
-    FlowReply,
-)
 from realtime_gateway.events import EventBus
+from realtime_gateway.idempotency import SEEN_TTL_S, sent_key, turn_key
 from realtime_gateway.orchestrator_client import OrchestratorClient, OrchestratorUnavailable
-from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnRequest
+from realtime_gateway.vocabulary import CallerInput, CallInfo, FlowReply, seconds_of
+from shared.contract import TERMINAL_STATUSES, Action, CallEnd, CallStart, TurnContext, TurnRequest
 from shared.events import CallEvent, EventType
 from shared.logging import call_id_var
 from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
-APOLOGY = FALLBACK_APOLOGY
-FALLBACK_GREETING = "Hello! How can I help you today?"
-GOODBYE = "Thank you for calling. Goodbye."
-BUSY = "Sorry, we can't take your call right now. Please call back in a moment. Goodbye."
-TURN_SEEN_TTL_S = 86_400
 # Backoff for telling the orchestrator a call ended (it may be restarting): ~9 minutes in all.
 END_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
+# Status-callback fields kept on the live call.
+KEPT_STATUS_FIELDS = ("recording", "answered_by")
 
 
-class GatewayFlow:
+def live_call(call: CallInfo, status: str = "in-progress") -> LiveCall:
+    return LiveCall(
+        call_id=call.call_id,
+        provider=call.provider,
+        direction=call.direction,
+        caller=call.caller,
+        callee=call.callee,
+        agent_id=call.agent_id,
+        status=status,
+        metadata=dict(call.metadata),
+    )
+
+
+def _language(actions: list[Action]) -> str | None:
+    return next((a.language for a in actions if a.language), None)
+
+
+class GatewayFlow(CallFlow):
     def __init__(
         self,
         calls: CallStore,
@@ -62,83 +74,77 @@ class GatewayFlow:
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting_calls = True  # False while draining for shutdown (shutdown.py)
 
-    # -- CallFlow -------------------------------------------------------------------------------
+    # -- primitives -----------------------------------------------------------------------------
 
     async def start(self, call: CallInfo) -> FlowReply:
         call_id_var.set(call.call_id)
         if not self.accepting_calls and await self.calls.get(call.call_id) is None:
             log.info("new call refused: shutting down", extra={"provider": call.provider})
-            return FlowReply(actions=[Action.say(BUSY), Action.hangup("shutting down")], text=BUSY)
-        created = await self._track(call)
+            busy = prompts.say("busy")
+            return FlowReply(actions=[Action.say(busy), Action.hangup("shutting down")], text=busy)
+        created = await self.track(live_call(call))
         if not created:
             # e.g. an outbound call placed as "queued": the provider's start webhook means
             # it was answered (a no-op for a call already further on).
             await self.calls.update_status(call.call_id, "in-progress")
         live = await self.calls.get(call.call_id)
-        if live is not None and live.ended:
+        if live is None or live.ended:
             return FlowReply(actions=[Action.hangup("call already ended")])
         try:
             reply = await self.orchestrator.start(call.call_id, _call_start(call))
         except OrchestratorUnavailable as exc:
             await self._error(call.call_id, "greeting", exc)
+            greeting = prompts.say("greeting")
             return FlowReply(
-                actions=[Action.say(FALLBACK_GREETING), Action.gather()],
-                text=FALLBACK_GREETING,
-                fallback=True,
+                actions=[Action.say(greeting), Action.gather()], text=greeting, fallback=True
             )
         actions = reply.actions or [Action.say(reply.reply), Action.gather()]
+        language = _language(actions)
+        if language and created:
+            await self.calls.merge_metadata(call.call_id, {"language": language})
         log.info("call greeted", extra={"new_call": created, "provider": call.provider})
         return FlowReply(actions=actions, text=reply.reply, turn_id=reply.turn_id)
 
-    async def ensure_call(self, call: CallInfo) -> bool:
-        """Track a call first seen at a turn (e.g. after a restart without Redis): create it,
-        emit `call.started` and open its conversation (greeting unused); True when created."""
-        call_id_var.set(call.call_id)
-        created = await self._track(call)
-        if created:
-            try:
-                await self.orchestrator.start(call.call_id, _call_start(call))
-            except OrchestratorUnavailable as exc:
-                await self._error(call.call_id, "start", exc)
-        return created
-
-    async def _track(self, call: CallInfo) -> bool:
-        """Create the live call if it is new, emitting `call.started`; True when created."""
-        live = LiveCall(
-            call_id=call.call_id,
-            provider=call.provider,
-            direction=call.direction,
-            caller=call.caller,
-            callee=call.callee,
-            agent_id=call.agent_id,
-            metadata=dict(call.metadata),
-        )
+    async def track(self, live: LiveCall) -> bool:
+        """Create the live call if it is new (never one that has ended), emitting
+        `call.started`; True when created."""
         created = await self.calls.create(live)
         if created:
-            metrics.call_started(call.provider, call.direction)
-            await self._emit(
-                EventType.CALL_STARTED,
-                call.call_id,
-                {
-                    "provider": call.provider,
-                    "direction": call.direction,
-                    "from": call.caller,
-                    "to": call.callee,
-                    "agent_id": call.agent_id,
-                },
-            )
+            await self._started(live)
         return created
 
+    async def _started(self, live: LiveCall) -> None:
+        metrics.call_started(live.provider, live.direction)
+        await self._emit(
+            EventType.CALL_STARTED,
+            live.call_id,
+            {
+                "provider": live.provider,
+                "direction": live.direction,
+                "from": live.caller,
+                "to": live.callee,
+                "agent_id": live.agent_id,
+                "status": live.status,
+            },
+        )
+
     @metrics.observed_turn
-    async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
+    async def turn(self, call: CallInfo, heard: CallerInput) -> FlowReply:
+        call_id = call.call_id
         call_id_var.set(call_id)
-        live = await self.calls.get(call_id)
-        if live is not None and live.ended:
+        step = await self.calls.begin_turn(live_call(call), turn_key(call_id, heard.turn_id))
+        live = step.call
+        if step.created and live is not None:
+            # First seen at a turn (e.g. after a restart without Redis): announce it and open
+            # its conversation (the greeting is not used).
+            await self._started(live)
+            try:
+                await self.orchestrator.start(call_id, _call_start(call))
+            except OrchestratorUnavailable as exc:
+                await self._error(call_id, "start", exc)
+        if step.ended:
             return FlowReply(actions=[Action.hangup("call already ended")], turn_id=heard.turn_id)
-        first = await self.calls.first_time(f"turn:{call_id}:{heard.turn_id}", TURN_SEEN_TTL_S)
-        message = heard.text if heard.text else (heard.digits or "")
-        if first:
-            await self.calls.next_turn(call_id)
+        if step.first:
             await self._emit(
                 EventType.MESSAGE_RECEIVED,
                 call_id,
@@ -150,16 +156,17 @@ class GatewayFlow:
                     "confidence": heard.confidence,
                 },
             )
+        known = live or live_call(call)
         body = TurnRequest(
-            message=message,
+            message=heard.text if heard.text else (heard.digits or ""),
             turn_id=heard.turn_id,
             context=TurnContext(
                 call_id=call_id,
                 session_id=call_id,
-                caller=live.caller if live else None,
-                callee=live.callee if live else None,
-                agent_id=live.agent_id if live else None,
-                provider=live.provider if live else None,
+                caller=known.caller,
+                callee=known.callee,
+                agent_id=known.agent_id,
+                provider=known.provider,
                 input_type=heard.type,
                 confidence=heard.confidence,
             ),
@@ -169,15 +176,17 @@ class GatewayFlow:
             reply = await self.orchestrator.post_turn(call_id, heard.turn_id, body)
         except OrchestratorUnavailable as exc:
             await self._error(call_id, "turn", exc, turn_id=heard.turn_id)
+            language = known.metadata.get("language")
+            apology = prompts.say("apology", language)
             return FlowReply(
-                actions=[Action.say(APOLOGY), Action.gather()],
-                text=APOLOGY,
+                actions=[Action.say(apology, language), Action.gather(language=language)],
+                text=apology,
                 fallback=True,
                 turn_id=heard.turn_id,
             )
         latency_ms = round((time.perf_counter() - started) * 1000, 1)
         actions = reply.actions or [Action.say(reply.reply), Action.gather()]
-        if await self.calls.first_time(f"sent:{call_id}:{heard.turn_id}", TURN_SEEN_TTL_S):
+        if await self.calls.first_time(sent_key(call_id, heard.turn_id), SEEN_TTL_S):
             await self._emit(
                 EventType.MESSAGE_SENT,
                 call_id,
@@ -196,19 +205,18 @@ class GatewayFlow:
         )
         return FlowReply(actions=actions, text=reply.reply, turn_id=heard.turn_id)
 
-    async def status(
-        self, call_id: str, status: str, extra: Mapping[str, Any] | None = None
-    ) -> None:
-        call_id_var.set(call_id)
-        changed = await self.calls.update_status(call_id, status)
-        if changed:
+    async def status(self, call: CallInfo, status: str, extra: Mapping[str, Any]) -> None:
+        call_id_var.set(call.call_id)
+        kept = {k: extra[k] for k in KEPT_STATUS_FIELDS if extra.get(k)}
+        step = await self.calls.apply_status(live_call(call, status), status, kept)
+        if step.created and step.call is not None:
+            await self._started(step.call)
+        if step.changed:
             log.info("call status", extra={"status": status})
-        kept = {k: extra[k] for k in ("recording", "answered_by") if extra and extra.get(k)}
-        if kept:
-            await self.calls.merge_metadata(call_id, kept)
         if status in TERMINAL_STATUSES:
-            duration = _float_or_none((extra or {}).get("duration_s"))
-            await self.end(call_id, reason=status, duration_s=duration)
+            await self.end(
+                call.call_id, reason=status, duration_s=seconds_of(extra.get("duration_s"))
+            )
 
     async def end(
         self, call_id: str, reason: str = "completed", duration_s: float | None = None
@@ -247,12 +255,17 @@ class GatewayFlow:
         log.info("call ended", extra={"reason": reason, "duration_s": duration_s})
         return True
 
-    def refuse_new_calls(self) -> None:
-        """Shutdown has begun: new calls get `BUSY` and a hang-up; calls in progress go on."""
-        self.accepting_calls = False
-
-    async def first_time(self, key: str, ttl_s: float = 86400) -> bool:
+    async def first_time(self, key: str, ttl_s: float = SEEN_TTL_S) -> bool:
         return await self.calls.first_time(key, ttl_s)
+
+    async def language_of(self, call_id: str) -> str | None:
+        live = await self.calls.get(call_id)
+        language = live.metadata.get("language") if live is not None else None
+        return language if isinstance(language, str) else None
+
+    def refuse_new_calls(self) -> None:
+        """Shutdown has begun: new calls get the busy words and a hang-up; calls go on."""
+        self.accepting_calls = False
 
     # -- internals ------------------------------------------------------------------------------
 
@@ -319,12 +332,3 @@ def _call_start(call: CallInfo) -> CallStart:
         agent_id=call.agent_id,
         metadata=call.metadata,
     )
-
-
-def _float_or_none(value: object) -> float | None:
-    if value is None or isinstance(value, bool):
-        return None
-    try:
-        return float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return None

@@ -26,18 +26,18 @@ from urllib.parse import urlsplit
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import ParseError, fromstring
 
-from realtime_gateway.drivers.base import (
+from realtime_gateway.callflow import CallFlow
+from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider, load_driver_class
+from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLER,
-    BaseDriver,
     CallerInput,
     CallInfo,
-    DriverDeps,
     FlowReply,
     ProviderConfigError,
     SignatureError,
     WebhookRequest,
 )
-from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider, load_driver_class
 from shared.contract import Action
 from shared.logging import mask_phone
 
@@ -59,10 +59,10 @@ _UNSIGNED_HEADERS = frozenset({"content-type", "content-length", "user-agent"})
 Status = Literal["ok", "failed", "not_configured"]
 
 
-class DryRunFlow:
-    """A `CallFlow` with no side effects: every call starts with the self-test words and a
-    listen, nothing is stored or emitted, every key is new. It remembers (in itself only) the
-    calls the driver parsed, for the report."""
+class DryRunFlow(CallFlow):
+    """The `CallFlow` rules with no side effects: every call starts with the self-test words
+    and a listen, nothing is stored or emitted, every key is new. It remembers (in itself only)
+    the calls the driver parsed, for the report."""
 
     def __init__(self) -> None:
         self.started: list[CallInfo] = []
@@ -75,12 +75,10 @@ class DryRunFlow:
         self.started.append(call)
         return self._reply()
 
-    async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
+    async def turn(self, call: CallInfo, heard: CallerInput) -> FlowReply:
         return self._reply()
 
-    async def status(
-        self, call_id: str, status: str, extra: Mapping[str, Any] | None = None
-    ) -> None:
+    async def status(self, call: CallInfo, status: str, extra: Mapping[str, Any]) -> None:
         return None
 
     async def end(
@@ -90,9 +88,6 @@ class DryRunFlow:
 
     async def first_time(self, key: str, ttl_s: float = 86400) -> bool:
         return True
-
-    async def ensure_call(self, call: CallInfo) -> bool:
-        return False
 
 
 @dataclass(slots=True)

@@ -13,8 +13,10 @@ import httpx
 import pytest
 
 from realtime_gateway.circuit_breaker import CircuitBreaker
-from realtime_gateway.turns import APOLOGY
+from realtime_gateway.prompts import say
 from tests.gateway.conftest import gateway, new_call_id, said, settings_for, started
+
+APOLOGY = say("apology")
 
 
 class Clock:

@@ -27,7 +27,7 @@ import asyncpg
 import httpx
 import pytest
 
-from realtime_gateway.turns import APOLOGY
+from realtime_gateway.prompts import say
 from tests.gateway.conftest import (
     gateway,
     new_call_id,
@@ -38,6 +38,8 @@ from tests.gateway.conftest import (
 )
 from tests.orchestrator.conftest import CHROMA_BIN, _free_port, run_app
 from tests.orchestrator.conftest import make_settings as orch_settings
+
+APOLOGY = say("apology")
 
 pytestmark = pytest.mark.slow
 

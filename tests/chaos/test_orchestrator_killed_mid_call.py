@@ -27,9 +27,11 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from realtime_gateway.drivers.base import FALLBACK_APOLOGY
+from realtime_gateway.prompts import say as _prompt
 from tests.e2e.services import Service, free_port, run_service
 from tests.gateway.provider_fakes import parse_twiml
+
+FALLBACK_APOLOGY = _prompt("apology")
 
 pytestmark = pytest.mark.slow
 

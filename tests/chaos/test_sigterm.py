@@ -20,8 +20,10 @@ import asyncpg
 import httpx
 import pytest
 
-from realtime_gateway.turns import BUSY
+from realtime_gateway.prompts import say
 from tests.e2e.services import run_service
+
+BUSY = say("busy")
 
 pytestmark = pytest.mark.slow
 

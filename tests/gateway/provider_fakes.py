@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -20,25 +20,28 @@ from defusedxml.ElementTree import fromstring
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 
-from realtime_gateway.drivers.base import CallerInput, CallInfo, FlowReply
-from shared.contract import Action
+from realtime_gateway.callflow import CallFlow
+from realtime_gateway.vocabulary import CallerInput, CallInfo, FlowReply
+from shared.contract import TERMINAL_STATUSES, Action
 
 
-@dataclass
-class RecordingFlow:
-    """Records calls from a driver; replies come from `greeting` and `replies` (by text)."""
+class RecordingFlow(CallFlow):
+    """The real `CallFlow` rules on recorded primitives: records what the driver's events asked
+    of the flow and answers scripted replies (`greeting`, `replies` by text), idempotent per
+    (call, turn) as the live flow is."""
 
-    greeting: str = "Hello, this is Ada. How can I help?"
-    replies: dict[str, list[Action]] = field(default_factory=dict)
-    starts: list[CallInfo] = field(default_factory=list)
-    turns: list[tuple[str, CallerInput]] = field(default_factory=list)
-    statuses: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
-    ends: list[tuple[str, str]] = field(default_factory=list)
-    seen: set[str] = field(default_factory=set)
-    ensured: list[str] = field(default_factory=list)
-    broken: bool = False  # every call raises, as a failing call store would
-    _answers: dict[tuple[str, str], FlowReply] = field(default_factory=dict)
-    _started: dict[str, FlowReply] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self.greeting = "Hello, this is Ada. How can I help?"
+        self.replies: dict[str, list[Action]] = {}
+        self.starts: list[CallInfo] = []
+        self.turns: list[tuple[str, CallerInput]] = []
+        self.statuses: list[tuple[str, str, dict[str, Any]]] = []
+        self.ends: list[tuple[str, str]] = []
+        self.seen: set[str] = set()
+        self.ensured: list[str] = []
+        self.broken = False  # every call raises, as a failing call store would
+        self._answers: dict[tuple[str, str], FlowReply] = {}
+        self._started: dict[str, FlowReply] = {}
 
     async def start(self, call: CallInfo) -> FlowReply:
         if self.broken:
@@ -48,30 +51,30 @@ class RecordingFlow:
             self._started[call.call_id] = FlowReply(
                 actions=[Action.say(self.greeting), Action.gather()], text=self.greeting
             )
-        return self._started[call.call_id]
+        reply = self._started[call.call_id]
+        return FlowReply(actions=list(reply.actions), text=reply.text)
 
-    async def ensure_call(self, call: CallInfo) -> bool:
-        if call.call_id in self._started or call.call_id in self.ensured:
-            return False
-        self.ensured.append(call.call_id)
-        return True
-
-    async def turn(self, call_id: str, heard: CallerInput) -> FlowReply:
+    async def turn(self, call: CallInfo, heard: CallerInput) -> FlowReply:
         if self.broken:
             raise RuntimeError("call store unreachable")
-        key = (call_id, heard.turn_id)
+        if call.call_id not in self._started and call.call_id not in self.ensured:
+            self.ensured.append(call.call_id)
+        key = (call.call_id, heard.turn_id)
         if key not in self._answers:
-            self.turns.append((call_id, heard))
+            self.turns.append((call.call_id, heard))
             said = heard.text or heard.digits or ""
             actions = self.replies.get(said) or [Action.say(f"You said {said}."), Action.gather()]
             text = " ".join(a.text or "" for a in actions if a.type == "say")
             self._answers[key] = FlowReply(actions=actions, text=text, turn_id=heard.turn_id)
-        return self._answers[key]
+        reply = self._answers[key]
+        return FlowReply(actions=list(reply.actions), text=reply.text, turn_id=reply.turn_id)
 
-    async def status(
-        self, call_id: str, status: str, extra: Mapping[str, Any] | None = None
-    ) -> None:
-        self.statuses.append((call_id, status, dict(extra or {})))
+    async def status(self, call: CallInfo, status: str, extra: Mapping[str, Any]) -> None:
+        if self.broken:
+            raise RuntimeError("call store unreachable")
+        self.statuses.append((call.call_id, status, dict(extra)))
+        if status in TERMINAL_STATUSES:
+            await self.end(call.call_id, reason=status)
 
     async def end(
         self, call_id: str, reason: str = "completed", duration_s: float | None = None

@@ -18,7 +18,7 @@ import websockets
 from botocore.stub import Stubber
 
 from realtime_gateway.drivers.aws_connect import AwsConnectDriver
-from realtime_gateway.drivers.base import CallOptions
+from realtime_gateway.vocabulary import CallOptions
 from tests.gateway.conftest import GH_SECRET, Gateway, admin_token, auth, served, settings_for
 from tests.gateway.provider_fakes import insert_routed_agent, load_forwarder
 from tests.gateway.ws_client import collect

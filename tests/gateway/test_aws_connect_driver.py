@@ -14,18 +14,10 @@ import pytest
 from botocore.stub import Stubber
 
 from realtime_gateway.config import GatewaySettings
-from realtime_gateway.drivers.aws_connect import (
-    MAX_SILENT_TURNS,
-    AwsConnectDriver,
-    validate_e164,
-)
-from realtime_gateway.drivers.base import (
-    CallOptions,
-    DriverDeps,
-    ProviderError,
-    SignatureError,
-    WebhookRequest,
-)
+from realtime_gateway.drivers.aws_connect import AwsConnectDriver
+from realtime_gateway.drivers.base import DriverDeps
+from realtime_gateway.silence import MAX_SILENT_TURNS
+from realtime_gateway.vocabulary import CallOptions, ProviderError, SignatureError, WebhookRequest
 from shared.contract import Action
 from tests.gateway.provider_fakes import RecordingFlow, load_forwarder
 
@@ -111,25 +103,6 @@ async def invoke(driver: AwsConnectDriver, event: dict[str, Any]) -> dict[str, A
 
 
 # ---- numbers ----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("number", "message"),
-    [
-        ("4155550100", "must be E.164"),
-        ("+1415555", "not a valid phone number"),
-        ("+abc", "not a phone number"),
-        ("", "must be E.164"),
-    ],
-)
-def test_bad_numbers_are_refused_with_a_clear_message(number: str, message: str) -> None:
-    with pytest.raises(ValueError, match=message):
-        validate_e164(number)
-
-
-def test_good_numbers_come_back_in_e164() -> None:
-    assert validate_e164("+1 415 555 0100") == "+14155550100"
-    assert validate_e164("+44 20 7183 8750") == "+442071838750"
 
 
 # ---- Connect API through the Stubber -------------------------------------------------------

@@ -12,7 +12,7 @@ import httpx
 import pytest
 import respx
 
-from realtime_gateway.drivers.base import CallOptions, ProviderConfigError, ProviderError
+from realtime_gateway.vocabulary import CallOptions, ProviderConfigError, ProviderError
 from tests.gateway.conftest import GH_SECRET, PUBLIC, gateway, settings_for
 
 BRIDGE = "https://bridge.example.com"

@@ -16,7 +16,7 @@ import respx
 import websockets
 
 from realtime_gateway.orchestrator_client import OrchestratorUnavailable
-from realtime_gateway.turns import APOLOGY
+from realtime_gateway.prompts import say
 from shared.auth import verify_service_token
 from shared.contract import CallStart, TurnReply
 from tests.gateway.conftest import (
@@ -32,6 +32,8 @@ from tests.gateway.conftest import (
     started,
 )
 from tests.gateway.ws_client import collect
+
+APOLOGY = say("apology")
 
 
 def greeting(call_id: str) -> dict[str, Any]:

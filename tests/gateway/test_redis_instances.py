@@ -152,12 +152,17 @@ async def test_a_store_failure_after_verification_still_answers_valid_actions(
         assert r.json()["actions"][0]["text"].startswith("Sorry")
 
 
-async def test_unreachable_redis_gives_503_json_and_changes_nothing(data_dir: Path) -> None:
+async def test_unreachable_redis_still_answers_valid_actions_and_changes_nothing(
+    data_dir: Path,
+) -> None:
+    """Redis down: the bridge is never answered a 5xx (the caller hears the apology and is
+    listened to again) and nothing is done: no event, no call."""
     settings = settings_for(data_dir, redis_url="redis://127.0.0.1:1/0")
     async with served(settings) as gw:
         r = await gw.send(started(new_call_id()))
-        assert r.status_code == 503
-        assert r.json()["error"]["code"] == "verification_unavailable"
+        assert r.status_code == 200
+        assert [a["type"] for a in r.json()["actions"]] == ["say", "gather"]
+        assert r.json()["actions"][0]["text"].startswith("Sorry")
         assert gw.rt.bus.events_published == 0
 
 

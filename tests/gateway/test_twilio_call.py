@@ -15,8 +15,8 @@ import httpx
 import websockets
 from twilio.request_validator import RequestValidator
 
-from realtime_gateway.drivers.base import CallOptions
 from realtime_gateway.drivers.twilio import TwilioDriver
+from realtime_gateway.vocabulary import CallOptions
 from tests.gateway.conftest import PUBLIC, Gateway, admin_token, auth, served, settings_for
 from tests.gateway.provider_fakes import (
     FakeTwilioApi,

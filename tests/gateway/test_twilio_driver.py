@@ -12,14 +12,10 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from realtime_gateway.config import GatewaySettings
-from realtime_gateway.drivers.base import (
-    CallOptions,
-    DriverDeps,
-    ProviderError,
-    SignatureError,
-    WebhookRequest,
-)
-from realtime_gateway.drivers.twilio import MAX_SILENT_TURNS, TwilioDriver
+from realtime_gateway.drivers.base import DriverDeps
+from realtime_gateway.drivers.twilio import TwilioDriver
+from realtime_gateway.silence import MAX_SILENT_TURNS
+from realtime_gateway.vocabulary import CallOptions, ProviderError, SignatureError, WebhookRequest
 from shared.contract import Action
 from tests.gateway.provider_fakes import (
     FakeTwilioApi,
@@ -461,14 +457,17 @@ async def test_a_failing_flow_still_gets_valid_twiml(
     gather = root.find("Gather")
     assert gather is not None and gather_turn(gather.get("action", "")) == {"turn": "3"}
     assert "sorry" in (gather[0].text or "").lower()
+    # A call that cannot start keeps the caller: the apology and a listen, as on every provider.
     root = parse_twiml(await answer(driver, "/voice/webhook/twilio", call_form(), ""))
-    assert [el.tag for el in root] == ["Say", "Hangup"]
+    assert [el.tag for el in root] == ["Gather"]
+    assert "sorry" in (root[0][0].text or "").lower()
 
 
 async def test_twilio_webhook_url_origin_is_accepted_when_there_is_no_public_base_url(
     flow: RecordingFlow,
 ) -> None:
-    """A local gateway behind a tunnel: Twilio signed the tunnel's URL, the app saw its own."""
+    """A local gateway behind a tunnel: Twilio signed the tunnel's URL, and the route gives the
+    driver that URL (`public_urls.py`, on the `TWILIO_WEBHOOK_URL` origin), not its own."""
     tunnel = "https://abc123.ngrok.example/voice/webhook"
     form = call_form()
     signature = RequestValidator(TOKEN).compute_signature(
@@ -480,7 +479,7 @@ async def test_twilio_webhook_url_origin_is_accepted_when_there_is_no_public_bas
         )
         seen = WebhookRequest(
             "POST",
-            "http://127.0.0.1:3000/voice/webhook/twilio",
+            "https://abc123.ngrok.example/voice/webhook/twilio",
             {"x-twilio-signature": signature},
             {},
             b"",

@@ -20,8 +20,8 @@ import pytest
 import responses
 import websockets
 
-from realtime_gateway.drivers.base import CallOptions
 from realtime_gateway.drivers.vonage import VonageDriver
+from realtime_gateway.vocabulary import CallOptions
 from tests.gateway.conftest import PUBLIC, Gateway, admin_token, auth, served, settings_for
 from tests.gateway.provider_fakes import insert_routed_agent
 from tests.gateway.test_vonage_driver import PRIVATE_PEM, check_ncco

@@ -34,46 +34,46 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
-from realtime_gateway.drivers.base import (
+from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.drivers.generic_http import resolve_secret
+from realtime_gateway.signatures import signed_headers, verify_hmac_request
+from realtime_gateway.speech import SpeechLimits
+from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
-    BaseDriver,
     CallerInput,
+    CallEvent,
     CallInfo,
     CallOptions,
     ConfigReport,
-    DriverDeps,
     FlowReply,
+    Heard,
     OutboundCall,
     ProviderConfigError,
     ProviderError,
     SignatureError,
+    Started,
+    StatusChanged,
     WebhookRequest,
+    confidence_of,
+    number_or,
     unset_variables,
 )
-from realtime_gateway.drivers.generic_http import (
-    SIGNATURE_HEADER,
-    TIMESTAMP_HEADER,
-    resolve_secret,
-    signed_headers,
-    verify_signature,
-)
 from shared.contract import Action
-from shared.errors import error_response
+from shared.errors import ApiError
+from shared.languages import DEFAULT_LANGUAGE
 from shared.logging import mask_phone, scrub_text
+from shared.phone import parse_e164, to_e164
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
 log = logging.getLogger(__name__)
 
-MAX_SILENT_TURNS = 2
 # Connect waits at most 8 s for the Lambda; the forwarder gives us 7 s; we answer within 6.5.
 ANSWER_BUDGET_S = 6.5
-REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
-GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
-APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
-DEFAULT_LANGUAGE = "en-US"
+# The forwarder passes at most this many characters a value (`deploy/aws-connect/forwarder.py`).
+MAX_VALUE_CHARS = 3000
 # `Parameters.event` values that report the end of the contact (the flow's disconnect flow).
 END_EVENTS = frozenset({"ended", "disconnected", "hangup"})
 BOTO_CONNECT_TIMEOUT_S = 2.0
@@ -89,22 +89,6 @@ _CLIENT_ERRORS = frozenset(
         "OutboundContactNotPermittedException",
     }
 )
-
-
-def validate_e164(number: str, field: str = "phone_number") -> str:
-    """Connect does not check numbers itself: parse with `phonenumbers`, return E.164."""
-    import phonenumbers
-
-    text = (number or "").strip()
-    if not text.startswith("+"):
-        raise ValueError(f"{field} must be E.164 (start with '+' and a country code)")
-    try:
-        parsed = phonenumbers.parse(text, None)
-    except phonenumbers.NumberParseException:
-        raise ValueError(f"{field} is not a phone number in E.164 form") from None
-    if not phonenumbers.is_valid_number(parsed):
-        raise ValueError(f"{field} is not a valid phone number")
-    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
 
 
 def connect_map(
@@ -129,7 +113,9 @@ def connect_map(
     }
 
 
-def render_reply(actions: Sequence[Action], next_turn: int, fallback: bool) -> dict[str, str]:
+def render_reply(
+    actions: Sequence[Action], next_turn: int, fallback: bool, silent: int = 0
+) -> dict[str, str]:
     """Actions -> one Connect map: the words to speak, then what the flow does next."""
     said: list[str] = []
     language = DEFAULT_LANGUAGE
@@ -145,17 +131,28 @@ def render_reply(actions: Sequence[Action], next_turn: int, fallback: bool) -> d
                 "transfer",
                 " ".join(said),
                 next_turn=next_turn,
+                silent=silent,
                 transfer_number=action.to,
                 language=language,
                 fallback=fallback,
             )
         elif action.type == "hangup":
             return connect_map(
-                "hangup", " ".join(said), next_turn=next_turn, language=language, fallback=fallback
+                "hangup",
+                " ".join(said),
+                next_turn=next_turn,
+                silent=silent,
+                language=language,
+                fallback=fallback,
             )
         # play / stream / send_digits have no form in this protocol: skipped.
     return connect_map(
-        "speak", " ".join(said), next_turn=next_turn, language=language, fallback=fallback
+        "speak",
+        " ".join(said),
+        next_turn=next_turn,
+        silent=silent,
+        language=language,
+        fallback=fallback,
     )
 
 
@@ -163,23 +160,32 @@ def _str(value: Any) -> str:
     return value.strip() if isinstance(value, str) else ""
 
 
-def _int(value: Any, default: int) -> int:
+def _details(request: WebhookRequest) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(ContactData, Parameters, Attributes) of a ContactFlowEvent; `ApiError` 400 otherwise."""
     try:
-        return int(str(value).strip())
-    except (TypeError, ValueError):
-        return default
-
-
-def _confidence(value: Any) -> float | None:
-    try:
-        return min(1.0, max(0.0, float(value)))
-    except (TypeError, ValueError):
-        return None
+        event = json.loads(request.body)
+    except ValueError:
+        raise ApiError(400, "bad_request", "body must be a ContactFlowEvent (JSON)") from None
+    details = event.get("Details") if isinstance(event, dict) else None
+    contact = details.get("ContactData") if isinstance(details, dict) else None
+    if not isinstance(details, dict) or not isinstance(contact, dict):
+        raise ApiError(400, "bad_request", "Details.ContactData.ContactId is required")
+    if not _str(contact.get("ContactId")):
+        raise ApiError(400, "bad_request", "Details.ContactData.ContactId is required")
+    params = details.get("Parameters")
+    attributes = contact.get("Attributes")
+    return (
+        contact,
+        params if isinstance(params, dict) else {},
+        attributes if isinstance(attributes, dict) else {},
+    )
 
 
 class AwsConnectDriver(BaseDriver):
     name = "aws-connect"
     display_name = "Amazon Connect"
+    # One answer is one flat map: everything spoken fits in one value the forwarder passes.
+    speech_limits = SpeechLimits(say_chars=MAX_VALUE_CHARS, reply_chars=MAX_VALUE_CHARS)
 
     def __init__(self, deps: DriverDeps, client: BaseClient | None = None) -> None:
         super().__init__(deps)
@@ -228,7 +234,7 @@ class AwsConnectDriver(BaseDriver):
             )
         if s.aws_connect_phone_number:
             try:
-                validate_e164(s.aws_connect_phone_number, "AWS_CONNECT_PHONE_NUMBER")
+                parse_e164(s.aws_connect_phone_number, "AWS_CONNECT_PHONE_NUMBER", exact=False)
             except ValueError as exc:
                 problems.append(str(exc))
         report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
@@ -280,12 +286,7 @@ class AwsConnectDriver(BaseDriver):
         secret = self._signing_secret()
         if secret is None:
             raise SignatureError("GENERIC_HTTP_SECRET is not configured", status=403)
-        verify_signature(
-            secret,
-            request.header(TIMESTAMP_HEADER),
-            request.header(SIGNATURE_HEADER),
-            request.body,
-        )
+        verify_hmac_request(secret, request)
 
     def synthetic_request(self, call_id: str) -> WebhookRequest:
         """The forwarder Lambda's POST of a contact flow's first invocation for an inbound
@@ -325,46 +326,58 @@ class AwsConnectDriver(BaseDriver):
 
     # ---- webhooks ------------------------------------------------------------------------
 
-    async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
-        step = step.strip("/")
+    def parse(self, request: WebhookRequest, step: str) -> CallEvent:
         if step not in ("", "invoke", "turn"):
-            return error_response(404, "not_found", f"unknown Amazon Connect step '{step}'")
-        try:
-            event = json.loads(request.body)
-        except ValueError:
-            return error_response(400, "bad_request", "body must be a ContactFlowEvent (JSON)")
-        details = event.get("Details") if isinstance(event, dict) else None
-        contact = details.get("ContactData") if isinstance(details, dict) else None
-        if not isinstance(contact, dict) or not _str(contact.get("ContactId")):
-            return error_response(400, "bad_request", "Details.ContactData.ContactId is required")
-        raw_params = details.get("Parameters") if isinstance(details, dict) else None
-        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-        raw_attrs = contact.get("Attributes")
-        attributes: dict[str, Any] = raw_attrs if isinstance(raw_attrs, dict) else {}
-        contact_id = _str(contact["ContactId"])
-        turn = _int(params.get("turn") or attributes.get("turn"), 0)
+            raise ApiError(404, "not_found", f"unknown Amazon Connect step '{step}'")
+        contact, params, attributes = _details(request)
+        call = self._call_info(contact, attributes)
+        turn = number_or(_str(params.get("turn")) or _str(attributes.get("turn")), 0)
+        text = _str(params.get("input"))
+        digits = _str(params.get("digits"))
+        if _str(params.get("event")).lower() in END_EVENTS:
+            # The flow's disconnect flow (or its last block) reports the end: Connect sends no
+            # status callbacks, so this is how the gateway learns it.
+            return StatusChanged(
+                call=call, status="completed", extra={"provider_status": "disconnected"}, turn=turn
+            )
+        if turn <= 0 and not text and not digits:
+            return Started(call=call)
+        heard = CallerInput(
+            turn_id=str(max(turn, 1)),
+            type="dtmf" if digits and not text else "speech",
+            text=text,
+            digits=digits or None,
+            confidence=confidence_of(params.get("confidence")),
+        )
+        silent = number_or(_str(params.get("silent")) or _str(attributes.get("silent")), 0)
+        return Heard(call=call, heard=heard, turn=max(turn, 1), silent=max(0, silent))
+
+    async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
+        """Connect gives the Lambda 8 s: past `ANSWER_BUDGET_S` the caller hears the apology."""
         try:
             async with asyncio.timeout(ANSWER_BUDGET_S):
-                answer = await self._answer(contact, params, attributes, contact_id, turn)
-        except Exception as exc:  # TimeoutError included: the caller hears an apology
-            log.warning(
-                "aws-connect turn failed; apologising",
-                extra={"call_id": contact_id, "error": type(exc).__name__},
-            )
+                return await super().handle_webhook(request, step)
+        except TimeoutError:
+            log.warning("aws-connect turn too slow; apologising")
             return self.fallback_response(request, step)
-        return JSONResponse(answer)
+
+    async def render(self, request: WebhookRequest, event: CallEvent, reply: FlowReply) -> Response:
+        if isinstance(event, StatusChanged):
+            return JSONResponse(connect_map("hangup", "", next_turn=max(event.turn, 1)))
+        return JSONResponse(
+            render_reply(reply.actions, reply.next_turn, reply.fallback, silent=reply.silent)
+        )
 
     def fallback_response(self, request: WebhookRequest, step: str) -> Response:
         """The apology map: the flow speaks it and asks the same turn again."""
         turn = 1
         try:
-            details = json.loads(request.body).get("Details") or {}
-            params = details.get("Parameters") or {}
-            attributes = (details.get("ContactData") or {}).get("Attributes") or {}
-            turn = max(1, _int(params.get("turn") or attributes.get("turn"), 1))
-        except (ValueError, AttributeError):
+            _, params, attributes = _details(request)
+            turn = max(1, number_or(_str(params.get("turn")) or _str(attributes.get("turn")), 1))
+        except ApiError:
             pass
-        return JSONResponse(connect_map("speak", APOLOGY_TEXT, next_turn=turn, fallback=True))
+        reply = self.flow.fallback(None, self.speech_limits)
+        return JSONResponse(render_reply(reply.actions, turn, fallback=True))
 
     def _call_info(self, contact: Mapping[str, Any], attributes: Mapping[str, Any]) -> CallInfo:
         customer = contact.get("CustomerEndpoint") or {}
@@ -380,55 +393,16 @@ class AwsConnectDriver(BaseDriver):
             call_id=_str(contact.get("ContactId")),
             provider=self.name,
             direction="outbound" if method in ("OUTBOUND", "API", "CALLBACK") else "inbound",
-            caller=_e164_or_none(customer.get("Address") if isinstance(customer, dict) else None),
-            callee=_e164_or_none(system.get("Address") if isinstance(system, dict) else None),
+            caller=to_e164(customer.get("Address") if isinstance(customer, dict) else None),
+            callee=to_e164(system.get("Address") if isinstance(system, dict) else None),
             agent_id=_str(attributes.get("agent_id")) or None,
             metadata=metadata,
         )
 
-    async def _answer(
-        self,
-        contact: Mapping[str, Any],
-        params: Mapping[str, Any],
-        attributes: Mapping[str, Any],
-        contact_id: str,
-        turn: int,
-    ) -> dict[str, str]:
-        text = _str(params.get("input"))
-        digits = _str(params.get("digits"))
-        call = self._call_info(contact, attributes)
-        if _str(params.get("event")).lower() in END_EVENTS:
-            # The flow's disconnect flow (or its last block) reports the end: once only.
-            await self.flow.status(contact_id, "completed", {"provider_status": "disconnected"})
-            return connect_map("hangup", "", next_turn=max(turn, 1))
-        if turn <= 0 and not text and not digits:
-            reply = await self.flow.start(call)
-            return self._render(reply, next_turn=1)
-        turn = max(turn, 1)
-        if not text and not digits:
-            silent = _int(params.get("silent") or attributes.get("silent"), 0) + 1
-            if silent >= MAX_SILENT_TURNS:
-                return connect_map("hangup", GOODBYE_TEXT, next_turn=turn, silent=silent)
-            return connect_map("speak", REPROMPT_TEXT, next_turn=turn, silent=silent)
-        await self.flow.ensure_call(call)
-        heard = CallerInput(
-            turn_id=str(turn),
-            type="dtmf" if digits and not text else "speech",
-            text=text,
-            digits=digits or None,
-            confidence=_confidence(params.get("confidence")),
-        )
-        reply = await self.flow.turn(contact_id, heard)
-        return self._render(reply, next_turn=turn + 1)
-
-    @staticmethod
-    def _render(reply: FlowReply, next_turn: int) -> dict[str, str]:
-        return render_reply(reply.actions, next_turn, reply.fallback)
-
     # ---- REST ----------------------------------------------------------------------------
 
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
-        destination = validate_e164(to)
+        destination = _dialable(to, "phone_number")
         missing = [m for m in self._missing() if not m.startswith("GENERIC_HTTP_SECRET")]
         if missing:
             raise ProviderConfigError(
@@ -451,7 +425,7 @@ class AwsConnectDriver(BaseDriver):
         }
         source = options.from_number or s.aws_connect_phone_number
         if source:
-            kwargs["SourcePhoneNumber"] = validate_e164(source, "from_number")
+            kwargs["SourcePhoneNumber"] = _dialable(source, "from_number")
         if s.aws_connect_queue_id:
             kwargs["QueueId"] = s.aws_connect_queue_id
         client = await self.connect_client()
@@ -470,7 +444,7 @@ class AwsConnectDriver(BaseDriver):
             raw={"client_token": kwargs["ClientToken"]},
         )
 
-    async def end_call(self, call_id: str) -> None:
+    async def end_call(self, call_id: str, metadata: Mapping[str, Any] | None = None) -> None:
         s = self.settings
         client = await self.connect_client()
         try:
@@ -483,11 +457,9 @@ class AwsConnectDriver(BaseDriver):
             raise _provider_error(exc, "Amazon Connect could not end the call") from None
 
 
-def _e164_or_none(value: Any) -> str | None:
-    try:
-        return validate_e164(value) if isinstance(value, str) and value else None
-    except ValueError:
-        return None
+def _dialable(number: str, field: str) -> str:
+    """Connect does not check numbers itself: a valid international number, in E.164."""
+    return parse_e164(number, field, exact=False)
 
 
 def _error_code(exc: Exception) -> str | None:

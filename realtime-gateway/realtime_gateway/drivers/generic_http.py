@@ -31,13 +31,11 @@ required while generic-http is the current provider.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
 import logging
-import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
@@ -46,90 +44,42 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.config import GatewaySettings
-from realtime_gateway.drivers.base import (
-    FALLBACK_APOLOGY,
+from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.idempotency import event_key
+from realtime_gateway.signatures import (
+    signed_headers,
+    verify_hmac_request,
+)
+from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
-    BaseDriver,
     CallerInput,
+    CallEvent,
     CallInfo,
     CallOptions,
-    CallStatus,
     ConfigReport,
-    DriverDeps,
+    Ended,
+    FlowReply,
+    Heard,
     OutboundCall,
     ProviderConfigError,
     ProviderError,
     SignatureError,
+    Started,
+    StatusChanged,
     WebhookRequest,
 )
 from shared.auth import load_or_create_dev_secret
-from shared.contract import MAX_MESSAGE_CHARS, Action, Identifier
+from shared.contract import ID_RE, MAX_MESSAGE_CHARS, Action, CallStatus, Identifier
 from shared.errors import ApiError, describe_validation_errors
 from shared.logging import call_id_var
+from shared.phone import to_e164
 
 log = logging.getLogger(__name__)
 
 PROVIDER = "generic-http"
 SECRET_FILE = "generic_http_secret"  # noqa: S105 - a file name, not a secret
-TIMESTAMP_HEADER = "X-Gateway-Timestamp"
-SIGNATURE_HEADER = "X-Gateway-Signature"
-TOLERANCE_S = 300
-EVENT_ID_TTL_S = 86_400
 OUTBOUND_TIMEOUT_S = 10.0
-_SIG_RE = re.compile(r"v1=([0-9a-fA-F]{64})")
-_CALL_ID_RE = re.compile(r"[A-Za-z0-9._:@+\-]{1,128}")  # shared.contract.Identifier
-
-
-# -- signatures ------------------------------------------------------------------------------
-
-
-def sign(secret: str, timestamp: str, body: bytes) -> str:
-    """`v1=<hex>` for `timestamp + "." + body`."""
-    mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
-    return f"v1={mac.hexdigest()}"
-
-
-def signed_headers(secret: str, body: bytes, now: float | None = None) -> dict[str, str]:
-    ts = str(int(now if now is not None else time.time()))
-    return {TIMESTAMP_HEADER: ts, SIGNATURE_HEADER: sign(secret, ts, body)}
-
-
-def verify_signature(
-    secret: str,
-    timestamp: str | None,
-    signature: str | None,
-    body: bytes,
-    now: float | None = None,
-    tolerance_s: int = TOLERANCE_S,
-) -> None:
-    """Raise `SignatureError` (401) unless one `v1=` matches and the timestamp is fresh."""
-    if not signature:
-        raise SignatureError(f"missing {SIGNATURE_HEADER} header", status=401)
-    candidates = _SIG_RE.findall(signature)
-    if not candidates:
-        raise SignatureError(f"malformed {SIGNATURE_HEADER} header (want v1=<hex>)", status=401)
-    if not timestamp:
-        raise SignatureError(f"missing {TIMESTAMP_HEADER} header", status=401, code="stale_request")
-    try:
-        ts = int(timestamp.strip())
-    except ValueError:
-        raise SignatureError(
-            f"{TIMESTAMP_HEADER} is not unix seconds", status=401, code="stale_request"
-        ) from None
-    expected = sign(secret, timestamp.strip(), body)[3:]
-    matched = False
-    for candidate in candidates:  # compare every candidate: no early exit on a match
-        matched |= hmac.compare_digest(candidate.lower(), expected)
-    if not matched:
-        raise SignatureError("bad signature", status=401)
-    current = now if now is not None else time.time()
-    if abs(current - ts) > tolerance_s:
-        raise SignatureError(
-            f"stale request: {TIMESTAMP_HEADER} is more than {tolerance_s}s from now",
-            status=401,
-            code="stale_request",
-        )
 
 
 def resolve_secret(settings: GatewaySettings) -> str | None:
@@ -272,20 +222,7 @@ class GenericHttpDriver(BaseDriver):
     async def verify_request(self, request: WebhookRequest) -> None:
         if request.method != "POST":
             raise SignatureError("generic-http events are POSTed", status=405)
-        secret = self._require_secret()
-        verify_signature(
-            secret,
-            request.header(TIMESTAMP_HEADER),
-            request.header(SIGNATURE_HEADER),
-            request.body,
-        )
-        event = parse_event(request.body)
-        if not await self.flow.first_time(f"generic-http:event:{event.event_id}", EVENT_ID_TTL_S):
-            raise SignatureError(
-                f"event_id {event.event_id!r} was already received",
-                status=409,
-                code="replayed_event",
-            )
+        verify_hmac_request(self._require_secret(), request)
 
     def synthetic_request(self, call_id: str) -> WebhookRequest:
         """The bridge's `call.started` for an inbound call, HMAC-signed with the secret."""
@@ -307,26 +244,21 @@ class GenericHttpDriver(BaseDriver):
             method="POST", url=self.webhook_url(), headers=headers, query={}, body=body
         )
 
-    async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
+    def parse(self, request: WebhookRequest, step: str) -> CallEvent:
         if step not in ("", "status", "events"):
             raise ApiError(404, "not_found", f"no generic-http webhook step {step!r}")
         event = parse_event(request.body)
         call_id_var.set(event.call_id)
+        call = CallInfo(call_id=event.call_id, provider=PROVIDER)
+        replay = event_key(PROVIDER, event.event_id)
         if isinstance(event, CallStartedEvent):
-            reply = await self.flow.start(
-                CallInfo(
-                    call_id=event.call_id,
-                    provider=PROVIDER,
-                    direction=event.direction,
-                    caller=event.from_,
-                    callee=event.to,
-                    agent_id=event.agent_id,
-                    metadata=event.metadata,
-                )
-            )
-            return JSONResponse(actions_body(reply.actions))
+            call.direction = event.direction
+            call.caller = to_e164(event.from_) or event.from_
+            call.callee = to_e164(event.to) or event.to
+            call.agent_id = event.agent_id
+            call.metadata = event.metadata
+            return Started(call=call, replay_key=replay)
         if isinstance(event, CallInputEvent):
-            await self.flow.ensure_call(CallInfo(call_id=event.call_id, provider=PROVIDER))
             heard = CallerInput(
                 turn_id=event.turn_id,
                 type=event.input.type,
@@ -334,16 +266,23 @@ class GenericHttpDriver(BaseDriver):
                 digits=event.input.digits,
                 confidence=event.input.confidence,
             )
-            reply = await self.flow.turn(event.call_id, heard)
-            return JSONResponse(actions_body(reply.actions))
+            # The bridge decides what silence means: a `timeout` input goes to the agent.
+            return Heard(call=call, heard=heard, silence_policy=False, replay_key=replay)
         if isinstance(event, CallStatusEvent):
-            await self.flow.status(event.call_id, event.status, {"duration_s": event.duration_s})
-            return JSONResponse(actions_body([]))
-        await self.flow.end(event.call_id, reason=event.reason, duration_s=event.duration_s)
-        return JSONResponse(actions_body([]))
+            return StatusChanged(
+                call=call,
+                status=event.status,
+                extra={"duration_s": event.duration_s},
+                replay_key=replay,
+            )
+        return Ended(call=call, reason=event.reason, duration_s=event.duration_s, replay_key=replay)
+
+    async def render(self, request: WebhookRequest, event: CallEvent, reply: FlowReply) -> Response:
+        return JSONResponse(actions_body(reply.actions))
 
     def fallback_response(self, request: WebhookRequest, step: str) -> Response | None:
-        return JSONResponse(actions_body([Action.say(FALLBACK_APOLOGY), Action.gather()]))
+        reply = self.flow.fallback(None, self.speech_limits)
+        return JSONResponse(actions_body(reply.actions))
 
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
         base = self._base_url()
@@ -366,7 +305,7 @@ class GenericHttpDriver(BaseDriver):
         if not isinstance(data, dict):
             raise ProviderError("generic-http bridge answered without a JSON object", status=502)
         call_id = str(data.get("call_id") or data.get("id") or "")
-        if not _CALL_ID_RE.fullmatch(call_id):
+        if not ID_RE.fullmatch(call_id):
             raise ProviderError("generic-http bridge answered without a valid call_id", status=502)
         log.info("outbound call placed", extra={"to": to, "call_id": call_id})
         return OutboundCall(
@@ -376,7 +315,7 @@ class GenericHttpDriver(BaseDriver):
             raw=data,
         )
 
-    async def end_call(self, call_id: str) -> None:
+    async def end_call(self, call_id: str, metadata: Mapping[str, Any] | None = None) -> None:
         base = self._base_url()
         secret = self._require_secret()
         body = json.dumps({"call_id": call_id}).encode()

@@ -13,42 +13,45 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from starlette.responses import Response
-from twilio.request_validator import RequestValidator, get_signature_algorithm
 from twilio.twiml.voice_response import VoiceResponse
 
-from realtime_gateway.drivers.base import (
+from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.drivers.twilio_twiml import render_actions
+from realtime_gateway.idempotency import delivery_key
+from realtime_gateway.signatures import twilio_signed_params, verify_twilio
+from realtime_gateway.speech import SpeechLimits
+from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
-    TERMINAL_STATUSES,
-    BaseDriver,
+    Acknowledged,
     CallerInput,
+    CallEvent,
     CallInfo,
     CallOptions,
     ConfigReport,
-    DriverDeps,
     FlowReply,
+    Heard,
     OutboundCall,
     ProviderConfigError,
     ProviderError,
-    SignatureError,
+    Started,
+    StatusChanged,
+    TransferEnded,
     WebhookRequest,
-    origin_of,
+    confidence_of,
+    number_or,
+    seconds_of,
     unset_variables,
 )
-from realtime_gateway.drivers.twilio_twiml import (
-    render_actions,
-    render_goodbye,
-    render_prompt_and_listen,
-    render_voicemail,
-)
-from shared.errors import error_response
+from shared.contract import CALL_STATUSES
+from shared.errors import ApiError
 from shared.logging import mask_phone, scrub_text
+from shared.phone import to_e164
 
 if TYPE_CHECKING:
     from twilio.http import HttpClient
@@ -60,67 +63,24 @@ _rest_log = logging.getLogger(f"{__name__}.rest")
 _rest_log.setLevel(logging.WARNING)
 
 TWIML_MEDIA_TYPE = "text/xml"
-# After this many silent turns in a row the agent says goodbye and hangs up.
-MAX_SILENT_TURNS = 2
-REPROMPT_TEXT = "Sorry, I didn't catch that. Could you say it again?"
-GOODBYE_TEXT = "I can't hear you, so I'll hang up now. Please call again any time. Goodbye."
-APOLOGY_TEXT = "Sorry, we're having trouble right now. Please call again later. Goodbye."
-TURN_APOLOGY_TEXT = "Sorry, one moment please. Could you say that again?"
-TRANSFER_FAILED_TEXT = (
-    "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
-)
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 OUTBOUND_RING_TIMEOUT_S = 30
 REST_TIMEOUT_S = 10.0
 # Twilio error codes meaning "this call is not in progress any more".
 _ALREADY_ENDED_CODES = frozenset({20404, 21220})
-_E164 = re.compile(r"^\+[1-9]\d{6,14}$")
-_CALL_STATUSES = frozenset(
-    {
-        "queued",
-        "initiated",
-        "ringing",
-        "in-progress",
-        "completed",
-        "busy",
-        "failed",
-        "no-answer",
-        "canceled",
-    }
-)
+# <Dial> outcomes meaning the transferee answered.
+_CONNECTED = frozenset({"completed", "answered"})
 
 
 def twiml(response: VoiceResponse, status: int = 200) -> Response:
     return Response(str(response), status_code=status, media_type=TWIML_MEDIA_TYPE)
 
 
-def e164_or_none(value: str | None) -> str | None:
-    """Twilio sends E.164 for phones, but `client:alice`, `sip:…` or `anonymous` otherwise."""
-    if value and _E164.match(value.strip()):
-        return value.strip()
-    return None
-
-
-def _int(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
-
-
-def _float(value: str | None) -> float | None:
-    try:
-        number = float(value) if value not in (None, "") else None
-    except ValueError:
-        return None
-    if number is None:
-        return None
-    return min(1.0, max(0.0, number))
-
-
 class TwilioDriver(BaseDriver):
     name = "twilio"
     display_name = "Twilio"
+    # One <Say> speaks at most 4,096 characters, 3,000 with an Amazon Polly voice.
+    speech_limits = SpeechLimits(say_chars=4096, voice_say_chars=(("Polly.", 3000),))
 
     def __init__(self, deps: DriverDeps, http_client: HttpClient | None = None) -> None:
         super().__init__(deps)
@@ -160,7 +120,7 @@ class TwilioDriver(BaseDriver):
         if sid and not sid.startswith("AC"):
             problems.append("TWILIO_ACCOUNT_SID must start with 'AC'")
         number = self.settings.twilio_phone_number
-        if number and not e164_or_none(number):
+        if number and not to_e164(number):
             problems.append("TWILIO_PHONE_NUMBER must be E.164, e.g. +15551234567")
         report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
         if check_reachability and not missing:
@@ -193,6 +153,8 @@ class TwilioDriver(BaseDriver):
                 s.twilio_account_sid,
                 s.twilio_auth_token.get_secret_value(),
                 http_client=http_client,
+                region=s.twilio_region or None,  # e.g. "ie1": data stays in that region
+                edge=s.twilio_edge or None,  # e.g. "dublin": the nearest point of presence
             )
         return self._client
 
@@ -205,25 +167,8 @@ class TwilioDriver(BaseDriver):
 
     async def verify_request(self, request: WebhookRequest) -> None:
         token = self.settings.twilio_auth_token
-        signature = request.header("X-Twilio-Signature")
-        if token is None:
-            raise SignatureError("TWILIO_AUTH_TOKEN is not configured", status=403)
-        if not signature:
-            raise SignatureError("missing X-Twilio-Signature", status=403)
-        algorithm = get_signature_algorithm(request.header("X-Twilio-Webhooks-Signature-Settings"))
-        validator = RequestValidator(token.get_secret_value())
-        params: Mapping[str, str] | str
-        if "bodySHA256" in request.query:
-            params = request.body.decode("utf-8", errors="replace")
-        elif request.method.upper() == "POST":
-            params = dict(request.form)
-        else:
-            params = {}  # GET webhooks: every parameter is in the signed URL
-        if not any(
-            validator.validate(url, params, signature, algorithm)
-            for url in self._signed_url_candidates(request)
-        ):
-            raise SignatureError("invalid X-Twilio-Signature", status=403)
+        # `request.url` is the configured public URL (`public_urls.py`): what Twilio signed.
+        verify_twilio(token.get_secret_value() if token else None, request, [request.url])
 
     def synthetic_request(self, call_id: str) -> WebhookRequest:
         """Twilio's voice webhook for an inbound call ringing: a form POST to our voice URL,
@@ -249,6 +194,8 @@ class TwilioDriver(BaseDriver):
             "From": SYNTHETIC_CALLER,
             "To": SYNTHETIC_CALLEE,
         }
+        from twilio.request_validator import RequestValidator
+
         signature = RequestValidator(token.get_secret_value()).compute_signature(url, form)
         return WebhookRequest(
             method="POST",
@@ -262,77 +209,126 @@ class TwilioDriver(BaseDriver):
             form=form,
         )
 
-    def _signed_url_candidates(self, request: WebhookRequest) -> list[str]:
-        """The URL Twilio signed: the public URL the gateway rebuilt and, when only
-        `TWILIO_WEBHOOK_URL` says where Twilio reaches us (no `PUBLIC_BASE_URL`), the same path
-        and query on that origin (e.g. a tunnel in front of a local gateway)."""
-        candidates = [request.url]
-        configured = self.settings.twilio_webhook_url
-        if configured and not self.settings.public_base_url:
-            parts = urlsplit(request.url)
-            origin = origin_of(str(configured))
-            rebuilt = f"{origin}{parts.path}" + (f"?{parts.query}" if parts.query else "")
-            if rebuilt != request.url:
-                candidates.append(rebuilt)
-        return candidates
-
     # ---- webhooks ------------------------------------------------------------------------
 
-    async def handle_webhook(self, request: WebhookRequest, step: str) -> Response:
-        params = self._params(request)
-        step = step.strip("/")
+    def parse(self, request: WebhookRequest, step: str) -> CallEvent:
+        params = twilio_signed_params(request)
         call_sid = params.get("CallSid", "")
         if not call_sid:
-            return error_response(400, "bad_request", "CallSid is required")
-        try:
-            if step in ("", "voice", "answer"):
-                return await self._on_voice(request, params, call_sid)
-            if step == "gather":
-                return await self._on_gather(request, params, call_sid)
-            if step == "status":
-                return await self._on_status(request, params, call_sid)
-            if step == "recording":
-                return await self._on_recording(request, params, call_sid)
-            if step == "dial":
-                return self._on_dial_end(request, params)
-        except Exception:
-            log.exception("twilio webhook failed", extra={"step": step, "call_id": call_sid})
-            return self.fallback_response(request, step)
-        return error_response(404, "not_found", f"unknown Twilio webhook step '{step}'")
+            raise ApiError(400, "bad_request", "CallSid is required")
+        call = self._call_info(request, params)
+        turn = max(1, number_or(request.query.get("turn"), 1))
+        if step in ("", "voice", "answer"):
+            return Started(call=call, answered_by=params.get("AnsweredBy") or None)
+        if step == "gather":
+            speech = (params.get("SpeechResult") or "").strip()
+            digits = (params.get("Digits") or "").strip()
+            heard = CallerInput(
+                turn_id=str(turn),
+                type="dtmf" if digits and not speech else "speech",
+                text=speech,
+                digits=digits or None,
+                confidence=confidence_of(params.get("Confidence")),
+            )
+            silent = max(0, number_or(request.query.get("silent"), 0))
+            return Heard(call=call, heard=heard, turn=turn, silent=silent)
+        if step == "status":
+            return self._status_event(request, params, call)
+        if step == "recording":
+            return self._recording_event(request, params, call)
+        if step == "dial":
+            outcome = params.get("DialCallStatus", "")
+            return TransferEnded(
+                call=call, turn=turn, connected=outcome in _CONNECTED, outcome=outcome[:32]
+            )
+        raise ApiError(404, "not_found", f"unknown Twilio webhook step '{step}'")
+
+    def _status_event(
+        self, request: WebhookRequest, params: Mapping[str, str], call: CallInfo
+    ) -> CallEvent:
+        status = params.get("CallStatus", "")
+        if status not in CALL_STATUSES:
+            log.warning("unknown Twilio CallStatus ignored", extra={"status": status[:32]})
+            return Acknowledged(call=call, note="unknown status")
+        extra: dict[str, Any] = {"provider_status": status}
+        duration = params.get("CallDuration")
+        if duration and duration.isdigit():
+            extra["duration_s"] = float(duration)
+        for name, key in (
+            ("AnsweredBy", "answered_by"),
+            ("SequenceNumber", "sequence"),
+            ("SipResponseCode", "sip_response_code"),
+            ("RecordingUrl", "recording_url"),
+            ("RecordingSid", "recording_sid"),
+        ):
+            if params.get(name):
+                extra[key] = params[name]
+        # Twilio redelivers callbacks: dedupe on its idempotency token and on
+        # (CallSid, CallStatus, SequenceNumber).
+        sequence = params.get("SequenceNumber") or params.get("Timestamp") or ""
+        dedupe = (*self._token(request), delivery_key(self.name, call.call_id, status, sequence))
+        return StatusChanged(call=call, status=status, extra=extra, dedupe=dedupe)
+
+    def _recording_event(
+        self, request: WebhookRequest, params: Mapping[str, str], call: CallInfo
+    ) -> CallEvent:
+        recording_status = params.get("RecordingStatus", "")
+        recording_sid = params.get("RecordingSid", "")
+        recording = {
+            "sid": recording_sid,
+            "status": recording_status,
+            "url": params.get("RecordingUrl"),
+            "duration_s": seconds_of(params.get("RecordingDuration")),
+            "channels": params.get("RecordingChannels"),
+            "source": params.get("RecordingSource"),
+        }
+        key = delivery_key(self.name, call.call_id, "recording", recording_sid, recording_status)
+        # "in-progress": a recording exists only once the call was answered, and a status
+        # that is not terminal can never end the call early (a later "completed" does).
+        return StatusChanged(
+            call=call,
+            status="in-progress",
+            extra={"recording": {k: v for k, v in recording.items() if v is not None}},
+            dedupe=(*self._token(request), key),
+        )
+
+    def _token(self, request: WebhookRequest) -> tuple[str, ...]:
+        token = request.header("I-Twilio-Idempotency-Token")
+        return (delivery_key(self.name, "token", token),) if token else ()
+
+    async def render(self, request: WebhookRequest, event: CallEvent, reply: FlowReply) -> Response:
+        if isinstance(event, StatusChanged | Acknowledged) or reply.duplicate:
+            return twiml(VoiceResponse())
+        params = twilio_signed_params(request)
+        return twiml(
+            render_actions(
+                reply.actions,
+                self._gather_url(request, reply.next_turn, reply.silent),
+                caller_id=self._dial_caller_id(params),
+                dial_url=self.webhook_url("dial", self._query(request, reply.next_turn), request),
+            )
+        )
 
     def fallback_response(self, request: WebhookRequest, step: str) -> Response:
-        """Valid TwiML when handling failed: the same turn is asked again (a Gather), a
-        callback is acknowledged, a call that cannot start is told so and hung up."""
+        """Valid TwiML when even parsing failed: the same turn is asked again."""
         step = step.strip("/")
-        if step == "gather":
-            turn = max(1, _int(request.query.get("turn"), 1))
-            return twiml(
-                render_prompt_and_listen(
-                    TURN_APOLOGY_TEXT,
-                    self._gather_url(request, turn, 0, self._params(request)),
-                )
-            )
         if step in ("status", "recording"):
             return twiml(VoiceResponse())
-        return twiml(render_goodbye(APOLOGY_TEXT))
+        turn = max(1, number_or(request.query.get("turn"), 1))
+        reply = self.flow.fallback(None, self.speech_limits)
+        return twiml(render_actions(reply.actions, self._gather_url(request, turn, 0)))
 
-    @staticmethod
-    def _params(request: WebhookRequest) -> dict[str, str]:
-        params = dict(request.query)
-        params.pop("bodySHA256", None)
-        params.update(request.form)
-        return params
-
-    def _gather_url(
-        self, request: WebhookRequest, turn: int, silent: int, params: Mapping[str, str]
-    ) -> str:
+    def _query(self, request: WebhookRequest, turn: int, silent: int = 0) -> dict[str, str | int]:
         query: dict[str, str | int] = {"turn": turn}
         if silent:
             query["silent"] = silent
         agent = request.query.get("agent_id")
         if agent:
             query["agent_id"] = agent
-        return self.webhook_url("gather", query, request)
+        return query
+
+    def _gather_url(self, request: WebhookRequest, turn: int, silent: int) -> str:
+        return self.webhook_url("gather", self._query(request, turn, silent), request)
 
     def _call_info(self, request: WebhookRequest, params: Mapping[str, str]) -> CallInfo:
         direction = params.get("Direction", "inbound")
@@ -349,157 +345,17 @@ class TwilioDriver(BaseDriver):
             call_id=params["CallSid"],
             provider=self.name,
             direction="inbound" if direction == "inbound" else "outbound",
-            caller=e164_or_none(params.get("From")),
-            callee=e164_or_none(params.get("To")),
+            caller=to_e164(params.get("From")),
+            callee=to_e164(params.get("To")),
             agent_id=request.query.get("agent_id") or None,
             metadata={k: v for k, v in metadata.items() if v},
-        )
-
-    async def _on_voice(
-        self, request: WebhookRequest, params: Mapping[str, str], call_sid: str
-    ) -> Response:
-        call = self._call_info(request, params)
-        reply = await self.flow.start(call)
-        answered_by = params.get("AnsweredBy", "")
-        if answered_by.startswith("machine") or answered_by == "fax":
-            # An answering machine: leave the agent's message, then hang up.
-            log.info("machine answered; leaving a message", extra={"answered_by": answered_by})
-            return twiml(render_voicemail(reply.actions))
-        return twiml(self._render(request, reply, next_turn=1, params=params))
-
-    def _render(
-        self, request: WebhookRequest, reply: FlowReply, next_turn: int, params: Mapping[str, str]
-    ) -> VoiceResponse:
-        return render_actions(
-            reply.actions,
-            self._gather_url(request, next_turn, 0, params),
-            caller_id=self._dial_caller_id(params),
-            dial_url=self.webhook_url("dial", {"turn": next_turn}, request),
-        )
-
-    def _on_dial_end(self, request: WebhookRequest, params: Mapping[str, str]) -> Response:
-        """A transfer ended. Connected: the call is over, hang up. Not connected (busy, no
-        answer, failed): the agent takes the caller back and listens again."""
-        outcome = params.get("DialCallStatus", "")
-        if outcome in ("completed", "answered"):
-            response = VoiceResponse()
-            response.hangup()
-            return twiml(response)
-        log.info("transfer not connected", extra={"dial_status": outcome[:32]})
-        turn = max(1, _int(request.query.get("turn"), 1))
-        return twiml(
-            render_prompt_and_listen(
-                TRANSFER_FAILED_TEXT, self._gather_url(request, turn, 0, params)
-            )
         )
 
     def _dial_caller_id(self, params: Mapping[str, str]) -> str | None:
         """Inbound: the transferee sees the caller (Twilio's default). Outbound: our number."""
         if params.get("Direction", "inbound") == "inbound":
             return None
-        return e164_or_none(self.settings.twilio_phone_number)
-
-    async def _on_gather(
-        self, request: WebhookRequest, params: Mapping[str, str], call_sid: str
-    ) -> Response:
-        turn = max(1, _int(request.query.get("turn"), 1))
-        silent = max(0, _int(request.query.get("silent"), 0))
-        speech = (params.get("SpeechResult") or "").strip()
-        digits = (params.get("Digits") or "").strip()
-        if not speech and not digits:
-            silent += 1
-            if silent >= MAX_SILENT_TURNS:
-                log.info("caller silent; hanging up", extra={"silent_turns": silent})
-                return twiml(render_goodbye(GOODBYE_TEXT))
-            return twiml(
-                render_prompt_and_listen(
-                    REPROMPT_TEXT, self._gather_url(request, turn, silent, params)
-                )
-            )
-        heard = CallerInput(
-            turn_id=str(turn),
-            type="dtmf" if digits and not speech else "speech",
-            text=speech,
-            digits=digits or None,
-            confidence=_float(params.get("Confidence")),
-        )
-        # A turn for a call this instance does not know (restart without Redis) is tracked.
-        await self.flow.ensure_call(self._call_info(request, params))
-        reply = await self.flow.turn(call_sid, heard)
-        return twiml(self._render(request, reply, next_turn=turn + 1, params=params))
-
-    async def _on_status(
-        self, request: WebhookRequest, params: Mapping[str, str], call_sid: str
-    ) -> Response:
-        status = params.get("CallStatus", "")
-        if status not in _CALL_STATUSES:
-            log.warning("unknown Twilio CallStatus ignored", extra={"status": status[:32]})
-            return twiml(VoiceResponse())
-        if not await self._first_delivery(request, call_sid, status, params):
-            return twiml(VoiceResponse())
-        if status not in TERMINAL_STATUSES:
-            # An outbound call is known from its first callback ("initiated"), so one that is
-            # never answered (busy, no-answer) still ends with `call.ended`.
-            await self.flow.ensure_call(self._call_info(request, params))
-        extra: dict[str, Any] = {"provider_status": status}
-        duration = params.get("CallDuration")
-        if duration and duration.isdigit():
-            extra["duration_s"] = float(duration)
-        for name, key in (
-            ("AnsweredBy", "answered_by"),
-            ("SequenceNumber", "sequence"),
-            ("SipResponseCode", "sip_response_code"),
-            ("RecordingUrl", "recording_url"),
-            ("RecordingSid", "recording_sid"),
-        ):
-            if params.get(name):
-                extra[key] = params[name]
-        await self.flow.status(call_sid, status, extra)
-        return twiml(VoiceResponse())
-
-    async def _first_delivery(
-        self,
-        request: WebhookRequest,
-        call_sid: str,
-        status: str,
-        params: Mapping[str, str],
-    ) -> bool:
-        """Twilio redelivers callbacks: dedupe on its idempotency token and on
-        (CallSid, CallStatus, SequenceNumber)."""
-        token = request.header("I-Twilio-Idempotency-Token")
-        if token and not await self.flow.first_time(f"twilio:idem:{token}"):
-            return False
-        sequence = params.get("SequenceNumber") or params.get("Timestamp") or ""
-        return await self.flow.first_time(f"twilio:status:{call_sid}:{status}:{sequence}")
-
-    async def _on_recording(
-        self, request: WebhookRequest, params: Mapping[str, str], call_sid: str
-    ) -> Response:
-        recording_status = params.get("RecordingStatus", "")
-        recording_sid = params.get("RecordingSid", "")
-        token = request.header("I-Twilio-Idempotency-Token")
-        if token and not await self.flow.first_time(f"twilio:idem:{token}"):
-            return twiml(VoiceResponse())
-        if not await self.flow.first_time(
-            f"twilio:recording:{call_sid}:{recording_sid}:{recording_status}"
-        ):
-            return twiml(VoiceResponse())
-        recording = {
-            "sid": recording_sid,
-            "status": recording_status,
-            "url": params.get("RecordingUrl"),
-            "duration_s": _float_or_none(params.get("RecordingDuration")),
-            "channels": params.get("RecordingChannels"),
-            "source": params.get("RecordingSource"),
-        }
-        # "in-progress": a recording exists only once the call was answered, and a status
-        # that is not terminal can never end the call early (a later "completed" does).
-        await self.flow.status(
-            call_sid,
-            "in-progress",
-            {"recording": {k: v for k, v in recording.items() if v is not None}},
-        )
-        return twiml(VoiceResponse())
+        return to_e164(self.settings.twilio_phone_number)
 
     # ---- REST ----------------------------------------------------------------------------
 
@@ -544,7 +400,7 @@ class TwilioDriver(BaseDriver):
             raw={"direction": call.direction, "from": from_number},
         )
 
-    async def end_call(self, call_id: str) -> None:
+    async def end_call(self, call_id: str, metadata: Mapping[str, Any] | None = None) -> None:
         client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
         try:
             await asyncio.to_thread(client.calls(call_id).update, status="completed")
@@ -552,13 +408,6 @@ class TwilioDriver(BaseDriver):
             if _already_ended(exc):
                 return
             raise _provider_error(exc, "Twilio could not end the call") from None
-
-
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return float(value) if value else None
-    except ValueError:
-        return None
 
 
 def _already_ended(exc: Exception) -> bool:

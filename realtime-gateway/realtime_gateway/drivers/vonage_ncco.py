@@ -8,6 +8,8 @@ when the NCCO runs out; the driver also hangs up through the API).
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,9 +19,9 @@ from vonage_voice.models.input_types import Dtmf, Speech
 from vonage_voice.models.ncco import Connect, Input, NccoAction, Record, Stream, Talk
 
 from shared.contract import Action
+from shared.phone import digits_only
 
 DEFAULT_LANGUAGE = "en-US"
-MAX_TALK_CHARS = 1500  # Vonage's limit per talk action
 END_ON_SILENCE_S = 1.0
 DTMF_MAX_DIGITS = 20
 DTMF_TIMEOUT_S = 5
@@ -27,6 +29,7 @@ CONNECT_TIMEOUT_S = 30
 STREAM_CONTENT_TYPE = "audio/l16;rate=16000"
 
 Ncco = list[dict[str, Any]]
+_TAG = re.compile(r"<[^>]*>")
 
 
 @dataclass(slots=True)
@@ -36,27 +39,21 @@ class RenderedNcco:
     spoken_chars: int = 0
 
 
-def digits_only(number: str) -> str:
-    """Vonage wants E.164 without '+': `+14155550100` -> `14155550100`."""
-    return "".join(ch for ch in number if ch.isdigit())
-
-
 def dump(action: NccoAction) -> dict[str, Any]:
     data: dict[str, Any] = action.model_dump(by_alias=True, exclude_none=True, mode="json")
     return data
 
 
-def _chunks(text: str) -> list[str]:
-    text = text.strip()
-    chunks: list[str] = []
-    while len(text) > MAX_TALK_CHARS:
-        cut = text.rfind(" ", 0, MAX_TALK_CHARS)
-        cut = cut if cut > 0 else MAX_TALK_CHARS
-        chunks.append(text[:cut].strip())
-        text = text[cut:].strip()
-    if text:
-        chunks.append(text)
-    return chunks
+def plain_text(text: str) -> str:
+    """Agent text is plain text. Vonage reads a `talk` text that starts with `<speak>` as SSML,
+    and rejects it (or speaks markup) unless it is well-formed: such text is spoken as its
+    words, without the markup."""
+    stripped = text.strip()
+    lowered = stripped.lower()
+    if "<speak" not in lowered and "</speak" not in lowered:
+        return stripped
+    words = _TAG.sub(" ", stripped)
+    return " ".join(html.unescape(words).split())
 
 
 def input_action(event_url: str, action: Action | None = None) -> dict[str, Any]:
@@ -86,8 +83,14 @@ def _prompt(action: Action, barge_in: bool) -> list[dict[str, Any]]:
         # is that style; a named voice (another provider's) is not translatable and is ignored.
         style = int(action.voice) if action.voice and action.voice.isdigit() else None
         return [
-            dump(Talk(text=chunk, bargeIn=barge_in, language=action.language or None, style=style))
-            for chunk in _chunks(action.text)
+            dump(
+                Talk(
+                    text=plain_text(action.text),
+                    bargeIn=barge_in,
+                    language=action.language or None,
+                    style=style,
+                )
+            )
         ]
     if action.type == "play" and action.url:
         return [dump(Stream(streamUrl=[action.url], bargeIn=barge_in))]

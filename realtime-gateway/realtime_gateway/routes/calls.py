@@ -21,10 +21,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from realtime_gateway import outbound
-from realtime_gateway.drivers.base import STATUS_ORDER
 from realtime_gateway.management_auth import require_role
 from realtime_gateway.routes.webhooks import read_body
 from realtime_gateway.runtime import get_runtime
+from shared.contract import STATUS_ORDER
 from shared.errors import ApiError, describe_validation_errors
 
 ModelT = TypeVar("ModelT", bound=BaseModel)

@@ -16,10 +16,10 @@ from starlette.responses import JSONResponse, Response
 
 from realtime_gateway import metrics
 from realtime_gateway.config import GatewaySettings
-from realtime_gateway.drivers.base import ProviderConfigError, SignatureError, WebhookRequest
 from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
 from realtime_gateway.public_urls import public_url
 from realtime_gateway.runtime import get_runtime
+from realtime_gateway.vocabulary import ProviderConfigError, SignatureError, WebhookRequest
 from realtime_gateway.webhook_guard import count_failed_verification
 from realtime_gateway.webhook_selftest import run_selftest
 from shared.errors import ApiError, error_response
