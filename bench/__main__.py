@@ -41,7 +41,7 @@ from bench.services import (
 )
 from bench.stats import summary
 
-SCENARIOS = ("startup", "floor", "turn", "stream", "fanout", "memory")
+SCENARIOS = ("startup", "floor", "turn", "stream", "fanout", "callstore", "memory")
 GENERIC_SECRET = "bench-generic-http-secret-" + "g" * 16
 TWILIO_TOKEN = "bench" + "0" * 27
 TWILIO_SID = "AC" + "0" * 32
@@ -76,6 +76,10 @@ class Plan:
     # greeting, the memory prefetch, the summary and its memory write) is in the figures, as it
     # is on a busy line. False: every call starts in the warm-up and ends after the window.
     churn: bool = True
+    # Call-store round trips (bench/callstore.py): these many calls of these many turns per
+    # provider, on a gateway with Redis. Counts, not timings: a few calls show them.
+    callstore_calls: int = 10
+    callstore_turns: int = 10
 
     @classmethod
     def make(cls, smoke: bool) -> Plan:
@@ -99,6 +103,7 @@ class Plan:
                 memory_callers=20,
                 memory_queries=20,
                 store_writes=20,
+                callstore_calls=2,
             )
         return cls(
             smoke=False,
@@ -300,6 +305,9 @@ class Bench:
             # The bench's 200 operators all come from 127.0.0.1; in production they would not
             # share one address, so the per-address limit is lifted here.
             "RATE_LIMIT_MANAGEMENT": "1000000/minute",
+            # No load balancer to drain for: stopping a gateway between scenarios would
+            # otherwise wait out the production 5 s drain each time (nothing is measured then).
+            "SHUTDOWN_DRAIN_S": "0",
         }
         if redis:
             env["REDIS_URL"] = self.redis_url
@@ -363,14 +371,18 @@ class Bench:
             if self.wanted("startup"):
                 self.startup()
             orch = gw = None
-            needs_services = {"turn", "stream", "fanout"} & (self.only or set(SCENARIOS))
-            if needs_services:
+            wanted = self.only or set(SCENARIOS)
+            if {"turn", "stream", "fanout", "callstore"} & wanted:
                 with self.scenario("services") as block:
                     orch = self.start_orchestrator()
-                    gw = self.start_gateway(orch.url)
-                    time.sleep(1.0)
-                    block["rss_idle_mb"] = {"gateway": gw.rss_mb(), "orchestrator": orch.rss_mb()}
-                    block["warm_up"] = self.warm_up(gw)
+                    if {"turn", "stream", "fanout"} & wanted:  # callstore starts its own gateway
+                        gw = self.start_gateway(orch.url)
+                        time.sleep(1.0)
+                        block["rss_idle_mb"] = {
+                            "gateway": gw.rss_mb(),
+                            "orchestrator": orch.rss_mb(),
+                        }
+                        block["warm_up"] = self.warm_up(gw)
             if self.wanted("floor") or self.wanted("turn"):
                 self.floor_and_turn(orch, gw)
             quiet = {k: v for k, v in (("gateway", gw), ("orchestrator", orch)) if v is not None}
@@ -382,6 +394,9 @@ class Bench:
             if self.wanted("fanout"):
                 settled["fanout"] = settle(quiet, limit)
                 self.fanout(orch)
+            if self.wanted("callstore"):
+                settled["callstore"] = settle(quiet, limit)
+                self.callstore(orch)
             if self.wanted("memory"):
                 settled["memory"] = settle(quiet, limit)
                 self.memory()
@@ -637,6 +652,21 @@ class Bench:
                 block["status"] = "n/a (orchestrator did not start)"
                 return
             run_fanout(self, orch, block)
+
+    def callstore(self, orch: ServiceProcess | None) -> None:
+        from bench.callstore import run_callstore
+
+        with self.scenario("callstore") as block:
+            if orch is None:
+                block["status"] = "n/a (orchestrator did not start)"
+                return
+            signing = {
+                "secret": GENERIC_SECRET,
+                "twilio_token": TWILIO_TOKEN,
+                "twilio_account_sid": TWILIO_SID,
+                "public_base_url": PUBLIC_BASE_URL,
+            }
+            run_callstore(self, orch, block, signing)
 
     def memory(self) -> None:
         with self.scenario("memory") as block:

@@ -28,6 +28,9 @@ class Check:
         }
 
 
+PER_CALL_FIGURES = ("per_call_start", "per_turn", "per_call_end", "per_call", "per_turn_all_in")
+
+
 def fmt(value: float | None, unit: str = "ms") -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "n/a"
@@ -39,6 +42,8 @@ def fmt(value: float | None, unit: str = "ms") -> str:
         return f"{value:.0f} MB"
     if unit == "/s":
         return f"{value:.0f}/s"
+    if unit == "count":
+        return f"{value:.2f}"
     return f"{value:.2f} ms" if value < 10 else f"{value:.1f} ms"
 
 
@@ -133,6 +138,20 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 "<= 10 ms",
                 None if p50 is None else p50 <= 10,
                 note=_status(mem),
+            )
+        )
+    store = s.get("callstore", {})
+    for provider in ("generic-http", "twilio"):
+        run = store.get(provider) or {}
+        per_turn = run.get("per_turn") if _status(run) == "" else None
+        out.append(
+            Check(
+                f"call-store round trips per turn (Redis, {provider})",
+                per_turn,
+                "<= 3",
+                None if per_turn is None else per_turn <= 3,
+                "count",
+                _status(run) or _status(store) or ("" if run else "n/a (not run)"),
             )
         )
     for svc, limit in (("gateway", 1.5), ("orchestrator", 4.0)):
@@ -274,6 +293,16 @@ def table(results: dict[str, Any]) -> str:
                 f"delivered {fan.get('delivered_ratio', 0):.1%}, stalled subscriber "
                 f"{fan.get('stalled_outcome', '?')}, dropped {fan.get('dropped', 0)}"
             )
+    for provider in ("generic-http", "twilio"):
+        run = _get(s, "callstore", provider)
+        if run and run.get("per_turn") is not None:
+            n = {k: fmt(run[k], "count") for k in PER_CALL_FIGURES}
+            extra.append(
+                f"call-store round trips (Redis, {provider}, {run['calls']} calls of "
+                f"{run['turns_per_call']} turns): per call start {n['per_call_start']}, per turn "
+                f"{n['per_turn']}, per call end {n['per_call_end']}; a whole call "
+                f"{n['per_call']} = {n['per_turn_all_in']} per turn"
+            )
     rss = s.get("rss", {})
     for svc in ("gateway", "orchestrator"):
         r = rss.get(svc)
@@ -285,8 +314,8 @@ def table(results: dict[str, Any]) -> str:
     for svc in ("gateway", "orchestrator"):
         st = _get(s, "startup", svc)
         if st and st.get("runs_s"):
-            runs = ", ".join(f"{x:.2f}" for x in st["runs_s"])
-            extra.append(f"start-up {svc}: runs {runs} s")
+            starts = ", ".join(f"{x:.2f}" for x in st["runs_s"])
+            extra.append(f"start-up {svc}: runs {starts} s")
     lines += extra
     lines.append("")
     head = f"{'target check':<66}{'value':>11}  {'target':<10}{'status':<8}note"
