@@ -9,6 +9,10 @@ Environment:
   GATEWAY_SECRET   the gateway's GENERIC_HTTP_SECRET
   GATEWAY_TIMEOUT_S  optional, default 7 (Connect gives a Lambda at most 8 s)
 
+Each request's body is the event plus a fresh `ForwardId`, so no two forwards are the same
+signed request even within one second: the gateway refuses a byte-for-byte replay (409), while
+Connect's own retry of an invoke is a new forward and answered (idempotently, per turn).
+
 It never raises: on any failure (gateway down, slow, bad answer, missing configuration) the
 caller hears a short apology and the flow asks again, on the same turn.
 """
@@ -23,6 +27,7 @@ import os
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Any
 
 log = logging.getLogger()
@@ -30,6 +35,7 @@ log.setLevel(logging.INFO)
 
 TIMESTAMP_HEADER = "X-Gateway-Timestamp"
 SIGNATURE_HEADER = "X-Gateway-Signature"
+FORWARD_ID = "ForwardId"  # a fresh id in each forwarded body: a replay is then recognisable
 DEFAULT_TIMEOUT_S = 7.0
 SAFETY_MARGIN_S = 0.5  # leave time to answer Connect before the Lambda itself times out
 APOLOGY = "Sorry, we're having a little trouble. Could you say that again?"
@@ -45,7 +51,8 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 def signed_request(
     event: dict[str, Any], url: str, secret: str, now: float | None = None
 ) -> urllib.request.Request:
-    body = json.dumps(event, separators=(",", ":"), ensure_ascii=False).encode()
+    forward = {**event, FORWARD_ID: uuid.uuid4().hex}
+    body = json.dumps(forward, separators=(",", ":"), ensure_ascii=False).encode()
     timestamp = str(int(now if now is not None else time.time()))
     headers = {
         "Content-Type": "application/json",
@@ -67,8 +74,22 @@ def flat_map(answer: Any) -> dict[str, str]:
         if value is None or isinstance(value, dict | list):
             continue
         text = ("true" if value else "false") if isinstance(value, bool) else str(value)
-        flat[str(key)] = text[:MAX_VALUE_CHARS]
+        flat[str(key)] = clip(text)
     return flat
+
+
+def clip(text: str, limit: int = MAX_VALUE_CHARS) -> str:
+    """`text` within `limit` characters, cut after a sentence or, failing that, a word: never
+    mid-word (the gateway already keeps what it says within the limit; this is the guard)."""
+    if len(text) <= limit:
+        return text
+    head = text[:limit]
+    for mark in (". ", "! ", "? "):
+        cut = head.rfind(mark)
+        if cut > limit // 2:
+            return head[: cut + 1]
+    cut = head.rfind(" ")
+    return head[:cut].rstrip() if cut > 0 else head
 
 
 def apology(event: Any) -> dict[str, str]:

@@ -123,7 +123,9 @@ class CallFlow(ABC):
             await self.status(event.call, event.status, event.extra)
             return FlowReply(actions=[])
         if isinstance(event, Ended):
-            await self.end(event.call_id, reason=event.reason, duration_s=event.duration_s)
+            # As a final status, so a call first seen at its end is started before it ends.
+            extra = {"end_reason": event.reason, "duration_s": event.duration_s}
+            await self.status(event.call, "completed", extra)
             return FlowReply(actions=[])
         if isinstance(event, MachineAnswered):
             greeting = await self.start(event.call)  # idempotent: the greeting already chosen

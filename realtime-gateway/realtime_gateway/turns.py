@@ -214,9 +214,9 @@ class GatewayFlow(CallFlow):
         if step.changed:
             log.info("call status", extra={"status": status})
         if status in TERMINAL_STATUSES:
-            await self.end(
-                call.call_id, reason=status, duration_s=seconds_of(extra.get("duration_s"))
-            )
+            reason = str(extra.get("end_reason") or status)
+            duration = seconds_of(extra.get("duration_s"))
+            await self.end(call.call_id, reason=reason, duration_s=duration)
 
     async def end(
         self, call_id: str, reason: str = "completed", duration_s: float | None = None

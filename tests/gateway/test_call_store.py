@@ -129,3 +129,49 @@ async def test_metadata_updates_merge_into_the_call(store: CallStore) -> None:
     got = await store.get("c-meta")
     assert got is not None
     assert got.metadata == {"k": 1, "recording": recording, "answered_by": "human"}
+
+
+async def _lose_record(store: CallStore, call_id: str) -> None:
+    """The call's record is gone (expired, or evicted from a full in-process store) while its
+    ended marker is still kept."""
+    if isinstance(store, MemoryCallStore):
+        store._calls.pop(call_id)
+    else:
+        assert isinstance(store, RedisCallStore)
+        await store._r.delete(store._key(call_id))
+
+
+async def test_an_ended_call_never_comes_back_to_life(store: CallStore) -> None:
+    await store.create(LiveCall("gone", "twilio"))
+    assert await store.mark_ended("gone", "completed")
+    await _lose_record(store, "gone")
+    assert await store.create(LiveCall("gone", "twilio")) is False
+    step = await store.begin_turn(LiveCall("gone", "twilio"), "turn:gone:1")
+    assert (step.call, step.created, step.ended) == (None, False, True)
+    status = await store.apply_status(LiveCall("gone", "twilio"), "in-progress", {})
+    assert (status.call, status.created) == (None, False)
+    assert [c.call_id for c in await store.list_recent(status="active")] == []
+
+
+async def test_begin_turn_tracks_a_new_call_and_counts_each_turn_once(store: CallStore) -> None:
+    first = await store.begin_turn(LiveCall("t1", "vonage", caller="+15550001111"), "turn:t1:1")
+    assert (first.created, first.first, first.ended) == (True, True, False)
+    assert first.call is not None and (first.call.turns, first.call.caller) == (1, "+15550001111")
+    again = await store.begin_turn(LiveCall("t1", "vonage"), "turn:t1:1")  # a provider retry
+    assert (again.created, again.first) == (False, False)
+    assert again.call is not None and again.call.turns == 1
+    second = await store.begin_turn(LiveCall("t1", "vonage"), "turn:t1:2")
+    assert second.first and second.call is not None and second.call.turns == 2
+
+
+async def test_apply_status_tracks_an_unknown_call_and_moves_forward_only(
+    store: CallStore,
+) -> None:
+    step = await store.apply_status(LiveCall("s1", "twilio"), "ringing", {"answered_by": "human"})
+    assert (step.created, step.changed) == (True, True)
+    assert step.call is not None and step.call.status == "ringing"
+    assert step.call.metadata == {"answered_by": "human"}
+    step = await store.apply_status(LiveCall("s1", "twilio"), "initiated", {})
+    assert (step.created, step.changed) == (False, False)  # late, out of order
+    step = await store.apply_status(LiveCall("s1", "twilio"), "completed", {})
+    assert step.changed and step.call is not None and step.call.status == "completed"

@@ -118,14 +118,15 @@ async def test_gateway_error_reaches_sentry_scrubbed(
             content=body,
             headers={**sign(body), "Authorization": f"Bearer {token}", "Cookie": f"s={token}"},
         )
-        assert r.status_code == 503  # the replay check cannot reach Redis: retry later
+        # Redis is down: the bridge still gets its answer (the apology), never a 5xx
+        assert r.status_code == 200 and r.json()["actions"][0]["type"] == "say"
         after = await scrape(gw.client)
     gh = "generic-http"
     assert delta(after, before, "voice_webhook_requests_total", provider=gh, outcome="error") == 1
     sentry_sdk.flush()
 
     (event,) = [
-        e for e in captured.events() if e.get("logger") == "realtime_gateway.routes.webhooks"
+        e for e in captured.events() if e.get("logger") == "realtime_gateway.drivers.base"
     ]
     assert event["level"] == "error" and event["environment"] == "test"
     assert event["release"] == f"realtime-gateway@{gateway_version}"

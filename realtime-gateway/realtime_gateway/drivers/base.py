@@ -20,6 +20,7 @@ from urllib.parse import urlencode, urlsplit
 
 from starlette.responses import Response
 
+from realtime_gateway import metrics
 from realtime_gateway.speech import SpeechLimits
 from realtime_gateway.vocabulary import (
     CallEvent,
@@ -118,6 +119,7 @@ class BaseDriver(ABC):
                 "webhook handling failed; the caller gets the fallback",
                 extra={"provider": self.name, "step": step, "call_id": event.call_id},
             )
+            metrics.webhook_failed()
             reply = self.flow.fallback(event, self.speech_limits)
         return await self.render(request, event, reply)
 
