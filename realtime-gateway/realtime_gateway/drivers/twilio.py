@@ -6,12 +6,12 @@ for), `gather` (a `<Gather>` result: one caller turn), `status` (call status cal
 turns travel in the `<Gather action>` URL, which Twilio signs, so a retried action is the same
 turn (the flow answers it idempotently) and no per-call state is needed here.
 
-The REST client (`twilio.rest`) is synchronous: every call to it runs in a thread.
+Signatures are checked in `signatures.py`, the REST API is `twilio_rest.py`, TwiML rendering
+`twilio_twiml.py`; the call flow (`callflow.py`) decides everything in between.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
@@ -21,6 +21,7 @@ from starlette.responses import Response
 from twilio.twiml.voice_response import VoiceResponse
 
 from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.drivers.twilio_rest import TwilioRest
 from realtime_gateway.drivers.twilio_twiml import render_actions
 from realtime_gateway.idempotency import delivery_key
 from realtime_gateway.signatures import twilio_signed_params, verify_twilio
@@ -38,7 +39,6 @@ from realtime_gateway.vocabulary import (
     Heard,
     OutboundCall,
     ProviderConfigError,
-    ProviderError,
     Started,
     StatusChanged,
     TransferEnded,
@@ -46,30 +46,47 @@ from realtime_gateway.vocabulary import (
     confidence_of,
     number_or,
     seconds_of,
-    unset_variables,
 )
 from shared.contract import CALL_STATUSES
 from shared.errors import ApiError
-from shared.logging import mask_phone, scrub_text
+from shared.logging import mask_phone
 from shared.phone import to_e164
 
 if TYPE_CHECKING:
     from twilio.http import HttpClient
-    from twilio.rest import Client
 
 log = logging.getLogger(__name__)
-# The SDK logs every REST request line by line at INFO: keep that out of normal logs.
-_rest_log = logging.getLogger(f"{__name__}.rest")
-_rest_log.setLevel(logging.WARNING)
 
 TWIML_MEDIA_TYPE = "text/xml"
 STATUS_EVENTS = ["initiated", "ringing", "answered", "completed"]
 OUTBOUND_RING_TIMEOUT_S = 30
-REST_TIMEOUT_S = 10.0
-# Twilio error codes meaning "this call is not in progress any more".
-_ALREADY_ENDED_CODES = frozenset({20404, 21220})
 # <Dial> outcomes meaning the transferee answered.
 _CONNECTED = frozenset({"completed", "answered"})
+
+
+CAPABILITIES = (
+    "voice",
+    "sms",
+    "recording",
+    "transcription",
+    "machine_detection",
+    "dtmf",
+    "transfer",
+)
+# Status-callback fields kept as the status's details.
+_STATUS_FIELDS = (
+    ("AnsweredBy", "answered_by"),
+    ("SequenceNumber", "sequence"),
+    ("SipResponseCode", "sip_response_code"),
+    ("RecordingUrl", "recording_url"),
+    ("RecordingSid", "recording_sid"),
+)
+_CALL_FIELDS = (
+    ("CallerName", "caller_name"),
+    ("ParentCallSid", "parent_call_sid"),
+    ("AnsweredBy", "answered_by"),
+    ("ForwardedFrom", "forwarded_from"),
+)
 
 
 def twiml(response: VoiceResponse, status: int = 200) -> Response:
@@ -84,84 +101,23 @@ class TwilioDriver(BaseDriver):
 
     def __init__(self, deps: DriverDeps, http_client: HttpClient | None = None) -> None:
         super().__init__(deps)
-        self._http_client = http_client
-        self._client: Client | None = None
+        self.rest = TwilioRest(deps.settings, http_client)
 
     # ---- configuration -------------------------------------------------------------------
 
     def get_capabilities(self) -> list[str]:
-        return [
-            "voice",
-            "sms",
-            "recording",
-            "transcription",
-            "machine_detection",
-            "dtmf",
-            "transfer",
-        ]
-
-    def _missing(self) -> list[str]:
-        s = self.settings
-        missing = unset_variables(
-            [
-                ("TWILIO_ACCOUNT_SID", s.twilio_account_sid),
-                ("TWILIO_AUTH_TOKEN", s.twilio_auth_token),
-                ("TWILIO_PHONE_NUMBER", s.twilio_phone_number),
-            ]
-        )
-        if not self.public_base():
-            missing.append("PUBLIC_BASE_URL (or TWILIO_WEBHOOK_URL)")
-        return missing
+        return list(CAPABILITIES)
 
     async def validate_configuration(self, check_reachability: bool = False) -> ConfigReport:
-        missing = self._missing()
-        problems: list[str] = []
-        sid = self.settings.twilio_account_sid
-        if sid and not sid.startswith("AC"):
-            problems.append("TWILIO_ACCOUNT_SID must start with 'AC'")
-        number = self.settings.twilio_phone_number
-        if number and not to_e164(number):
-            problems.append("TWILIO_PHONE_NUMBER must be E.164, e.g. +15551234567")
-        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
-        if check_reachability and not missing:
-            try:
-                client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
-                await asyncio.to_thread(client.api.v2010.accounts(sid).fetch)
-                report.reachable = True
-            except Exception as exc:  # any failure means "not reachable", with the reason
-                report.reachable = False
-                report.ok = False
-                report.problems.append(f"Twilio API not reachable: {_describe(exc)}")
-        return report
+        return await self.rest.validate(self.public_base(), check_reachability)
 
     def configured_webhook_url(self) -> str | None:
         url = self.settings.twilio_webhook_url
         return str(url) if url else None
 
-    def rest_client(self) -> Client:
-        if self._client is None:
-            s = self.settings
-            if not s.twilio_account_sid or not s.twilio_auth_token:
-                raise ProviderConfigError("TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN are required")
-            from twilio.http.http_client import TwilioHttpClient
-            from twilio.rest import Client
-
-            http_client = self._http_client or TwilioHttpClient(
-                timeout=REST_TIMEOUT_S, logger=_rest_log
-            )
-            self._client = Client(
-                s.twilio_account_sid,
-                s.twilio_auth_token.get_secret_value(),
-                http_client=http_client,
-                region=s.twilio_region or None,  # e.g. "ie1": data stays in that region
-                edge=s.twilio_edge or None,  # e.g. "dublin": the nearest point of presence
-            )
-        return self._client
-
     def use_http_client(self, http_client: HttpClient) -> None:
         """Route REST calls through `http_client` (tests fake Twilio's API this way)."""
-        self._http_client = http_client
-        self._client = None
+        self.rest.use_http_client(http_client)
 
     # ---- signatures ----------------------------------------------------------------------
 
@@ -254,13 +210,7 @@ class TwilioDriver(BaseDriver):
         duration = params.get("CallDuration")
         if duration and duration.isdigit():
             extra["duration_s"] = float(duration)
-        for name, key in (
-            ("AnsweredBy", "answered_by"),
-            ("SequenceNumber", "sequence"),
-            ("SipResponseCode", "sip_response_code"),
-            ("RecordingUrl", "recording_url"),
-            ("RecordingSid", "recording_sid"),
-        ):
+        for name, key in _STATUS_FIELDS:
             if params.get(name):
                 extra[key] = params[name]
         # Twilio redelivers callbacks: dedupe on its idempotency token and on
@@ -333,12 +283,7 @@ class TwilioDriver(BaseDriver):
     def _call_info(self, request: WebhookRequest, params: Mapping[str, str]) -> CallInfo:
         direction = params.get("Direction", "inbound")
         metadata: dict[str, Any] = {"account_sid": params.get("AccountSid")}
-        for name, key in (
-            ("CallerName", "caller_name"),
-            ("ParentCallSid", "parent_call_sid"),
-            ("AnsweredBy", "answered_by"),
-            ("ForwardedFrom", "forwarded_from"),
-        ):
+        for name, key in _CALL_FIELDS:
             if params.get(name):
                 metadata[key] = params[name]
         return CallInfo(
@@ -360,7 +305,7 @@ class TwilioDriver(BaseDriver):
     # ---- REST ----------------------------------------------------------------------------
 
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
-        missing = self._missing()
+        missing = self.rest.missing(self.public_base())
         if missing:
             raise ProviderConfigError(f"Twilio is not configured: missing {', '.join(missing)}")
         from_number = options.from_number or self.settings.twilio_phone_number
@@ -387,11 +332,7 @@ class TwilioDriver(BaseDriver):
             # DetectMessageEnd: Twilio answers our voice webhook after the greeting's beep,
             # so the agent's message is recorded whole.
             kwargs["machine_detection"] = "DetectMessageEnd"
-        client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
-        try:
-            call = await asyncio.to_thread(client.calls.create, **kwargs)
-        except Exception as exc:
-            raise _provider_error(exc, "Twilio refused the call") from None
+        call = await self.rest.create_call(**kwargs)
         log.info("twilio call created", extra={"call_id": call.sid, "to": mask_phone(to)})
         return OutboundCall(
             call_id=str(call.sid),
@@ -401,36 +342,4 @@ class TwilioDriver(BaseDriver):
         )
 
     async def end_call(self, call_id: str, metadata: Mapping[str, Any] | None = None) -> None:
-        client = await asyncio.to_thread(self.rest_client)  # first use imports twilio.rest
-        try:
-            await asyncio.to_thread(client.calls(call_id).update, status="completed")
-        except Exception as exc:
-            if _already_ended(exc):
-                return
-            raise _provider_error(exc, "Twilio could not end the call") from None
-
-
-def _already_ended(exc: Exception) -> bool:
-    from twilio.base.exceptions import TwilioRestException
-
-    if isinstance(exc, TwilioRestException):
-        return exc.status == 404 or exc.code in _ALREADY_ENDED_CODES
-    return False
-
-
-def _describe(exc: Exception) -> str:
-    from twilio.base.exceptions import TwilioRestException
-
-    if isinstance(exc, TwilioRestException):
-        return scrub_text(f"HTTP {exc.status}, code {exc.code}: {exc.msg}")
-    return type(exc).__name__
-
-
-def _provider_error(exc: Exception, what: str) -> ProviderError:
-    from twilio.base.exceptions import TwilioRestException
-
-    if isinstance(exc, TwilioRestException):
-        status = 400 if 400 <= exc.status < 500 and exc.status not in (401, 403, 429) else 502
-        return ProviderError(f"{what}: {_describe(exc)}", status=status)
-    log.warning("twilio request failed", extra={"error": type(exc).__name__})
-    return ProviderError(f"{what}: {type(exc).__name__}", status=502)
+        await self.rest.end_call(call_id)
