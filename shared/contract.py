@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 REQUEST_ID_HEADER = "X-Request-ID"
@@ -75,7 +75,29 @@ class Action(BaseModel):
         return cls(type="hangup", reason=reason)
 
 
-class TurnContext(BaseModel):
+def without_nul(value: Any) -> Any:
+    """`value` with NUL characters removed from every string in it (keys included). Postgres
+    cannot store U+0000 in text or jsonb: one in a caller id or a metadata value would make the
+    call's start fail on every retry, and the call could never be stored."""
+    if isinstance(value, str):
+        return value.replace("\x00", "") if "\x00" in value else value
+    if isinstance(value, dict):
+        return {without_nul(k): without_nul(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [without_nul(v) for v in value]
+    return value
+
+
+class _Clean(BaseModel):
+    """A request body whose strings never carry NUL characters (`without_nul`)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nul(cls, data: Any) -> Any:
+        return without_nul(data)
+
+
+class TurnContext(_Clean):
     """The spec's `context` plus what the gateway knows of the call."""
 
     model_config = ConfigDict(extra="ignore")
@@ -91,7 +113,7 @@ class TurnContext(BaseModel):
     confidence: float | None = Field(None, ge=0.0, le=1.0)
 
 
-class TurnRequest(BaseModel):
+class TurnRequest(_Clean):
     """`POST /conversations/{id}/messages`: the spec's `{message, context}` plus the turn id."""
 
     model_config = ConfigDict(extra="ignore")
@@ -103,7 +125,7 @@ class TurnRequest(BaseModel):
     )
 
 
-class CallStart(BaseModel):
+class CallStart(_Clean):
     """`POST /conversations/{id}/start`: the call began; answer the greeting, prefetch memory."""
 
     model_config = ConfigDict(extra="ignore")
@@ -117,7 +139,7 @@ class CallStart(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-class CallEnd(BaseModel):
+class CallEnd(_Clean):
     """`POST /conversations/{id}/end`: close the conversation, write the caller's memory."""
 
     model_config = ConfigDict(extra="ignore")

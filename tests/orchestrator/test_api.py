@@ -304,12 +304,36 @@ async def test_unknown_conversations_are_404_json(
 ) -> None:
     cid = new_id()
     for r in (
-        await turn(orch, service_headers, cid, "1", "hello"),
         await orch.client.post(f"/conversations/{cid}/end", headers=service_headers),
         await orch.client.get(f"/conversations/{cid}", headers=admin_headers),
     ):
         assert r.status_code == 404
         assert r.json()["error"]["code"] == "conversation_not_found"
+
+
+async def test_a_turn_for_a_conversation_never_started_starts_it_late(
+    orch: RunningApp, service_headers: dict[str, str], admin_headers: dict[str, str]
+) -> None:
+    """The call started while the orchestrator was down (or its start was refused, or its row
+    was lost): its first turn starts the conversation, once, and everything is stored."""
+    cid = new_id()
+    context = {"call_id": cid, "caller": "+15550001111", "provider": "twilio"}
+    body = {"message": "hello", "turn_id": "1", "context": context}
+    first, again = await asyncio.gather(
+        *(
+            orch.client.post(f"/conversations/{cid}/messages", json=body, headers=service_headers)
+            for _ in range(2)
+        )
+    )
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json()["reply"] == again.json()["reply"]
+    second = await turn(orch, service_headers, cid, "2", "what are your hours?")
+    assert second.status_code == 200
+    view = (await orch.client.get(f"/conversations/{cid}", headers=admin_headers)).json()
+    assert view["caller"] == "+15550001111" and view["provider"] == "twilio"
+    assert [m["role"] for m in view["messages"]] == ["user", "assistant"] * 2
+    end = await orch.client.post(f"/conversations/{cid}/end", headers=service_headers)
+    assert end.status_code == 200
 
 
 async def test_get_conversation_shows_status_and_messages_to_any_management_role(

@@ -212,10 +212,11 @@ async def test_messages_stream_as_server_sent_events_offline(
     )
     assert again[-1][1]["replayed"] is True and again[-1][1]["reply"] == events[-1][1]["reply"]
     # errors found before streaming are plain JSON
+    await orch.client.post(f"/conversations/{cid}/end", headers=headers)
     r = await orch.client.post(
-        "/conversations/nope/messages", json={"message": "x", "turn_id": "1"}, headers=headers
+        f"/conversations/{cid}/messages", json={"message": "x", "turn_id": "9"}, headers=headers
     )
-    assert r.status_code == 404 and r.json()["error"]["code"] == "conversation_not_found"
+    assert r.status_code == 409 and r.json()["error"]["code"] == "conversation_ended"
 
 
 async def test_messages_stream_token_by_token_from_the_llm(

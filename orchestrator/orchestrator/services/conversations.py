@@ -90,6 +90,34 @@ class ConversationService:
             agent_id=conversation.agent_id,
         )
 
+    async def _start_late(self, conversation_id: str, context: TurnContext) -> None:
+        """Create the conversation a turn arrived for (idempotent: two turns racing create it
+        once); its greeting was never needed, the caller is already talking."""
+        body = CallStart(
+            call_id=context.call_id or conversation_id,
+            provider=context.provider or "unknown",
+            caller=context.caller,
+            callee=context.callee,
+            agent_id=context.agent_id,
+        )
+        try:
+            agent = await self._agent_for_start(body)
+        except ApiError:  # an agent deleted since: the call goes on with the default one
+            agent = await self.agents.get_default() or self.fallback_agent
+        _, created = await self.conversations.start(
+            conversation_id,
+            call_id=body.call_id,
+            provider=body.provider,
+            caller=body.caller,
+            callee=body.callee,
+            agent_id=agent.id if agent is not self.fallback_agent else None,
+        )
+        if created:
+            log.info(
+                "conversation started late, at its first turn",
+                extra={"conversation_id": conversation_id, "agent_id": agent.id},
+            )
+
     async def _agent_for_start(self, body: CallStart) -> Agent:
         if body.agent_id:
             agent = await self.agents.get(body.agent_id)
@@ -160,6 +188,13 @@ class ConversationService:
     ) -> TurnReply | TurnInputs:
         """The stored reply of a replayed turn, or what the responder needs to answer it."""
         state = await self.conversations.turn_state(conversation_id, turn_id, self.history_turns)
+        if state.conversation is None:
+            # A call that started while we were down (or whose start was refused, or whose row
+            # was lost): it starts late, at its first turn, from what the turn says of the call.
+            await self._start_late(conversation_id, context)
+            state = await self.conversations.turn_state(
+                conversation_id, turn_id, self.history_turns
+            )
         conversation = state.conversation
         if conversation is None:
             raise _not_found(conversation_id)
