@@ -9,6 +9,9 @@ with Redis) and the orchestrator stores one reply per `Idempotency-Key: <call id
 - `turn_key`: the caller's turn was received (counted, `message.received` emitted) once;
 - `sent_key`: its reply was announced (`message.sent`) once;
 - `event_key`: a provider event id (generic-http `event_id`) seen before is a replay: 409;
+- `token_key`: a provider's signed token seen before (Vonage's JWT `jti`) is a replay: 409;
+- `signature_key`: a signed request seen before (the Amazon Connect forwarder's timestamp +
+  HMAC, as `signatures.hmac_request_id` computes it) is a replay: 409;
 - `delivery_key`: a provider's redelivery of a callback (Twilio's `I-Twilio-Idempotency-Token`,
   a status with its sequence number, a Vonage event with its timestamp): acknowledged, ignored.
 """
@@ -19,7 +22,16 @@ from shared.contract import idempotency_key
 
 SEEN_TTL_S = 86_400  # a day: longer than any call, and than any provider's retry window
 
-__all__ = ["SEEN_TTL_S", "delivery_key", "event_key", "idempotency_key", "sent_key", "turn_key"]
+__all__ = [
+    "SEEN_TTL_S",
+    "delivery_key",
+    "event_key",
+    "idempotency_key",
+    "sent_key",
+    "signature_key",
+    "token_key",
+    "turn_key",
+]
 
 
 def turn_key(call_id: str, turn_id: str) -> str:
@@ -32,6 +44,14 @@ def sent_key(call_id: str, turn_id: str) -> str:
 
 def event_key(provider: str, event_id: str) -> str:
     return f"{provider}:event:{event_id}"
+
+
+def token_key(provider: str, token_id: str) -> str:
+    return f"{provider}:token:{token_id}"
+
+
+def signature_key(provider: str, signature: str) -> str:
+    return f"{provider}:signature:{signature}"
 
 
 def delivery_key(provider: str, *parts: str) -> str:

@@ -22,6 +22,10 @@ from shared.errors import ApiError, error_body
 PUBLIC_PREFIXES = ("/voice/webhook/", "/voice/stream/", "/health/")
 # /metrics: Prometheus scrapes without a JWT; it exposes no personal data (shared/metrics.py).
 PUBLIC_PATHS = frozenset({"/health", "/voice/webhook", "/metrics"})
+# `POST /voice/webhook/test` is a management route under the webhook prefix: it signs a request
+# with the provider's secret and drives the driver, so it needs an operator token and counts
+# against the management rate limit like every other management route.
+SELFTEST_PATH = "/voice/webhook/test"
 CLOSE_POLICY_VIOLATION = 1008
 
 
@@ -52,6 +56,8 @@ def require_role(conn: HTTPConnection, minimum: Role, action: str) -> Principal:
 
 
 def is_public(path: str) -> bool:
+    if path == SELFTEST_PATH or path.startswith(SELFTEST_PATH + "/"):
+        return False
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 

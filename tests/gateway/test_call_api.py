@@ -37,7 +37,7 @@ from tests.gateway.conftest import (
     started,
 )
 from tests.gateway.provider_fakes import FakeTwilioApi, SentRequest
-from tests.gateway.test_vonage_driver import PRIVATE_PEM
+from tests.gateway.test_vonage_driver import PRIVATE_PEM, unsigned
 from tests.gateway.ws_client import collect
 
 BRIDGE = "https://bridge.example.com"
@@ -503,7 +503,7 @@ async def test_outbound_vonage_call_through_the_api(
         assert (r.json()["call_id"], r.json()["provider"]) == (call, "vonage")
         sent = json.loads(vonage_api.calls[0].request.body)
         assert sent["to"] == [{"type": "phone", "number": CALLEE[1:]}]
-        assert sent["answer_url"] == [
+        assert [unsigned(u, "call-api-vonage-secret") for u in sent["answer_url"]] == [
             f"{PUBLIC}/voice/webhook/vonage/answer?direction=outbound&record=1"
         ]
         assert created.call_count == 1

@@ -187,7 +187,7 @@ async def test_request_id_is_propagated_to_the_orchestrator(data_dir: Path) -> N
 
 
 async def test_webhook_test_endpoint_shows_the_public_url(gw: Gateway) -> None:
-    r = await gw.client.post("/voice/webhook/test?x=1")
+    r = await gw.client.post("/voice/webhook/test?x=1", headers=auth())
     assert r.status_code == 200
     body = r.json()
     assert body["public_url"] == "http://gateway.test/voice/webhook/test?x=1"

@@ -25,7 +25,7 @@ from realtime_gateway.app import create_app
 from realtime_gateway.config import GatewaySettings
 from shared.config import ConfigError, load_settings
 from shared.ratelimit import client_address
-from tests.gateway.conftest import GH_SECRET, JWT_SECRET, settings_for
+from tests.gateway.conftest import GH_SECRET, JWT_SECRET, auth, settings_for
 from tests.ops.nginx_headers import Request as NginxRequest
 from tests.ops.nginx_headers import conf_text, upstream_headers
 
@@ -184,7 +184,7 @@ async def test_production_never_takes_the_public_url_from_request_headers(
     )
     headers = {"Host": "attacker.example", "X-Forwarded-Host": "attacker2.example"}
     async with from_peer(settings, orchestrator, NGINX) as client:
-        r = await client.post("/voice/webhook/test", headers=headers)
+        r = await client.post("/voice/webhook/test", headers={**headers, **auth()})
     assert r.json()["public_url"] == "http://node-backend:3000/voice/webhook/test"
 
 
@@ -200,10 +200,10 @@ async def test_development_rebuilds_the_url_from_a_trusted_proxy_only(
         "X-Forwarded-Host": "abc.ngrok.app",
     }
     async with from_peer(settings, orchestrator, "127.0.0.1") as client:
-        r = await client.post("/voice/webhook/test", headers=headers)
+        r = await client.post("/voice/webhook/test", headers={**headers, **auth()})
         assert r.json()["public_url"] == "https://abc.ngrok.app/voice/webhook/test"
     async with from_peer(settings, orchestrator, OUTSIDER) as client:
-        r = await client.post("/voice/webhook/test", headers=headers)
+        r = await client.post("/voice/webhook/test", headers={**headers, **auth()})
         assert r.json()["public_url"] == "http://localhost:3000/voice/webhook/test"
 
 

@@ -24,7 +24,7 @@ from realtime_gateway.drivers.vonage import VonageDriver
 from realtime_gateway.vocabulary import CallOptions
 from tests.gateway.conftest import PUBLIC, Gateway, admin_token, auth, served, settings_for
 from tests.gateway.provider_fakes import insert_routed_agent
-from tests.gateway.test_vonage_driver import PRIVATE_PEM, check_ncco
+from tests.gateway.test_vonage_driver import PRIVATE_PEM, check_ncco, unsigned
 from tests.gateway.ws_client import collect
 
 SECRET = "vonage-call-test-signature-secret"
@@ -131,14 +131,14 @@ async def test_inbound_call_talks_turns_hangs_up_and_ends_once(
             assert r.status_code == 200, r.text
             ncco = r.json()
             assert check_ncco(ncco) == ["talk", "input"] and ncco[0]["text"]
-            assert next_path(ncco) == "/voice/webhook/vonage/input?turn=1"
+            assert unsigned(next_path(ncco), SECRET) == "/voice/webhook/vonage/input?turn=1"
 
             r1 = await vonage_post(gw, next_path(ncco), heard(call, "What are your hours?"))
             again = await vonage_post(gw, next_path(ncco), heard(call, "What are your hours?"))
             assert r1.status_code == again.status_code == 200 and r1.json() == again.json()
             ncco = r1.json()
             assert check_ncco(ncco) == ["talk", "input"]
-            assert next_path(ncco) == "/voice/webhook/vonage/input?turn=2"
+            assert unsigned(next_path(ncco), SECRET) == "/voice/webhook/vonage/input?turn=2"
 
             r2 = await vonage_post(gw, next_path(ncco), heard(call, "Thanks, goodbye"))
             assert r2.status_code == 200
@@ -224,9 +224,12 @@ async def test_outbound_call_is_created_through_the_api_and_answered(
         assert placed.call_id == call
         sent = json.loads(vonage_api.calls[0].request.body)
         answer_url = sent["answer_url"][0]
-        assert answer_url == f"{PUBLIC}/voice/webhook/vonage/answer?direction=outbound"
+        assert (
+            unsigned(answer_url, SECRET)
+            == f"{PUBLIC}/voice/webhook/vonage/answer?direction=outbound"
+        )
         event_url = urlsplit(sent["event_url"][0])
-        assert event_url.query == "direction=outbound"
+        assert urlsplit(unsigned(sent["event_url"][0], SECRET)).query == "direction=outbound"
         events_path = f"{event_url.path}?{event_url.query}"
         ws_url = f"{gw.ws_url}?call_id={call}&token={admin_token()}"
         async with websockets.connect(ws_url) as ws:
@@ -234,7 +237,8 @@ async def test_outbound_call_is_created_through_the_api_and_answered(
                 r = await vonage_post(gw, events_path, status_event(call, state))
                 assert r.status_code in (200, 204)
             body = {"to": CALLER, "from": OUR_NUMBER[1:], "uuid": call, "conversation_uuid": "C"}
-            r = await vonage_post(gw, urlsplit(answer_url).path + "?direction=outbound", body)
+            answer = urlsplit(answer_url)
+            r = await vonage_post(gw, f"{answer.path}?{answer.query}", body)
             assert check_ncco(r.json()) == ["talk", "input"]
             assert "direction=outbound" in r.json()[1]["eventUrl"][0]
             for state in ("completed", "completed"):

@@ -5,12 +5,13 @@ them, NCCO validated by parsing it back into the SDK's models, statuses mapped, 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
-from urllib.parse import parse_qs, urlencode, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import httpx
 import jwt
@@ -72,10 +73,40 @@ def vonage_jwt(payload_hash: str, secret: str = SIGNATURE_SECRET, iat: float | N
     return jwt.encode(claims, secret, algorithm="HS256")
 
 
+def query_sig(step: str, params: dict[str, str], secret: str = SIGNATURE_SECRET) -> str:
+    """The gateway's `sig` over a callback URL's step and query, computed independently:
+    HMAC-SHA256 keyed with HMAC-SHA256(secret, label), over `step?sorted urlencoded params`."""
+    key = hmac.new(secret.encode(), b"vao:vonage-callback-query:v1", hashlib.sha256).digest()
+    canonical = f"{step}?{urlencode(sorted(params.items()))}"
+    return hmac.new(key, canonical.encode(), hashlib.sha256).hexdigest()
+
+
+def with_sig(path: str, secret: str = SIGNATURE_SECRET) -> str:
+    """`path` with the gateway's `sig` on its query, as a callback URL the gateway made."""
+    parts = urlsplit(path)
+    params = dict(parse_qsl(parts.query))
+    if not params or "sig" in params:
+        return path
+    step = parts.path.partition("/voice/webhook/vonage")[2].strip("/")
+    return f"{parts.path}?{urlencode({**params, 'sig': query_sig(step, params, secret)})}"
+
+
+def unsigned(url: str, secret: str = SIGNATURE_SECRET) -> str:
+    """A callback URL the gateway made, its `sig` checked and removed."""
+    parts = urlsplit(url)
+    params = dict(parse_qsl(parts.query))
+    step = parts.path.partition("/voice/webhook/vonage")[2].strip("/")
+    sig = params.pop("sig")
+    assert sig == query_sig(step, params, secret), url
+    base = f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.netloc else parts.path
+    return f"{base}?{urlencode(params)}" if params else base
+
+
 def post(path: str, body: dict[str, Any], **sign: Any) -> WebhookRequest:
+    """POST as Vonage does to a callback URL the gateway gave it (query signed by the gateway)."""
     raw = json.dumps(body).encode()
     token = vonage_jwt(hashlib.sha256(raw).hexdigest(), **sign)
-    url = f"{PUBLIC}{path}"
+    url = f"{PUBLIC}{with_sig(path)}"
     query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
     headers = {"authorization": f"Bearer {token}", "content-type": "application/json"}
     return WebhookRequest("POST", url, headers, query, raw)
@@ -157,7 +188,8 @@ def header_text(value: str | bytes) -> str:
 
 
 def event_turn(action: dict[str, Any]) -> dict[str, str]:
-    return {k: v[0] for k, v in parse_qs(urlsplit(action["eventUrl"][0]).query).items()}
+    url = unsigned(action["eventUrl"][0])
+    return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
 
 
 # ---- signatures ------------------------------------------------------------------------------
@@ -279,7 +311,9 @@ async def test_transfer_connects_from_our_number(driver: VonageDriver, flow: Rec
     assert connect["from"] == OUR_NUMBER[1:]
     assert connect["endpoint"] == [{"type": "phone", "number": "14155550199"}]
     assert connect["eventType"] == "synchronous" and connect["eventMethod"] == "POST"
-    assert connect["eventUrl"] == [f"{PUBLIC}/voice/webhook/vonage/transfer?turn=2"]
+    assert [unsigned(u) for u in connect["eventUrl"]] == [
+        f"{PUBLIC}/voice/webhook/vonage/transfer?turn=2"
+    ]
 
 
 async def test_a_transfer_nobody_answers_comes_back_to_the_agent(
@@ -385,10 +419,10 @@ async def test_make_call_creates_the_call_with_signed_callbacks(
     sent = json.loads(request.body)
     assert sent["to"] == [{"type": "phone", "number": "14155550100"}]
     assert sent["from"] == {"type": "phone", "number": OUR_NUMBER[1:]}
-    assert sent["answer_url"] == [
+    assert [unsigned(u) for u in sent["answer_url"]] == [
         f"{PUBLIC}/voice/webhook/vonage/answer?direction=outbound&agent_id=sales&record=1"
     ]
-    assert sent["event_url"] == [
+    assert [unsigned(u) for u in sent["event_url"]] == [
         f"{PUBLIC}/voice/webhook/vonage/status?direction=outbound&agent_id=sales"
     ]
     assert sent["machine_detection"] == "continue"
@@ -403,7 +437,9 @@ async def test_outbound_answer_with_recording_starts_a_record_action(
     path = "/voice/webhook/vonage/answer?direction=outbound&agent_id=sales&record=1"
     ncco = await handle(driver, post(path, answer_params()), "answer")
     assert [a["action"] for a in ncco] == ["record", "talk", "input"]
-    assert ncco[0]["eventUrl"] == [f"{PUBLIC}/voice/webhook/vonage/recording?uuid={CALL_UUID}"]
+    assert [unsigned(u) for u in ncco[0]["eventUrl"]] == [
+        f"{PUBLIC}/voice/webhook/vonage/recording?uuid={CALL_UUID}"
+    ]
     assert flow.starts[0].direction == "outbound" and flow.starts[0].agent_id == "sales"
     rec = {"recording_url": "https://api.nexmo.com/v1/files/x", "recording_uuid": "r1"}
     await handle(
@@ -491,14 +527,16 @@ async def test_a_failing_flow_still_gets_a_valid_ncco(
     assert check_ncco(ncco) == ["talk", "input"]
 
 
-async def test_get_answer_signed_over_an_empty_body_is_accepted(driver: VonageDriver) -> None:
-    """A GET has no body: a payload_hash of the empty body is valid too."""
+async def test_get_answer_signed_over_an_empty_body_is_refused(driver: VonageDriver) -> None:
+    """A GET's query is what drives it: a payload_hash of the empty body covers none of it
+    (issue 19: such a token was accepted with any query)."""
     params = answer_params()
     tok = vonage_jwt(hashlib.sha256(b"").hexdigest())
     url = f"{PUBLIC}/voice/webhook/vonage/answer?{urlencode(params)}"
-    await driver.verify_request(
-        WebhookRequest("GET", url, {"authorization": f"Bearer {tok}"}, params, b"")
-    )
+    with pytest.raises(SignatureError, match="payload"):
+        await driver.verify_request(
+            WebhookRequest("GET", url, {"authorization": f"Bearer {tok}"}, params, b"")
+        )
     post_req = post("/voice/webhook/vonage/answer", params)
     post_req.headers = {"authorization": f"Bearer {tok}"}
     with pytest.raises(SignatureError):  # a POST's hash must match its body

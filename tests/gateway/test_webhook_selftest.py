@@ -24,7 +24,7 @@ from realtime_gateway.webhook_selftest import SELFTEST_TEXT, DryRunFlow, check_r
 from shared.logging import mask_phone
 from tests.gateway.conftest import GH_SECRET, PUBLIC, admin_token, auth, served, settings_for
 from tests.gateway.provider_fakes import parse_twiml
-from tests.gateway.test_vonage_driver import PRIVATE_PEM, check_ncco
+from tests.gateway.test_vonage_driver import PRIVATE_PEM, check_ncco, unsigned
 from tests.gateway.ws_client import collect, next_control
 
 TW_TOKEN = "selftest-twilio-auth-token"
@@ -70,7 +70,9 @@ def check_vonage(text: str) -> None:
     ncco = json.loads(text)
     assert check_ncco(ncco) == ["talk", "input"]  # each action parses into the SDK's model
     assert ncco[0]["text"] == SELFTEST_TEXT
-    assert ncco[1]["eventUrl"] == [f"{PUBLIC}/voice/webhook/vonage/input?turn=1"]
+    assert [unsigned(u, VG_SECRET) for u in ncco[1]["eventUrl"]] == [
+        f"{PUBLIC}/voice/webhook/vonage/input?turn=1"
+    ]
 
 
 def check_generic(text: str) -> None:
@@ -133,8 +135,8 @@ async def test_selftest_round_trip_reports_and_changes_nothing(
             await ws.send(json.dumps({"subscribe": "*"}))
             assert (await next_control(ws))["call_ids"] == "*"  # every call's events
 
-            r = await gw.client.post("/voice/webhook/test")
-            again = await gw.client.post("/voice/webhook/test")
+            r = await gw.client.post("/voice/webhook/test", headers=auth())
+            again = await gw.client.post("/voice/webhook/test", headers=auth())
 
             events = await collect(ws, until=lambda _: False, timeout_s=0.5)
         assert events == []
@@ -183,7 +185,7 @@ async def test_unconfigured_provider_is_reported_not_configured(
     provider: str, missing: str, data_dir: Path
 ) -> None:
     async with served(settings_for(data_dir, voice_provider=provider)) as gw:
-        r = await gw.client.post("/voice/webhook/test")
+        r = await gw.client.post("/voice/webhook/test", headers=auth())
     assert r.status_code == 200
     report = r.json()
     assert report["status"] == "not_configured" and report["current_provider"] == provider
@@ -192,13 +194,15 @@ async def test_unconfigured_provider_is_reported_not_configured(
     assert report["public_url"] == f"{PUBLIC}/voice/webhook/test"
 
 
-async def test_selftest_needs_no_management_token(data_dir: Path) -> None:
-    """The spec's troubleshooting `curl -X POST …/voice/webhook/test` carries no token."""
+async def test_selftest_needs_a_management_token(data_dir: Path) -> None:
+    """It signs with the provider's secret and runs the driver: a management route (issue 19;
+    roles and the rate limit in test_webhook_signing_state.py)."""
     async with served(settings_for(data_dir)) as gw:
         r = await gw.client.post("/voice/webhook/test", headers={"Authorization": "Bearer x"})
         plain = await gw.client.post("/voice/webhook/test")
-    assert r.status_code == plain.status_code == 200
-    assert plain.json()["status"] == "ok"
+        signed = await gw.client.post("/voice/webhook/test", headers=auth())
+    assert r.status_code == plain.status_code == 401
+    assert signed.status_code == 200 and signed.json()["status"] == "ok"
 
 
 @pytest.mark.parametrize("provider", list(EXPECTED))
@@ -241,7 +245,7 @@ async def test_twilio_behind_a_tunnel_signs_for_the_configured_webhook_url(data_
         twilio_auth_token=TW_TOKEN,
     )
     async with served(settings) as gw:
-        r = await gw.client.post("/voice/webhook/test")
+        r = await gw.client.post("/voice/webhook/test", headers=auth())
     report = r.json()
     assert report["status"] == "ok", report
     assert report["round_trip"]["request"]["url"] == f"{tunnel}/voice/webhook/twilio"

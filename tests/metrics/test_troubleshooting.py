@@ -1,7 +1,7 @@
 """The spec's troubleshooting commands answer, each on the port the spec names (gateway 3000,
 orchestrator 8000): the gateway under a real uvicorn server, the real orchestrator on the real
-Postgres. Management endpoints answer with a token (401 JSON without); the webhook check and
-the health checks need none."""
+Postgres. Management endpoints, the webhook check among them, answer with a token (401 JSON
+without); the health checks need none."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ async def test_troubleshooting_commands_answer(pg_dsn: str, tmp_path: Path) -> N
         for path in ("/voice/providers/current", "/voice/providers/test"):
             denied = await gw.client.get(path)
             assert denied.status_code == 401 and denied.json()["error"]["code"] == "unauthorized"
-        # curl -X POST http://localhost:3000/voice/webhook/test
-        r = await gw.client.post("/voice/webhook/test")
+        # curl -X POST -H "Authorization: Bearer $TOKEN" http://localhost:3000/voice/webhook/test
+        r = await gw.client.post("/voice/webhook/test", headers=auth())
         assert r.status_code == 200 and r.json()["status"] == "ok"
         assert r.json()["public_url"].endswith("/voice/webhook/test")
         # curl http://localhost:3000/health/database

@@ -19,6 +19,9 @@ The answer is a flat `{str: str}` map the flow reads as `$.External.<key>`: `act
 (`speak` | `transfer` | `hangup`), `text`, `transfer_number`, `next_turn`, `silent`,
 `language`, `fallback`. Connect retries a failed invoke, so a turn is idempotent per
 (ContactId, turn): the flow answers a repeated turn from the orchestrator's stored reply.
+A retried invoke is a new forwarder request (a new timestamp, so a new signature); the very same
+signed request seen again is a replay and is refused (409, nothing done): the ledger is keyed on
+the request's signature (`signatures.hmac_request_id`), kept longer than the timestamp window.
 
 boto3 is imported here only, and every Connect API call runs in a thread.
 """
@@ -36,7 +39,8 @@ from starlette.responses import JSONResponse, Response
 
 from realtime_gateway.drivers.base import BaseDriver, DriverDeps
 from realtime_gateway.drivers.generic_http import resolve_secret
-from realtime_gateway.signatures import signed_headers, verify_hmac_request
+from realtime_gateway.idempotency import signature_key
+from realtime_gateway.signatures import hmac_request_id, signed_headers, verify_hmac_request
 from realtime_gateway.speech import SpeechLimits
 from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLEE,
@@ -327,8 +331,18 @@ class AwsConnectDriver(BaseDriver):
     # ---- webhooks ------------------------------------------------------------------------
 
     def parse(self, request: WebhookRequest, step: str) -> CallEvent:
+        """The event, whose replay key is the request's signature: a signed request is used
+        once (a replay within the timestamp window is a 409)."""
         if step not in ("", "invoke", "turn"):
             raise ApiError(404, "not_found", f"unknown Amazon Connect step '{step}'")
+        secret = self._signing_secret()
+        if secret is None:  # verify_request refused it already; never parse unverified
+            raise ApiError(403, "forbidden", "GENERIC_HTTP_SECRET is not configured")
+        event = self._parse(request)
+        event.replay_key = signature_key(self.name, hmac_request_id(secret, request))
+        return event
+
+    def _parse(self, request: WebhookRequest) -> CallEvent:
         contact, params, attributes = _details(request)
         call = self._call_info(contact, attributes)
         turn = number_or(_str(params.get("turn")) or _str(attributes.get("turn")), 0)

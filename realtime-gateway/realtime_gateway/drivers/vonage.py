@@ -7,6 +7,15 @@ action finished), `transfer` (a transferred leg's events: an unanswered transfer
 agent). The turn number and the count of silent turns travel in the `eventUrl`, so a redelivered
 input result is the same turn.
 
+What a signature covers is all that drives state (`signatures.py`): Vonage's JWT covers a POST's
+body and a GET's query, and each token (`jti`) is accepted once (409 after; Vonage's own retry
+carries a new token). Our own state in a callback URL (`turn`, `silent`, `direction`,
+`agent_id`, `record`, a recording's `uuid`) carries our `sig` over the step and those parameters,
+so it cannot be changed or moved to another step; a POST's unsigned query is never read. A body
+must also fit its step: an answer webhook carrying an event's `status`, an input's `speech` /
+`dtmf` or a recording is refused (400), as is an input result with neither `speech` nor `dtmf`
+and a recording without `recording_url`, so a body signed for one URL does nothing on another.
+
 Vonage quirks handled here: answering-machine events carry `call_uuid`, not `uuid`; error events
 carry no call id at all (acknowledged and logged); numbers come without `+`. Signatures are
 checked in `signatures.py`, the REST API is `vonage_rest.py`, NCCO rendering `vonage_ncco.py`.
@@ -23,15 +32,22 @@ import time
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import jwt
 from starlette.responses import JSONResponse, Response
 
-from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.drivers.base import WEBHOOK_PATH, BaseDriver, DriverDeps
 from realtime_gateway.drivers.vonage_ncco import RenderedNcco, record_action, render_actions
 from realtime_gateway.drivers.vonage_rest import VonageRest, describe, private_key_text
-from realtime_gateway.idempotency import delivery_key
-from realtime_gateway.signatures import query_payload_hash, verify_vonage
+from realtime_gateway.idempotency import delivery_key, token_key
+from realtime_gateway.signatures import (
+    query_payload_hash,
+    signed_callback_query,
+    verify_vonage,
+    verify_vonage_query,
+    vonage_token_id,
+)
 from realtime_gateway.speech import SpeechLimits
 from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLEE,
@@ -48,6 +64,7 @@ from realtime_gateway.vocabulary import (
     OutboundCall,
     ProviderConfigError,
     ProviderError,
+    SignatureError,
     Started,
     StatusChanged,
     TransferEnded,
@@ -87,6 +104,8 @@ STATUS_MAP: dict[str, str | None] = {
     "disconnected": None,
 }
 _ANSWER_METADATA = ("conversation_uuid", "from_user", "region_url")
+# Keys that say a body was made for another webhook than the answer URL.
+_NOT_AN_ANSWER = ("status", "speech", "dtmf", "recording_url")
 
 
 class VonageDriver(BaseDriver):
@@ -155,9 +174,22 @@ class VonageDriver(BaseDriver):
 
     async def verify_request(self, request: WebhookRequest) -> None:
         secret = self.settings.vonage_signature_secret
-        verify_vonage(
-            secret.get_secret_value() if secret else None, self.settings.vonage_api_key, request
-        )
+        if secret is None:
+            raise SignatureError("VONAGE_SIGNATURE_SECRET is not configured", status=403)
+        verify_vonage(secret.get_secret_value(), self.settings.vonage_api_key, request)
+        verify_vonage_query(secret.get_secret_value(), _step_of(request.url, self.name), request)
+
+    def _signed_url(
+        self, step: str, query: Mapping[str, str | int], request: WebhookRequest | None = None
+    ) -> str:
+        """A callback URL we give Vonage, its query covered by our `sig` (`signatures.py`)."""
+        secret = self.settings.vonage_signature_secret
+        if secret is None:
+            raise ProviderConfigError(
+                "VONAGE_SIGNATURE_SECRET is required", missing=["VONAGE_SIGNATURE_SECRET"]
+            )
+        signed = signed_callback_query(secret.get_secret_value(), step, query)
+        return self.webhook_url(step, signed, request)
 
     def synthetic_request(self, call_id: str) -> WebhookRequest:
         """Vonage's answer webhook for an inbound call (a GET, Vonage's default) signed as
@@ -200,7 +232,17 @@ class VonageDriver(BaseDriver):
     # ---- parse ---------------------------------------------------------------------------
 
     def parse(self, request: WebhookRequest, step: str) -> CallEvent:
+        """The event, whose replay key is the token's `jti`: a token is used once."""
         payload = _payload(request)
+        _check_step(step, payload)
+        token_id = vonage_token_id(request)
+        if token_id is None:
+            raise ApiError(401, "invalid_signature", "missing Vonage signature (token id)")
+        event = self._parse(request, step, payload)
+        event.replay_key = token_key(self.name, token_id)
+        return event
+
+    def _parse(self, request: WebhookRequest, step: str, payload: Mapping[str, Any]) -> CallEvent:
         # Answering-machine events name the call `call_uuid`; our own URLs carry `uuid`.
         uuid = str(
             payload.get("uuid") or payload.get("call_uuid") or request.query.get("uuid") or ""
@@ -292,13 +334,13 @@ class VonageDriver(BaseDriver):
             reply.actions,
             self._input_url(request, reply.next_turn, reply.silent),
             self.settings.vonage_phone_number,
-            transfer_url=self.webhook_url(
+            transfer_url=self._signed_url(
                 "transfer", self._query(request, reply.next_turn), request
             ),
         )
         if isinstance(event, Started) and request.query.get("record") == "1":
             # Outbound with recording: record the whole conversation from the first word.
-            recording_url = self.webhook_url("recording", {"uuid": event.call_id}, request)
+            recording_url = self._signed_url("recording", {"uuid": event.call_id}, request)
             rendered.ncco.insert(0, record_action(recording_url))
         if rendered.hangup:
             self._schedule_hangup(event.call_id, self._speaking_time(rendered), event.call.metadata)
@@ -325,7 +367,7 @@ class VonageDriver(BaseDriver):
         query = self._query(request, turn)
         if silent:
             query["silent"] = silent
-        return self.webhook_url("input", query, request)
+        return self._signed_url("input", query, request)
 
     # ---- hang-ups --------------------------------------------------------------------------
 
@@ -375,9 +417,9 @@ class VonageDriver(BaseDriver):
         request_kwargs: dict[str, Any] = {
             "to": [ToPhone(number=digits_only(to))],
             "from_": Phone(number=digits_only(from_number)),
-            "answer_url": [self.webhook_url("answer", answer_query)],
+            "answer_url": [self._signed_url("answer", answer_query)],
             "answer_method": "POST",
-            "event_url": [self.webhook_url("status", query)],
+            "event_url": [self._signed_url("status", query)],
             "event_method": "POST",
         }
         if options.machine_detection:
@@ -399,17 +441,45 @@ class VonageDriver(BaseDriver):
         await self.rest.hangup(call_id, metadata)
 
 
+def _step_of(url: str, provider: str) -> str:
+    """The webhook step of a request URL: the path after `/voice/webhook/vonage` ('' for the
+    answer URL and the current provider's `/voice/webhook`)."""
+    path = urlsplit(url).path
+    _, sep, rest = path.partition(f"{WEBHOOK_PATH}/{provider}")
+    return rest.strip("/") if sep else ""
+
+
 def _payload(request: WebhookRequest) -> dict[str, Any]:
-    payload: dict[str, Any] = dict(request.query)
-    if request.method.upper() != "GET" and request.body.strip():
-        try:
-            body = json.loads(request.body)
-        except ValueError:
-            raise ApiError(400, "bad_request", "body must be JSON") from None
-        if not isinstance(body, dict):
-            raise ApiError(400, "bad_request", "body must be a JSON object")
-        payload.update(body)
-    return payload
+    """What Vonage's JWT covers: a GET's query, a POST's JSON body (never its query: our own
+    parameters there are read one by one, under our `sig`)."""
+    if request.method.upper() == "GET":
+        return dict(request.query)
+    if not request.body.strip():
+        return {}
+    try:
+        body = json.loads(request.body)
+    except ValueError:
+        raise ApiError(400, "bad_request", "body must be JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "body must be a JSON object")
+    return body
+
+
+def _check_step(step: str, payload: Mapping[str, Any]) -> None:
+    """A body signed for one webhook does nothing on another: `ApiError` 400 naming why."""
+    if step in ("", "answer"):
+        found = [key for key in _NOT_AN_ANSWER if key in payload]
+        if found:
+            raise ApiError(
+                400,
+                "wrong_webhook",
+                f"not an answer webhook: it carries '{found[0]}' (an event, input or "
+                "recording body sent to the answer URL)",
+            )
+    elif step == "input" and "speech" not in payload and "dtmf" not in payload:
+        raise ApiError(400, "wrong_webhook", "not an input result: no 'speech' or 'dtmf'")
+    elif step == "recording" and not payload.get("recording_url"):
+        raise ApiError(400, "wrong_webhook", "not a recording event: no 'recording_url'")
 
 
 def _heard(payload: Mapping[str, Any], turn: int) -> CallerInput:

@@ -17,6 +17,7 @@ from starlette.responses import JSONResponse, Response
 from realtime_gateway import metrics
 from realtime_gateway.config import GatewaySettings
 from realtime_gateway.drivers.registry import DriverUnavailable, UnknownProvider
+from realtime_gateway.management_auth import require_role
 from realtime_gateway.public_urls import public_url
 from realtime_gateway.runtime import get_runtime
 from realtime_gateway.vocabulary import ProviderConfigError, SignatureError, WebhookRequest
@@ -53,7 +54,10 @@ async def webhook_check(request: Request) -> JSONResponse:
     """`/voice/webhook/test` (the spec's troubleshooting check): the webhook is reachable, under
     this public URL (what signatures are checked against), and a synthetic signed call start
     went through the current provider's parser and renderer (`webhook_selftest`) without
-    touching live state. Always 200: it is a diagnostic; `status` says how it went."""
+    touching live state. Always 200: it is a diagnostic; `status` says how it went. It signs
+    with the provider's secret and runs the driver, so it is a management route: an operator
+    (or admin) token, and the management rate limit (`management_auth.SELFTEST_PATH`)."""
+    require_role(request, "operator", "the webhook self-test")
     rt = get_runtime(request)
     provider = rt.drivers.current_name
     report = await run_selftest(provider, rt.settings, rt.provider_http)
