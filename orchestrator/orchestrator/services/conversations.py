@@ -3,6 +3,13 @@
 A turn is answered at most once: a retry (same turn id) is answered from the stored reply
 (`replayed=true`) and a concurrent duplicate that loses the insert race returns the winner's
 reply, so the caller hears one answer per turn and the store holds one message pair.
+
+Secrets (card numbers, security codes, PINs, SSNs, IBANs: `memory.redaction`) are redacted at
+two choke points, so nothing past them holds one: the caller's words as they enter a turn
+(`_begin_turn`, before the agent graph, the model, the store and memory), and the agent's reply
+before it is stored or returned (`_finish_turn`, and the greeting in `start`: a model repeating
+a card back); a streamed reply goes through `StreamRedactor`. The call summary is made from the
+stored, redacted turns (and redacted again where it is written).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from orchestrator.memory.redaction import redact_secrets
+from orchestrator.memory.redaction import StreamRedactor, redact_secrets
 from orchestrator.services.responder import Responder, StreamingResponder
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
@@ -68,7 +75,7 @@ class ConversationService:
             return _reply(conversation, stored, timer.done(), replayed=True)
         if not created and conversation.agent_id != agent.id:
             agent = await self._agent_of(conversation)
-        draft = await self.responder.greet(conversation, agent)
+        draft = _redacted(await self.responder.greet(conversation, agent))
         timer.lap("respond")
         saved = await self.conversations.record_greeting(
             conversation_id, draft.text, _dump(draft.actions), {**draft.timings_ms, **timer.laps}
@@ -164,16 +171,19 @@ class ConversationService:
             return
         draft: ReplyDraft | None = None
         if isinstance(self.responder, StreamingResponder):
+            redactor = StreamRedactor()  # a number is held back until it is whole, then redacted
             # aclosing: a client that goes away (barge-in) cancels the turn at once.
             async with contextlib.aclosing(self.responder.stream(begun)) as stream:
                 async for item in stream:
                     if isinstance(item, ReplyDraft):
                         draft = item
-                    else:
-                        yield item
+                    elif passed := redactor.feed(item):
+                        yield passed
+            if rest := redactor.finish():
+                yield rest
         else:
             draft = await self.responder.respond(begun)
-            yield draft.text
+            yield redact_secrets(draft.text)
         assert draft is not None, "a streaming responder must end with its ReplyDraft"
         timer.lap("respond")
         yield await self._finish_turn(begun, draft, timer)
@@ -213,7 +223,7 @@ class ConversationService:
             conversation=conversation,
             agent=agent,
             turn_id=turn_id,
-            message=message,
+            message=redact_secrets(message),  # the one way in: nothing below sees a secret
             context=context,
             history=state.history,
         )
@@ -223,13 +233,14 @@ class ConversationService:
     ) -> TurnReply:
         conversation, turn_id, context = turn.conversation, turn.turn_id, turn.context
         conversation_id = conversation.id
+        draft = _redacted(draft)  # the one way out: an LLM echoing a card is not stored
         user_meta: dict[str, Any] = {"input_type": context.input_type}
         if context.confidence is not None:
             user_meta["confidence"] = context.confidence
         saved = await self.conversations.record_turn(
             conversation_id,
             turn_id,
-            user_text=redact_secrets(turn.message),  # no card numbers at rest
+            user_text=turn.message,  # redacted in _begin_turn
             reply_text=draft.text,
             actions=_dump(draft.actions),
             timings={**draft.timings_ms, **timer.laps},
@@ -307,6 +318,16 @@ class StageTimer:
 
     def done(self) -> dict[str, float]:
         return {**self.laps, "total": round((time.perf_counter() - self._start) * 1000, 3)}
+
+
+def _redacted(draft: ReplyDraft) -> ReplyDraft:
+    """The reply with secrets redacted from its text and from what its actions say."""
+    text = redact_secrets(draft.text)
+    actions = [
+        a.model_copy(update={"text": redact_secrets(a.text)}) if a.text else a
+        for a in draft.actions
+    ]
+    return ReplyDraft(text, actions, draft.timings_ms)
 
 
 def _dump(actions: list[Action]) -> list[dict[str, Any]]:
