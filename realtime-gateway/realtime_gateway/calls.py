@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_gateway.metrics import CALL_STORE_ROUND_TRIPS as _ROUND_TRIPS
+from realtime_gateway.vocabulary import CallInfo
 from shared.contract import STATUS_ORDER, TERMINAL_STATUSES
 
 if TYPE_CHECKING:
@@ -34,19 +35,28 @@ _TERMINAL_RANK = max(STATUS_ORDER.values())
 
 
 @dataclass(slots=True)
-class LiveCall:
-    call_id: str
-    provider: str
-    direction: str = "inbound"
-    caller: str | None = None
-    callee: str | None = None
-    agent_id: str | None = None
+class LiveCall(CallInfo):
+    """The call as a provider described it (`CallInfo`, the same record from webhook to
+    store) and what the gateway knows of it while it lasts."""
+
     status: str = "in-progress"
     started_at: float = field(default_factory=time.time)
     ended_at: float | None = None
     end_reason: str | None = None
     turns: int = 0
-    metadata: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, call: CallInfo, status: str = "in-progress") -> LiveCall:
+        return cls(
+            call_id=call.call_id,
+            provider=call.provider,
+            direction=call.direction,
+            caller=call.caller,
+            callee=call.callee,
+            agent_id=call.agent_id,
+            metadata=dict(call.metadata),
+            status=status,
+        )
 
     @property
     def ended(self) -> bool:
@@ -572,7 +582,7 @@ def _from_hash(raw: dict[Any, Any]) -> LiveCall:
     return LiveCall(
         call_id=d["call_id"],
         provider=d.get("provider", ""),
-        direction=d.get("direction", "inbound"),
+        direction="outbound" if d.get("direction") == "outbound" else "inbound",
         caller=opt("caller"),
         callee=opt("callee"),
         agent_id=opt("agent_id"),

@@ -42,19 +42,6 @@ END_RETRY_DELAYS_S = (1.0, 2.0, 4.0, 8.0, 15.0, 30.0, 60.0, 120.0, 300.0)
 KEPT_STATUS_FIELDS = ("recording", "answered_by")
 
 
-def live_call(call: CallInfo, status: str = "in-progress") -> LiveCall:
-    return LiveCall(
-        call_id=call.call_id,
-        provider=call.provider,
-        direction=call.direction,
-        caller=call.caller,
-        callee=call.callee,
-        agent_id=call.agent_id,
-        status=status,
-        metadata=dict(call.metadata),
-    )
-
-
 def _language(actions: list[Action]) -> str | None:
     return next((a.language for a in actions if a.language), None)
 
@@ -82,7 +69,7 @@ class GatewayFlow(CallFlow):
             log.info("new call refused: shutting down", extra={"provider": call.provider})
             busy = prompts.say("busy")
             return FlowReply(actions=[Action.say(busy), Action.hangup("shutting down")], text=busy)
-        created = await self.track(live_call(call))
+        created = await self.track(LiveCall.of(call))
         if not created:
             # e.g. an outbound call placed as "queued": the provider's start webhook means
             # it was answered (a no-op for a call already further on).
@@ -132,7 +119,7 @@ class GatewayFlow(CallFlow):
     async def turn(self, call: CallInfo, heard: CallerInput) -> FlowReply:
         call_id = call.call_id
         call_id_var.set(call_id)
-        step = await self.calls.begin_turn(live_call(call), turn_key(call_id, heard.turn_id))
+        step = await self.calls.begin_turn(LiveCall.of(call), turn_key(call_id, heard.turn_id))
         live = step.call
         if step.created and live is not None:
             # First seen at a turn (e.g. after a restart without Redis): announce it and open
@@ -156,13 +143,12 @@ class GatewayFlow(CallFlow):
                     "confidence": heard.confidence,
                 },
             )
-        known = live or live_call(call)
+        known = live or LiveCall.of(call)
         body = TurnRequest(
             message=heard.text if heard.text else (heard.digits or ""),
             turn_id=heard.turn_id,
+            # The call id travels in the path (and the Idempotency-Key), nowhere else.
             context=TurnContext(
-                call_id=call_id,
-                session_id=call_id,
                 caller=known.caller,
                 callee=known.callee,
                 agent_id=known.agent_id,
@@ -208,7 +194,7 @@ class GatewayFlow(CallFlow):
     async def status(self, call: CallInfo, status: str, extra: Mapping[str, Any]) -> None:
         call_id_var.set(call.call_id)
         kept = {k: extra[k] for k in KEPT_STATUS_FIELDS if extra.get(k)}
-        step = await self.calls.apply_status(live_call(call, status), status, kept)
+        step = await self.calls.apply_status(LiveCall.of(call, status), status, kept)
         if step.created and step.call is not None:
             await self._started(step.call)
         if step.changed:
