@@ -32,6 +32,7 @@ from realtime_gateway.vocabulary import CallerInput, CallInfo, FlowReply, second
 from shared.contract import TERMINAL_STATUSES, Action, CallEnd, CallStart, TurnContext, TurnRequest
 from shared.events import CallEvent, EventType
 from shared.logging import call_id_var
+from shared.redaction import redact_secrets
 from shared.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -135,11 +136,11 @@ class GatewayFlow(CallFlow):
             await self._emit(
                 EventType.MESSAGE_RECEIVED,
                 call_id,
-                {
+                {  # viewers read this: no card, code or PIN the caller said or keyed in
                     "turn_id": heard.turn_id,
                     "input_type": heard.type,
-                    "text": heard.text,
-                    "digits": heard.digits,
+                    "text": redact_secrets(heard.text),
+                    "digits": redact_secrets(heard.digits) if heard.digits else heard.digits,
                     "confidence": heard.confidence,
                 },
             )

@@ -350,3 +350,25 @@ async def test_a_call_first_seen_at_its_end_starts_before_it_ends_and_stays_ende
         assert [a["type"] for a in r.json()["actions"]] == ["hangup"]
         active = await gw.client.get("/voice/calls?status=active", headers=auth())
         assert call_id not in [c["call_id"] for c in active.json()["calls"]]
+
+
+async def test_ws_viewers_never_see_a_card_the_caller_said_or_keyed_in(
+    data_dir: Path, orchestrator: httpx.ASGITransport
+) -> None:
+    """The caller's words go on `/ws` as `message.received`: redacted there too (issue 19)."""
+    from tests.gateway.conftest import event, new_call_id, said, settings_for, started
+
+    call_id = new_call_id()
+    async with (
+        served(settings_for(data_dir), orchestrator) as gw,
+        tw_call.subscribe(gw, call_id) as ws,
+    ):
+        await gw.send(started(call_id))
+        await gw.send(said(call_id, "1", "my card is 4111 1111 1111 1111 and the cvv 123"))
+        keyed = {"type": "dtmf", "digits": "4111111111111111"}
+        await gw.send(event("call.input", call_id, turn_id="2", input=keyed))
+        events = await collect(ws, lambda evs: len(evs) >= 5)
+    received = [e["data"] for e in events if e["type"] == "message.received"]
+    assert len(received) == 2
+    text = json.dumps(events)
+    assert "4111" not in text and "1111 1111" not in text and " 123" not in text

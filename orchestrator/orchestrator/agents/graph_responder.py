@@ -36,7 +36,7 @@ from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
 from orchestrator.memory.caller_memory import FACT, CallerMemory
 from orchestrator.memory.embeddings import HASHING_NAME
 from orchestrator.memory.knowledge import KnowledgeBase
-from orchestrator.memory.redaction import redact_secrets
+from shared.redaction import redact_secrets
 from orchestrator.memory.retention import RetentionTask
 from orchestrator.store.conversations import GREETING_TURN_ID
 from orchestrator.store.records import Agent, Conversation

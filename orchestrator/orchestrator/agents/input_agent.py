@@ -14,7 +14,7 @@ import unicodedata
 from dataclasses import dataclass, field
 from typing import Literal
 
-from orchestrator.memory.redaction import redact_secrets
+from shared.redaction import redact_secrets
 
 MAX_UTTERANCE_CHARS = 1000
 

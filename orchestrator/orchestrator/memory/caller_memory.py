@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from orchestrator.memory.redaction import redact_secrets
+from shared.redaction import redact_secrets
 
 if TYPE_CHECKING:
     from orchestrator.memory.chroma import ChromaCollection

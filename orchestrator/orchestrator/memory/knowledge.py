@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from orchestrator.memory.redaction import redact_secrets
+from shared.redaction import redact_secrets
 
 if TYPE_CHECKING:
     from orchestrator.memory.chroma import ChromaCollection

@@ -4,7 +4,7 @@ A turn is answered at most once: a retry (same turn id) is answered from the sto
 (`replayed=true`) and a concurrent duplicate that loses the insert race returns the winner's
 reply, so the caller hears one answer per turn and the store holds one message pair.
 
-Secrets (card numbers, security codes, PINs, SSNs, IBANs: `memory.redaction`) are redacted at
+Secrets (card numbers, security codes, PINs, SSNs, IBANs: `shared.redaction`) are redacted at
 two choke points, so nothing past them holds one: the caller's words as they enter a turn
 (`_begin_turn`, before the agent graph, the model, the store and memory), and the agent's reply
 before it is stored or returned (`_finish_turn`, and the greeting in `start`: a model repeating
@@ -21,7 +21,6 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from orchestrator.memory.redaction import StreamRedactor, redact_secrets
 from orchestrator.services.responder import Responder, StreamingResponder
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
@@ -29,6 +28,7 @@ from orchestrator.store.records import Agent, Conversation, Message
 from orchestrator.turns import ReplyDraft, TurnInputs
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnReply
 from shared.errors import ApiError
+from shared.redaction import StreamRedactor, redact_secrets
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ import timeit
 
 import pytest
 
-from orchestrator.memory.redaction import (
+from shared.redaction import (
     StreamRedactor,
     iban_valid,
     is_card_number,

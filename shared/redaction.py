@@ -1,5 +1,6 @@
-"""Redaction of card data and similar secrets before anything is stored, embedded, logged or sent
-to a model.
+"""Redaction of card data and similar secrets before anything is stored, embedded, logged, shown
+or sent to a model. In `shared/` because both services need it: the gateway redacts what it puts
+on the `/ws` stream viewers read; the orchestrator what it stores, embeds and sends to the model.
 
 The turn service calls `redact_secrets` once on the caller's words as they enter the orchestrator
 and once on the agent's reply before it is stored or returned (an LLM repeating a card back); the
@@ -37,7 +38,7 @@ Not recognised: numbers spoken as tens ("forty one eleven"), IBANs spelled lette
 
 Every pattern is compiled once at import, and the keyword patterns run only when a keyword is
 in the text: a 300-character utterance takes about 0.1 ms, one full of secrets about 0.25 ms
-(tests/orchestrator/test_memory_redaction.py holds it under 1 ms).
+(tests/shared/test_redaction.py holds it under 1 ms).
 """
 
 from __future__ import annotations
