@@ -47,16 +47,7 @@ class LiveCall(CallInfo):
 
     @classmethod
     def of(cls, call: CallInfo, status: str = "in-progress") -> LiveCall:
-        return cls(
-            call_id=call.call_id,
-            provider=call.provider,
-            direction=call.direction,
-            caller=call.caller,
-            callee=call.callee,
-            agent_id=call.agent_id,
-            metadata=dict(call.metadata),
-            status=status,
-        )
+        return cls(**call.described(), status=status)
 
     @property
     def ended(self) -> bool:

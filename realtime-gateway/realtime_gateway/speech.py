@@ -43,22 +43,16 @@ def sentences(text: str) -> list[str]:
     return [part for part in _SENTENCE_END.split(text.strip()) if part]
 
 
-def _words_within(sentence: str, limit: int) -> list[str]:
-    """A sentence longer than `limit`, cut at spaces (a single longer word is cut as a last
-    resort: no provider can speak it whole anyway)."""
+def _pack(parts: list[str], limit: int) -> list[str]:
+    """Consecutive `parts` joined by spaces into pieces of at most `limit` characters (a part
+    is never split here)."""
     pieces: list[str] = []
     current = ""
-    for word in sentence.split():
-        while len(word) > limit:
-            if current:
-                pieces.append(current)
-                current = ""
-            pieces.append(word[:limit])
-            word = word[limit:]
-        candidate = f"{current} {word}" if current else word
-        if len(candidate) > limit:
+    for part in parts:
+        candidate = f"{current} {part}" if current else part
+        if len(candidate) > limit and current:
             pieces.append(current)
-            current = word
+            current = part
         else:
             current = candidate
     if current:
@@ -66,25 +60,24 @@ def _words_within(sentence: str, limit: int) -> list[str]:
     return pieces
 
 
+def _words_within(sentence: str, limit: int) -> list[str]:
+    """A sentence longer than `limit`, cut at spaces (a single longer word is cut as a last
+    resort: no provider can speak it whole anyway)."""
+    words: list[str] = []
+    for word in sentence.split():
+        words.extend(word[i : i + limit] for i in range(0, len(word), limit))
+    return _pack(words, limit)
+
+
 def split_text(text: str, limit: int) -> list[str]:
     """`text` as consecutive pieces of at most `limit` characters, cut between sentences."""
     text = text.strip()
     if len(text) <= limit:
         return [text] if text else []
-    chunks: list[str] = []
-    current = ""
+    parts: list[str] = []
     for sentence in sentences(text):
-        parts = [sentence] if len(sentence) <= limit else _words_within(sentence, limit)
-        for part in parts:
-            candidate = f"{current} {part}" if current else part
-            if len(candidate) > limit:
-                chunks.append(current)
-                current = part
-            else:
-                current = candidate
-    if current:
-        chunks.append(current)
-    return chunks
+        parts.extend([sentence] if len(sentence) <= limit else _words_within(sentence, limit))
+    return _pack(parts, limit)
 
 
 def _truncate(text: str, budget: int) -> str:

@@ -310,12 +310,4 @@ class GatewayFlow(CallFlow):
 
 
 def _call_start(call: CallInfo) -> CallStart:
-    return CallStart(
-        call_id=call.call_id,
-        provider=call.provider,
-        direction=call.direction,
-        caller=call.caller,
-        callee=call.callee,
-        agent_id=call.agent_id,
-        metadata=call.metadata,
-    )
+    return CallStart(**call.described())

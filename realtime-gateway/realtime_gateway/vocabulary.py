@@ -84,6 +84,19 @@ class CallInfo:
     agent_id: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    def described(self) -> dict[str, Any]:
+        """The call as its provider described it: what is stored, and what the orchestrator
+        is told when the call starts."""
+        return {
+            "call_id": self.call_id,
+            "provider": self.provider,
+            "direction": self.direction,
+            "caller": self.caller,
+            "callee": self.callee,
+            "agent_id": self.agent_id,
+            "metadata": dict(self.metadata),
+        }
+
 
 @dataclass(slots=True)
 class CallerInput:
