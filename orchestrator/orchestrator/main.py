@@ -15,6 +15,7 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
+import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -26,7 +27,7 @@ from orchestrator.config import OrchestratorSettings, get_settings
 from orchestrator.health import HealthChecks
 from orchestrator.metrics import LOOP_LAG, count_errors, install_metrics
 from orchestrator.openapi import document_errors
-from orchestrator.security import install_security
+from orchestrator.security import is_public, on_data_error
 from orchestrator.services.conversations import ConversationService
 from orchestrator.services.responder import build_responder, warm_imports
 from orchestrator.state import OrchestratorState
@@ -49,8 +50,9 @@ from shared.errors import (
     on_http_exception,
     on_unexpected_error,
 )
-from shared.logging import RequestIdMiddleware, setup_logging
+from shared.logging import setup_logging
 from shared.loop_lag import LoopLagMonitor
+from shared.middleware_stack import middleware_stack
 from shared.sentry import init_sentry
 
 log = logging.getLogger("orchestrator")
@@ -194,6 +196,10 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
     setup_logging("orchestrator", settings.debug, settings.log_level)
     init_sentry(settings, "orchestrator", __version__)  # only when SENTRY_DSN is set
+    try:  # a weak or missing production JWT_SECRET stops start-up here, in one line
+        jwt_secret = settings.resolved_jwt_secret()
+    except SecretConfigError as exc:
+        raise ConfigError(f"configuration error: {exc}") from None
     app = FastAPI(
         title="Voice Agent Orchestrator",
         version=__version__,
@@ -203,20 +209,19 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
         # like /docs, not served unauthenticated in production (every endpoint but health
         # needs a JWT there)
         openapi_url="/openapi.json" if not settings.production else None,
+        # auth and roles are FastAPI dependencies (deps.py), not a middleware
+        middleware=middleware_stack(
+            settings, jwt_secret, service="orchestrator", is_public=is_public
+        ),
     )
     app.state.settings = settings
-    try:  # a weak or missing production JWT_SECRET stops start-up here, in one line
-        jwt_secret = settings.resolved_jwt_secret()
-    except SecretConfigError as exc:
-        raise ConfigError(f"configuration error: {exc}") from None
-    install_security(app, settings, jwt_secret)
     document_errors(app)
-    app.add_middleware(RequestIdMiddleware)
     metrics_token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
     install_metrics(app, metrics_token)  # the last added is outermost: it times everything
     app.add_exception_handler(ApiError, on_api_error)
     app.add_exception_handler(StarletteHTTPException, on_http_exception)
     app.add_exception_handler(RequestValidationError, on_validation_error)
+    app.add_exception_handler(asyncpg.DataError, on_data_error)
     for unavailable in DATABASE_UNAVAILABLE_ERRORS:
         app.add_exception_handler(unavailable, count_errors(on_database_unavailable, "store"))
     app.add_exception_handler(Exception, count_errors(on_unexpected_error, "internal"))

@@ -55,7 +55,6 @@ from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
     from realtime_gateway.events import EventBus, FanoutHub
-    from realtime_gateway.runtime import GatewayRuntime
 
 log = logging.getLogger(__name__)
 
@@ -368,17 +367,15 @@ class MirroringEventBus:
         await self.inner.aclose()
 
 
-async def attach_call_log(rt: GatewayRuntime) -> None:
-    """Start the mirror when configured and put it behind the event bus the flow publishes to."""
-    call_log = CallLog.from_settings(rt.settings, rt.calls)
+async def start_call_log(settings: GatewaySettings, calls: CallStore) -> CallLog | None:
+    """The mirror, started, when configured; the runtime's builder puts it behind the event bus
+    (`MirroringEventBus`). None when it is off (a half-done configuration is logged)."""
+    call_log = CallLog.from_settings(settings, calls)
     if call_log is None:
-        s = rt.settings
+        s = settings
         if (s.supabase_url is None) != (s.supabase_service_role_key is None):
             missing = "SUPABASE_URL" if s.supabase_url is None else "SUPABASE_SERVICE_ROLE_KEY"
             log.warning("call log mirror off: %s is not set", missing)
-        return
+        return None
     await call_log.start()
-    bus = MirroringEventBus(rt.bus, call_log)
-    rt.bus = bus
-    rt.flow.bus = bus
-    rt.call_log = call_log
+    return call_log

@@ -177,13 +177,10 @@ class RedisInitiateLedger:
         await self._r.delete(self._p + key)
 
 
-def ledger_for(rt: GatewayRuntime) -> InitiateLedger:
-    """One ledger per runtime (Redis-backed when the call store is)."""
-    if rt.initiate_ledger is None:
-        rt.initiate_ledger = (
-            RedisInitiateLedger(rt.redis) if rt.redis is not None else MemoryInitiateLedger()
-        )
-    return rt.initiate_ledger
+def ledger_for(redis: aioredis.Redis | None) -> InitiateLedger:
+    """The runtime's ledger, made with it: in Redis when the call store is (a retry on another
+    instance finds the key), else in process."""
+    return RedisInitiateLedger(redis) if redis is not None else MemoryInitiateLedger()
 
 
 def check_idempotency_key(value: str | None) -> str | None:
@@ -215,7 +212,7 @@ async def initiate(
     provider = check_provider(request.provider or rt.drivers.current_name)
     if idempotency_key is None:
         return Initiated(await _shielded(_place(rt, request, to, from_number, provider, subject)))
-    ledger = ledger_for(rt)
+    ledger = rt.initiate_ledger
     key = f"{subject}:{idempotency_key}"
     fingerprint = request.fingerprint()
     deadline = time.monotonic() + PENDING_WAIT_S
