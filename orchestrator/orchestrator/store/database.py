@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import time
+from typing import Any
 from urllib.parse import urlsplit
 
 import asyncpg
@@ -47,6 +48,16 @@ def describe_dsn(dsn: str) -> str:
     host = parts.hostname or query.get("host", "")
     port = parts.port or query.get("port", "5432")
     return f"{host}:{port}{parts.path or '/'}"
+
+
+async def _connect(*args: Any, **kwargs: Any) -> asyncpg.Connection:
+    """`asyncpg.connect`, with a missing Unix socket raised as the refused connection it is: the
+    embedded server removes its socket when it dies and is restarted (`store.embedded`), and a
+    request then must get 503 `database_unavailable`, not a 500 for a FileNotFoundError."""
+    try:
+        return await asyncpg.connect(*args, **kwargs)
+    except FileNotFoundError as exc:
+        raise ConnectionRefusedError(f"no database socket: {exc.filename}") from exc
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
@@ -100,6 +111,7 @@ class Database:
                     min_size=min(min_size, max_size),
                     max_size=max_size,
                     command_timeout=command_timeout,
+                    connect=_connect,
                     init=_init_connection,
                     reset=_release_as_is,
                     timeout=min(10.0, max(command_timeout, 2.0)),

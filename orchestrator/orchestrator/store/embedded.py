@@ -13,11 +13,24 @@ Ownership is an exclusive `flock` on `DATA_DIR/postgres.lock`, held for the orch
 lifetime. The kernel drops it when the process dies, even on `kill -9`, so holding it proves that
 any server still running on our data directory is an orphan of a crashed run: we adopt it if it
 answers, else stop it, and we delete a `postmaster.pid` whose pid is not our server's.
+
+Supervision: a server that dies while we own it (killed, OOM) is restarted by a watchdog thread
+`start()` starts and `stop()` ends: it looks at the postmaster every `check_interval_s`, and
+when it is gone, kills what is left of its processes (they would hold its shared memory and stop
+a new server), and starts it again on the same socket (the DSN does not change, so the pool
+reconnects by itself), retrying with a capped exponential backoff, every step logged. Polling a
+pid costs a few /proc reads; start-up does no more work than before.
+
+Durability: every commit is acknowledged only once its WAL is flushed (`synchronous_commit=on`,
+given on the server's command line so it also overrides the `off` that data directories made by
+earlier versions carry in their postgresql.conf). With `off`, killing the server lost rows
+whose commit had been answered 5-15 ms before.
 Everything here is blocking: call `start()` and `stop()` through `asyncio.to_thread`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import importlib.util
 import logging
@@ -25,6 +38,7 @@ import os
 import signal
 import stat
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +52,10 @@ SYSTEM_USER = "pgserver"  # the unprivileged account Postgres runs as when we ar
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 MAX_LOG_BYTES = 10 * 1024 * 1024
+CHECK_INTERVAL_S = 0.5  # how often the watchdog looks at the postmaster
+RESTART_BACKOFF_FIRST_S = 0.5  # wait after a failed restart, doubled each time ...
+RESTART_BACKOFF_MAX_S = 30.0  # ... up to this
+LEFTOVER_EXIT_TIMEOUT_S = 5.0
 
 
 def pgserver_root() -> Path:
@@ -89,7 +107,9 @@ class PostmasterPid:
 class EmbeddedPostgres:
     """Start, adopt, recover and stop the PostgreSQL server under `pgdata`."""
 
-    def __init__(self, pgdata: Path) -> None:
+    def __init__(
+        self, pgdata: Path, *, supervise: bool = True, check_interval_s: float = CHECK_INTERVAL_S
+    ) -> None:
         self.pgdata = pgdata.expanduser().resolve()
         self.lock_path = self.pgdata.parent / "postgres.lock"
         self.log_path = self.pgdata / "postgres.log"
@@ -100,41 +120,62 @@ class EmbeddedPostgres:
         self.start_seconds: float | None = None
         self._lock_file: IO[str] | None = None
         self._system_user: str | None = None
+        self.supervise = supervise
+        self.check_interval_s = check_interval_s
+        self.restarts = 0  # times the watchdog restarted a dead server
+        # start/stop/restart one at a time (the watchdog restarts from its own thread)
+        self._life = threading.RLock()
+        self._watch_stop = threading.Event()
+        self._watchdog: threading.Thread | None = None
 
     # -- life cycle ---------------------------------------------------------------------------
 
     def start(self) -> str:
-        """Make sure our server runs and return its DSN (a Unix socket, no TCP port)."""
-        started = time.perf_counter()
-        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
-        self._acquire_lock()
-        try:
-            self._prepare_user_and_permissions()
-            if not (self.pgdata / "PG_VERSION").exists():
-                self._initdb()
-            info = self._running_server()
-            if info is not None and self._answers(info):
-                self.adopted = True
-                log.warning(
-                    "adopted an embedded Postgres left running by a previous run",
-                    extra={"pid": info.pid, "pgdata": str(self.pgdata)},
-                )
-            else:
-                if info is not None:
-                    self._terminate(info.pid)
-                self._remove_stale_files()
-                info = self._pg_ctl_start()
-            self.pid = info.pid
-            host = quote(info.socket_dir, safe="/")
-            self.dsn = f"postgresql://{PG_USER}@/postgres?host={host}&port={info.port}"
-        except BaseException:
-            self._release_lock()
-            raise
-        self.start_seconds = time.perf_counter() - started
+        """Make sure our server runs and return its DSN (a Unix socket, no TCP port); with
+        `supervise`, keep it running until `stop()`."""
+        with self._life:
+            started = time.perf_counter()
+            self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+            self._acquire_lock()
+            try:
+                self._prepare_user_and_permissions()
+                if not (self.pgdata / "PG_VERSION").exists():
+                    self._initdb()
+                dsn = self._ensure_running()
+            except BaseException:
+                self._release_lock()
+                raise
+            self.start_seconds = time.perf_counter() - started
+            if self.supervise:
+                self._start_watchdog()
+            return dsn
+
+    def _ensure_running(self) -> str:
+        """Adopt our data dir's live server if it answers, else start one; set pid and DSN."""
+        info = self._running_server()
+        if info is not None and self._answers(info):
+            self.adopted = True
+            log.warning(
+                "adopted an embedded Postgres left running by a previous run",
+                extra={"pid": info.pid, "pgdata": str(self.pgdata)},
+            )
+        else:
+            if info is not None:
+                self._terminate(info.pid)
+            self._remove_stale_files()
+            info = self._pg_ctl_start()
+        self.pid = info.pid
+        host = quote(info.socket_dir, safe="/")
+        self.dsn = f"postgresql://{PG_USER}@/postgres?host={host}&port={info.port}"
         return self.dsn
 
     def stop(self) -> None:
         """Stop the server (fast shutdown: open sessions are ended) and release ownership."""
+        self._stop_watchdog()  # first: a server we stop on purpose is not restarted
+        with self._life:
+            self._stop_server()
+
+    def _stop_server(self) -> None:
         try:
             if (self.pgdata / "postmaster.pid").exists():
                 try:
@@ -171,6 +212,98 @@ class EmbeddedPostgres:
         if self.lock_path.parent.is_dir():
             self._acquire_lock()
             self._release_lock()
+
+    # -- supervision --------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        pid = self.pid
+        return pid is not None and self._is_our_postmaster(pid)
+
+    def restart(self) -> str:
+        """Start our server again after it died, keeping ownership and the DSN."""
+        with self._life:
+            if self._lock_file is None:
+                raise EmbeddedPostgresError("the embedded Postgres is not ours (stopped)")
+            self._kill_leftovers()
+            dsn = self._ensure_running()
+            self.restarts += 1
+            return dsn
+
+    def _start_watchdog(self) -> None:
+        self._watch_stop.clear()
+        self._watchdog = threading.Thread(
+            target=self._watch, name="embedded-postgres-watchdog", daemon=True
+        )
+        self._watchdog.start()
+
+    def _stop_watchdog(self) -> None:
+        self._watch_stop.set()
+        watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None and watchdog is not threading.current_thread():
+            watchdog.join(START_TIMEOUT_S + LEFTOVER_EXIT_TIMEOUT_S + 10)
+
+    def _watch(self) -> None:
+        while not self._watch_stop.wait(self.check_interval_s):
+            with self._life:
+                if self._watch_stop.is_set() or self.pid is None or self.alive():
+                    continue
+                dead = self.pid
+            log.error(
+                "embedded Postgres died; restarting it",
+                extra={"pid": dead, "pgdata": str(self.pgdata)},
+            )
+            self._restart_until_up(dead)
+
+    def _restart_until_up(self, dead: int) -> None:
+        attempt = 0
+        while not self._watch_stop.is_set():
+            attempt += 1
+            started = time.perf_counter()
+            try:
+                self.restart()
+            except Exception as exc:
+                wait = min(RESTART_BACKOFF_MAX_S, RESTART_BACKOFF_FIRST_S * 2 ** (attempt - 1))
+                log.error(
+                    "embedded Postgres restart failed; retrying",
+                    extra={"attempt": attempt, "retry_in_s": wait, "err": str(exc)},
+                )
+                if self._watch_stop.wait(wait):
+                    return
+                continue
+            log.warning(
+                "embedded Postgres restarted",
+                extra={
+                    "dead_pid": dead,
+                    "pid": self.pid,
+                    "attempt": attempt,
+                    "restart_ms": round((time.perf_counter() - started) * 1000, 1),
+                },
+            )
+            return
+
+    def _kill_leftovers(self) -> None:
+        """The processes of a dead postmaster (backends, checkpointer, ...) that have not exited
+        yet: they still hold its shared memory, and a new server refuses to start while they
+        do. The postmaster is gone, so there is nothing they can still do right."""
+        import psutil
+
+        leftovers = []
+        for proc in psutil.process_iter(["name"]):
+            if proc.info["name"] == "postgres" and self._is_our_postmaster(proc.pid):
+                leftovers.append(proc)
+        for proc in leftovers:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                proc.kill()
+        _, alive = psutil.wait_procs(leftovers, timeout=LEFTOVER_EXIT_TIMEOUT_S)
+        if alive:
+            raise EmbeddedPostgresError(
+                f"processes of the dead embedded Postgres did not exit: {[p.pid for p in alive]}"
+            )
+        if leftovers:
+            log.warning(
+                "killed what was left of the dead embedded Postgres",
+                extra={"processes": len(leftovers)},
+            )
 
     # -- steps --------------------------------------------------------------------------------
 
@@ -227,11 +360,6 @@ class EmbeddedPostgres:
         args = ["-D", str(self.pgdata), "--auth=trust", "--auth-local=trust", "--encoding=utf8"]
         args += ["-U", PG_USER, "--no-sync"]
         self._run(self._bin("initdb"), args, timeout=120)
-        # The embedded server is the development default, not the production store: a commit
-        # does not wait for its WAL flush (a crash of the machine may lose the last ~0.6 s of
-        # commits, never consistency). DATABASE_URL gives the production server's settings.
-        with open(self.pgdata / "postgresql.conf", "a") as conf:
-            conf.write("synchronous_commit = off\n")
 
     def _socket_dir(self) -> Path:
         """The data dir itself when its socket path fits in sun_path (108 bytes), else /tmp."""
@@ -261,7 +389,9 @@ class EmbeddedPostgres:
         self._rotate_log()
         socket_dir = self._socket_dir()
         args = ["-D", str(self.pgdata), "-w", "-t", str(int(START_TIMEOUT_S)), "-l"]
-        args += [str(self.log_path), "-o", f"-h '' -k '{socket_dir}'", "start"]
+        # synchronous_commit on the command line: it wins over any postgresql.conf (module doc).
+        options = f"-h '' -k '{socket_dir}' -c synchronous_commit=on"
+        args += [str(self.log_path), "-o", options, "start"]
         try:
             # A session of its own: a terminal's Ctrl-C must reach us, not Postgres directly;
             # we stop it in order once our pool is closed.
