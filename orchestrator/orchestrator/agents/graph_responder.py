@@ -33,16 +33,16 @@ from orchestrator.agents.stats import AgentStats
 from orchestrator.agents.tool_agent import ToolAgent, ToolContext
 from orchestrator.config import OrchestratorSettings
 from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
-from orchestrator.memory.caller_memory import FACT, CallerMemory
+from orchestrator.memory.caller_memory import FACT, CallerMemory, MemoryUnavailable
 from orchestrator.memory.embeddings import HASHING_NAME
 from orchestrator.memory.knowledge import KnowledgeBase
-from shared.redaction import redact_secrets
 from orchestrator.memory.retention import RetentionTask
 from orchestrator.store.conversations import GREETING_TURN_ID
 from orchestrator.store.records import Agent, Conversation
 from orchestrator.turns import ReplyDraft, TurnInputs
 from shared.contract import Action, TurnContext
 from shared.phone import to_e164
+from shared.redaction import redact_secrets
 
 if TYPE_CHECKING:
     from orchestrator.health import HealthChecks
@@ -74,7 +74,10 @@ class GraphResponder:
         self.database = database
         self._owns_http = owns_http
         self.knowledge = KnowledgeBase(chroma.knowledge) if chroma else None
-        self.caller_memory = CallerMemory(chroma.memories) if chroma else None
+        tombstones = database.conversations if database is not None else None
+        self.caller_memory = (
+            CallerMemory(chroma.memories, tombstones=tombstones) if chroma else None
+        )
         self.memory_agent = MemoryAgent(
             self.knowledge, self.caller_memory, history_turns=settings.history_turns
         )
@@ -129,9 +132,12 @@ class GraphResponder:
         )
         assert responder.caller_memory is not None
         responder.retention = RetentionTask(
-            responder.caller_memory, settings.memory_retention_days, retention_interval_s
+            responder.caller_memory,
+            settings.memory_retention_days,
+            retention_interval_s,
+            conversations=database.conversations if database is not None else None,
         )
-        await responder.retention.purge_once()
+        await responder.retention.purge_memories()  # Postgres: in the background, below
         responder.retention.start()
         await responder.warm_up()
         if llm is not None:
@@ -349,21 +355,17 @@ class GraphResponder:
         await self.database.conversations.set_summary(conversation.id, summary)
         log.info("call summary stored", extra={"conversation_id": conversation.id})
 
-    async def forget_caller(self, phone: str) -> tuple[int, int]:
-        """Every memory of this number, gone (the API's `DELETE /callers/{phone}/memory`): the
-        Chroma memories, and the call summaries kept on their conversations (the same memory,
-        in Postgres). Returns (memories deleted, summaries cleared). Transcripts stay: they are
-        the record of the calls, not memory."""
-        deleted = 0
-        if self.caller_memory is not None:
+    async def forget_caller(self, phone: str) -> int:
+        """The caller's long-term memories, gone (`DELETE /callers/{phone}/memory`, after the
+        conversation store has erased their records): every Chroma memory of the number, in any
+        stored form, and what live calls hold of it in their caches. Returns the memories
+        deleted; raises `MemoryUnavailable` if Chroma failed (nothing is claimed forgotten)."""
+        if self.caller_memory is None:
+            raise MemoryUnavailable("caller memory (Chroma) is not available")
+        try:
             deleted = await self.caller_memory.forget_caller(phone)
+        except Exception as exc:
+            log.warning("forgetting a caller's memories failed", exc_info=True)
+            raise MemoryUnavailable(f"Chroma failed ({type(exc).__name__})") from exc
         self.memory_agent.drop_caller(phone)
-        cleared = 0
-        if self.database is not None:
-            status = await self.database.pool.execute(
-                "UPDATE conversations SET summary = NULL "
-                "WHERE caller = ANY($1::text[]) AND summary IS NOT NULL",
-                [phone, phone.lstrip("+")],
-            )
-            cleared = int(status.split()[-1]) if status.startswith("UPDATE") else 0
-        return deleted, cleared
+        return deleted

@@ -4,8 +4,15 @@ Every memory carries `caller` (the number in E.164, `shared.phone.to_e164`), `ag
 (both, for a single filter), `kind` ("fact" | "summary"), `conversation_id` and `created_at`
 (epoch seconds).
 Text is redacted (`redact_secrets`) before it is stored or embedded. `purge_expired` enforces
-MEMORY_RETENTION_DAYS; `forget_caller` removes every memory of a number
-(`DELETE /callers/{phone}/memory`).
+MEMORY_RETENTION_DAYS; `forget_caller` removes every memory of a number, whatever form it was
+stored in (`DELETE /callers/{phone}/memory`).
+
+A call still live when its caller is forgotten must not write memory afterwards: `remember`
+asks `tombstones` (the conversation store) whether the memory's conversation was erased, before
+writing and again after (and takes the memory back then). With the forget erasing Postgres
+first and Chroma second, every interleaving ends without the memory: a write that passed the
+first check before the erase either meets the tombstone at the second check or is already in
+Chroma when the forget deletes the caller's memories.
 """
 
 from __future__ import annotations
@@ -14,10 +21,11 @@ import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
+from shared.phone import digits_only
 from shared.redaction import redact_secrets
 
 if TYPE_CHECKING:
@@ -26,6 +34,21 @@ if TYPE_CHECKING:
 
 FACT = "fact"
 SUMMARY = "summary"
+
+# `forget_caller` reads the memories' metadata this many at a time, and deletes this many ids per
+# call (Chroma bounds a batch; a request this size stays well under it).
+_SCAN_PAGE = 5000
+_DELETE_BATCH = 1000
+
+
+class Tombstones(Protocol):
+    """Whether a conversation was erased (its caller forgotten): `ConversationStore`."""
+
+    async def forgotten(self, conversation_id: str) -> bool: ...
+
+
+class MemoryUnavailable(RuntimeError):
+    """Chroma failed while forgetting a caller; the message says what is left to do."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -111,10 +134,12 @@ class CallerMemory:
         *,
         embedder: QueryEmbedder | None = None,
         exact_limit: int = 500,
+        tombstones: Tombstones | None = None,
     ) -> None:
         from orchestrator.memory.embeddings import query_embedder_for
 
         self._collection = collection
+        self._tombstones = tombstones
         self._embed = embedder if embedder is not None else query_embedder_for(collection)
         self.exact_limit = exact_limit
         self._queued: list[_QueuedWrite] = []
@@ -188,7 +213,7 @@ class CallerMemory:
         created_at: int | None = None,
     ) -> MemoryRecord | None:
         clean = " ".join(redact_secrets(text).split())
-        if not clean:
+        if not clean or await self._forgotten(conversation_id):
             return None
         record = MemoryRecord(
             id=f"mem_{uuid.uuid4().hex[:20]}",
@@ -209,7 +234,15 @@ class CallerMemory:
                 "created_at": record.created_at,
             },
         )
+        if await self._forgotten(conversation_id):  # forgotten while it was being written
+            await asyncio.to_thread(self._collection.delete, ids=[record.id])
+            return None
         return record
+
+    async def _forgotten(self, conversation_id: str) -> bool:
+        if not conversation_id or self._tombstones is None:
+            return False
+        return await self._tombstones.forgotten(conversation_id)
 
     async def recent(
         self, caller: str, *, agent_id: str | None = None, limit: int = 8, scan: int = 200
@@ -300,12 +333,30 @@ class CallerMemory:
         ]
 
     async def forget_caller(self, caller: str) -> int:
-        existing = await asyncio.to_thread(
-            self._collection.get, where={"caller": caller}, include=[]
-        )
-        ids = list(existing["ids"])
-        if ids:
-            await asyncio.to_thread(self._collection.delete, ids=ids)
+        """Delete every memory of this number, however its `caller` was written when it was
+        stored (`+15550002222`, `15550002222`, `+1 (555) 000-2222`: matched on digits). Chroma
+        cannot filter on a normalised value, so this reads every memory's metadata, page by
+        page, in a worker thread (embedded Chroma: in its child process): a forget costs a scan,
+        a rare request does not need an index that every memory write would pay for."""
+        return await asyncio.to_thread(self._forget_sync, digits_only(caller))
+
+    def _forget_sync(self, digits: str) -> int:
+        if not digits:
+            return 0
+        ids: list[str] = []
+        offset = 0
+        while True:
+            page = self._collection.get(include=["metadatas"], limit=_SCAN_PAGE, offset=offset)
+            page_ids = list(page["ids"])
+            metas = page.get("metadatas") or [None] * len(page_ids)
+            for mem_id, meta in zip(page_ids, metas, strict=True):
+                if digits_only(str((meta or {}).get("caller") or "")) == digits:
+                    ids.append(mem_id)
+            if len(page_ids) < _SCAN_PAGE:
+                break
+            offset += _SCAN_PAGE
+        for start in range(0, len(ids), _DELETE_BATCH):
+            self._collection.delete(ids=ids[start : start + _DELETE_BATCH])
         return len(ids)
 
     async def purge_expired(self, retention_days: int, now: float | None = None) -> int:

@@ -3,16 +3,25 @@
 Turns are idempotent on `(conversation_id, turn_id, role)`: a turn's user and assistant messages
 are written in one transaction with `ON CONFLICT DO NOTHING`, so a retried or duplicated turn is
 never stored twice, and whoever loses the race reads the winner's reply.
+
+Erasure (`forget_number`, `erase_started_before`): a forgotten caller's conversations, and those
+past MEMORY_RETENTION_DAYS, keep their rows for accounting but lose everything personal: the
+transcript is deleted; the numbers, the summary and the metadata are erased (migration 0002 says
+why). `forgotten_at` is the tombstone a call still live at that moment meets: `set_summary` and
+`forgotten` (which guards the caller memory's writes) refuse it, and `end` deletes what its last
+turns stored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 
-from orchestrator.store.records import Agent, Conversation, Message, StoredReply
+from orchestrator.store.records import Agent, Conversation, ErasedRecords, Message, StoredReply
+from shared.phone import digits_only
 
 GREETING_TURN_ID = "greeting"
 
@@ -46,6 +55,43 @@ SELECT conversation_id, turn_id, 'assistant', $5, $6, $7 FROM user_row
 ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING
 RETURNING {_MESSAGE_COLUMNS}
 """  # noqa: S608 - column names only; values are parameters
+
+
+# A number written any way (`+1 (555) 000-2222`, `15550002222`) is found by its digits; the
+# expressions are those of the indexes of migration 0002, character for character.
+_FIND_NUMBER = (
+    "SELECT id FROM conversations "
+    "WHERE regexp_replace(caller, '[^0-9]', '', 'g') = $1 "
+    "OR regexp_replace(callee, '[^0-9]', '', 'g') = $1 "
+    "FOR UPDATE"
+)
+_FIND_EXPIRED = (
+    "SELECT id FROM conversations WHERE forgotten_at IS NULL AND started_at < $1 "
+    "ORDER BY started_at LIMIT $2 FOR UPDATE SKIP LOCKED"
+)
+# Erase the conversations $1 and their calls in one statement (data-modifying CTEs all run).
+_ERASE = """
+WITH target AS (
+    SELECT id, call_id, summary IS NOT NULL AS had_summary
+    FROM conversations WHERE id = ANY($1::text[])
+), transcript AS (
+    DELETE FROM messages WHERE conversation_id IN (SELECT id FROM target) RETURNING 1
+), call_rows AS (
+    UPDATE calls SET caller = NULL, callee = NULL, metadata = '{}'::jsonb
+    WHERE call_id IN (SELECT call_id FROM target) RETURNING 1
+), erased AS (
+    UPDATE conversations c
+    SET caller = NULL, callee = NULL, summary = NULL, metadata = '{}'::jsonb,
+        forgotten_at = coalesce(c.forgotten_at, now())
+    FROM target t WHERE c.id = t.id
+    RETURNING t.had_summary
+)
+SELECT (SELECT count(*) FROM erased) AS conversations,
+       (SELECT count(*) FROM transcript) AS messages,
+       (SELECT count(*) FROM erased WHERE had_summary) AS summaries
+"""
+# Retention erases this many conversations per transaction: a backlog never holds long locks.
+ERASE_BATCH = 500
 
 
 @dataclass(slots=True)
@@ -204,6 +250,10 @@ class ConversationStore:
                     conversation_id,
                 )
                 return (Conversation.from_row(existing), False) if existing else (None, False)
+            if row["forgotten_at"] is not None:
+                # Its caller was forgotten while the call was live: what its last turns stored
+                # goes too.
+                await conn.execute("DELETE FROM messages WHERE conversation_id = $1", row["id"])
             await conn.execute(
                 "UPDATE calls SET status = $2, ended_at = coalesce(ended_at, now()), "
                 "duration_s = coalesce($3, extract(epoch FROM now() - started_at)) "
@@ -215,10 +265,56 @@ class ConversationStore:
         return Conversation.from_row(row), True
 
     async def set_summary(self, conversation_id: str, summary: str) -> bool:
+        """Keep the call's summary, unless its caller was forgotten meanwhile (False)."""
         result = await self._pool.execute(
-            "UPDATE conversations SET summary = $2 WHERE id = $1", conversation_id, summary
+            "UPDATE conversations SET summary = $2 WHERE id = $1 AND forgotten_at IS NULL",
+            conversation_id,
+            summary,
         )
         return str(result).endswith(" 1")
+
+    # -- erasure ------------------------------------------------------------------------------
+
+    async def forgotten(self, conversation_id: str) -> bool:
+        """Whether this conversation was erased (its caller forgotten, or past retention): no
+        memory may be written for it any more. An unknown conversation is not forgotten."""
+        return bool(
+            await self._pool.fetchval(
+                "SELECT forgotten_at IS NOT NULL FROM conversations WHERE id = $1",
+                conversation_id,
+            )
+        )
+
+    async def forget_number(self, number: str) -> ErasedRecords:
+        """Erase every conversation with this number as caller or callee, in whatever form it
+        was stored (matched on digits), live ones included (they become tombstones)."""
+        digits = digits_only(number)
+        if not digits:
+            return ErasedRecords()
+        async with self._pool.acquire() as conn, conn.transaction():
+            ids = [r["id"] for r in await conn.fetch(_FIND_NUMBER, digits)]
+            return await self._erase(conn, ids)
+
+    async def erase_started_before(
+        self, cutoff: datetime, *, batch: int = ERASE_BATCH
+    ) -> ErasedRecords:
+        """Erase the conversations started before `cutoff` (retention), `batch` at a time, each
+        batch its own transaction."""
+        total = ErasedRecords()
+        while True:
+            async with self._pool.acquire() as conn, conn.transaction():
+                ids = [r["id"] for r in await conn.fetch(_FIND_EXPIRED, cutoff, batch)]
+                total += await self._erase(conn, ids)
+            if len(ids) < batch:
+                return total
+
+    @staticmethod
+    async def _erase(conn: asyncpg.Connection, ids: list[str]) -> ErasedRecords:
+        if not ids:
+            return ErasedRecords()
+        row = await conn.fetchrow(_ERASE, ids)
+        assert row is not None
+        return ErasedRecords(row["conversations"], row["messages"], row["summaries"])
 
     async def recent_for_caller(self, caller: str, *, limit: int = 5) -> list[Conversation]:
         """The caller's latest conversations, newest first (for memory across calls)."""

@@ -121,3 +121,20 @@ class StoredReply:
 
     message: Message
     inserted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ErasedRecords:
+    """What erasing conversations (a caller forgotten, or past retention) removed: the
+    conversations anonymised, the transcript messages deleted, the call summaries among them."""
+
+    conversations: int = 0
+    messages: int = 0
+    summaries: int = 0
+
+    def __add__(self, other: ErasedRecords) -> ErasedRecords:
+        return ErasedRecords(
+            self.conversations + other.conversations,
+            self.messages + other.messages,
+            self.summaries + other.summaries,
+        )

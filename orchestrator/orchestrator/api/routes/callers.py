@@ -1,8 +1,17 @@
 """A caller's memory: `GET /callers/{phone}/memory` shows what is kept about a number (so an
-operator can answer a caller's request to see it), `DELETE` forgets the caller entirely: every
-memory of that number in Chroma and the call summaries kept with their conversations. The number
-may be given as providers and people write it (`+1 (555) 000-1111`, `15550002222`: the one
-normaliser, `shared.phone.to_e164`); answers mask it."""
+operator can answer a caller's request to see it), `DELETE` forgets the caller entirely, in
+every store and every form the number was stored in (matched on digits):
+- Postgres: their conversations' transcripts are deleted and the numbers, summaries and metadata
+  erased; the anonymised rows stay (agent, provider, times, duration: what billing reconciliation
+  and statistics need, nothing that says who called or what was said). A call live at that
+  moment is erased too; nothing it says afterwards is kept past its end, and it writes no summary
+  or memory (the conversation's `forgotten_at` tombstone).
+- Chroma: every memory of the number (facts, call summaries).
+Postgres goes first: its tombstone is what stops a live call's memory write that races the
+Chroma deletion (`orchestrator.memory.caller_memory`). If Chroma fails, the answer is 503 and the
+request can be repeated (it is idempotent). The number may be given as providers and people
+write it (`+1 (555) 000-1111`, `15550002222`: the one normaliser, `shared.phone.to_e164`);
+answers mask it."""
 
 from __future__ import annotations
 
@@ -11,7 +20,8 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query
 
-from orchestrator.deps import ResponderDep, require_roles
+from orchestrator.deps import ResponderDep, StoreDep, require_roles
+from orchestrator.memory.caller_memory import MemoryUnavailable
 from shared.auth import Principal
 from shared.errors import ApiError
 from shared.logging import mask_phone
@@ -63,12 +73,28 @@ async def caller_memory(
 @router.delete("/{phone}/memory")
 async def forget_caller(
     phone: Annotated[str, Path(min_length=1, max_length=32)],
+    store: StoreDep,
     responder: ResponderDep,
     _: OperatorDep,
 ) -> dict[str, Any]:
     number = _number(phone)
-    forget = getattr(responder, "forget_caller", None)
-    if forget is None:
-        raise ApiError(503, "memory_unavailable", "caller memory (Chroma) is not available")
-    deleted, summaries = await forget(number)
-    return {"phone": mask_phone(number), "deleted": deleted, "summaries_cleared": summaries}
+    erased = await store.forget_number(number)  # first: the tombstone (module docstring)
+    deleted = 0
+    forget = getattr(responder, "forget_caller", None)  # a responder without memory has none
+    if forget is not None:
+        try:
+            deleted = await forget(number)
+        except MemoryUnavailable as exc:
+            raise ApiError(
+                503,
+                "memory_unavailable",
+                f"the caller's conversations were erased, but their long-term memories could "
+                f"not be deleted: {exc}; repeat the request",
+            ) from None
+    return {
+        "phone": mask_phone(number),
+        "deleted": deleted,
+        "summaries_cleared": erased.summaries,
+        "conversations_erased": erased.conversations,
+        "messages_deleted": erased.messages,
+    }
