@@ -23,7 +23,9 @@ A retried invoke is a new forwarder request (a new timestamp, so a new signature
 signed request seen again is a replay and is refused (409, nothing done): the ledger is keyed on
 the request's signature (`signatures.hmac_request_id`), kept longer than the timestamp window.
 
-boto3 is imported here only, and every Connect API call runs in a thread.
+This module keeps verify + parse + render; the answer map is rendered in `aws_connect_map.py`,
+the Connect API (boto3, imported there only; every call in a thread) and the configuration check
+are `aws_connect_rest.py`, so each stays under the 350-line rule for provider modules.
 """
 
 from __future__ import annotations
@@ -32,11 +34,13 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from starlette.responses import JSONResponse, Response
 
+from realtime_gateway.drivers.aws_connect_map import connect_map, render_reply
+from realtime_gateway.drivers.aws_connect_rest import ConnectRest, dialable
 from realtime_gateway.drivers.base import BaseDriver, DriverDeps
 from realtime_gateway.drivers.generic_http import resolve_secret
 from realtime_gateway.idempotency import signature_key
@@ -54,25 +58,23 @@ from realtime_gateway.vocabulary import (
     Heard,
     OutboundCall,
     ProviderConfigError,
-    ProviderError,
     SignatureError,
     Started,
     StatusChanged,
     WebhookRequest,
     confidence_of,
     number_or,
-    unset_variables,
 )
-from shared.contract import Action
 from shared.errors import ApiError
-from shared.languages import DEFAULT_LANGUAGE
-from shared.logging import mask_phone, scrub_text
-from shared.phone import parse_e164, to_e164
+from shared.logging import mask_phone
+from shared.phone import to_e164
 
 if TYPE_CHECKING:
     from botocore.client import BaseClient
 
 log = logging.getLogger(__name__)
+# `connect_map` and `render_reply` (aws_connect_map.py) are re-exported: callers import them here.
+__all__ = ["END_EVENTS", "AwsConnectDriver", "connect_map", "render_reply"]
 
 # Connect waits at most 8 s for the Lambda; the forwarder gives us 7 s; we answer within 6.5.
 ANSWER_BUDGET_S = 6.5
@@ -80,84 +82,6 @@ ANSWER_BUDGET_S = 6.5
 MAX_VALUE_CHARS = 3000
 # `Parameters.event` values that report the end of the contact (the flow's disconnect flow).
 END_EVENTS = frozenset({"ended", "disconnected", "hangup"})
-BOTO_CONNECT_TIMEOUT_S = 2.0
-BOTO_READ_TIMEOUT_S = 5.0
-BOTO_MAX_ATTEMPTS = 3
-# Connect API errors that mean "what you sent is wrong", not "Connect failed".
-_CLIENT_ERRORS = frozenset(
-    {
-        "InvalidParameterException",
-        "InvalidRequestException",
-        "DestinationNotAllowedException",
-        "ResourceNotFoundException",
-        "OutboundContactNotPermittedException",
-    }
-)
-
-
-def connect_map(
-    action: str,
-    text: str = "",
-    *,
-    next_turn: int,
-    silent: int = 0,
-    transfer_number: str = "",
-    language: str = DEFAULT_LANGUAGE,
-    fallback: bool = False,
-) -> dict[str, str]:
-    """The flat string map a contact flow reads as `$.External.*` (all values strings)."""
-    return {
-        "action": action,
-        "text": text,
-        "transfer_number": transfer_number,
-        "next_turn": str(next_turn),
-        "silent": str(silent),
-        "language": language,
-        "fallback": "true" if fallback else "false",
-    }
-
-
-def render_reply(
-    actions: Sequence[Action], next_turn: int, fallback: bool, silent: int = 0
-) -> dict[str, str]:
-    """Actions -> one Connect map: the words to speak, then what the flow does next."""
-    said: list[str] = []
-    language = DEFAULT_LANGUAGE
-    for action in actions:
-        if action.language:
-            language = action.language
-        if action.type == "say" and action.text and action.text.strip():
-            said.append(action.text.strip())
-        elif action.type == "gather":
-            break
-        elif action.type == "transfer" and action.to:
-            return connect_map(
-                "transfer",
-                " ".join(said),
-                next_turn=next_turn,
-                silent=silent,
-                transfer_number=action.to,
-                language=language,
-                fallback=fallback,
-            )
-        elif action.type == "hangup":
-            return connect_map(
-                "hangup",
-                " ".join(said),
-                next_turn=next_turn,
-                silent=silent,
-                language=language,
-                fallback=fallback,
-            )
-        # play / stream / send_digits have no form in this protocol: skipped.
-    return connect_map(
-        "speak",
-        " ".join(said),
-        next_turn=next_turn,
-        silent=silent,
-        language=language,
-        fallback=fallback,
-    )
 
 
 def _str(value: Any) -> str:
@@ -193,8 +117,7 @@ class AwsConnectDriver(BaseDriver):
 
     def __init__(self, deps: DriverDeps, client: BaseClient | None = None) -> None:
         super().__init__(deps)
-        self._client = client
-        self._client_lock = asyncio.Lock()
+        self.rest = ConnectRest(deps.settings, client)
         self._secret: str | None = None
 
     async def initialize(self) -> None:
@@ -212,75 +135,12 @@ class AwsConnectDriver(BaseDriver):
     def get_capabilities(self) -> list[str]:
         return ["voice", "dtmf", "transfer", "recording", "transcription"]
 
-    def _missing(self) -> list[str]:
-        s = self.settings
-        missing = unset_variables(
-            [
-                ("AWS_REGION", s.aws_region),
-                ("AWS_CONNECT_INSTANCE_ID", s.aws_connect_instance_id),
-                ("AWS_CONNECT_CONTACT_FLOW_ID", s.aws_connect_contact_flow_id),
-            ]
-        )
-        if not s.aws_connect_phone_number and not s.aws_connect_queue_id:
-            missing.append("AWS_CONNECT_PHONE_NUMBER (or AWS_CONNECT_QUEUE_ID)")
-        if self._signing_secret() is None:
-            missing.append("GENERIC_HTTP_SECRET (signs the forwarder Lambda's requests)")
-        return missing
-
     async def validate_configuration(self, check_reachability: bool = False) -> ConfigReport:
-        missing = self._missing()
-        problems: list[str] = []
-        s = self.settings
-        if bool(s.aws_access_key_id) != bool(s.aws_secret_access_key):
-            problems.append(
-                "set both AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or neither "
-                "(then the default AWS credential chain is used, e.g. an ECS task role)"
-            )
-        if s.aws_connect_phone_number:
-            try:
-                parse_e164(s.aws_connect_phone_number, "AWS_CONNECT_PHONE_NUMBER", exact=False)
-            except ValueError as exc:
-                problems.append(str(exc))
-        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
-        if check_reachability and report.ok:
-            try:
-                client = await self.connect_client()
-                await asyncio.to_thread(
-                    client.describe_instance, InstanceId=s.aws_connect_instance_id
-                )
-                report.reachable = True
-            except Exception as exc:  # any failure means "not reachable", with the reason
-                report.reachable = False
-                report.ok = False
-                report.problems.append(f"Amazon Connect not reachable: {_describe(exc)}")
-        return report
+        return await self.rest.validate(self._signing_secret() is not None, check_reachability)
 
     async def connect_client(self) -> BaseClient:
-        """The boto3 Connect client, built once (in a thread: botocore loads its models)."""
-        if self._client is None:
-            async with self._client_lock:
-                if self._client is None:
-                    self._client = await asyncio.to_thread(self._build_client)
-        return self._client
-
-    def _build_client(self) -> BaseClient:
-        s = self.settings
-        if not s.aws_region:
-            raise ProviderConfigError("AWS_REGION is required")
-        import boto3
-        from botocore.config import Config
-
-        config = Config(
-            connect_timeout=BOTO_CONNECT_TIMEOUT_S,
-            read_timeout=BOTO_READ_TIMEOUT_S,
-            retries={"total_max_attempts": BOTO_MAX_ATTEMPTS, "mode": "standard"},
-        )
-        kwargs: dict[str, Any] = {"region_name": s.aws_region, "config": config}
-        if s.aws_access_key_id and s.aws_secret_access_key:
-            kwargs["aws_access_key_id"] = s.aws_access_key_id
-            kwargs["aws_secret_access_key"] = s.aws_secret_access_key.get_secret_value()
-        client: BaseClient = boto3.session.Session().client("connect", **kwargs)
-        return client
+        """The boto3 Connect client, built once (`aws_connect_rest.ConnectRest`)."""
+        return await self.rest.connect_client()
 
     # ---- signatures ----------------------------------------------------------------------
 
@@ -416,13 +276,16 @@ class AwsConnectDriver(BaseDriver):
     # ---- REST ----------------------------------------------------------------------------
 
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
-        destination = _dialable(to, "phone_number")
-        missing = [m for m in self._missing() if not m.startswith("GENERIC_HTTP_SECRET")]
+        destination = dialable(to, "phone_number")
+        missing = [
+            m
+            for m in self.rest.missing(self._signing_secret() is not None)
+            if not m.startswith("GENERIC_HTTP_SECRET")
+        ]
         if missing:
             raise ProviderConfigError(
                 f"Amazon Connect is not configured: missing {', '.join(missing)}"
             )
-        s = self.settings
         attributes = {
             "gateway_provider": self.name,
             "recording": "true" if options.recording else "false",
@@ -430,24 +293,9 @@ class AwsConnectDriver(BaseDriver):
         }
         if options.agent_id:
             attributes["agent_id"] = options.agent_id
-        kwargs: dict[str, Any] = {
-            "DestinationPhoneNumber": destination,
-            "ContactFlowId": s.aws_connect_contact_flow_id,
-            "InstanceId": s.aws_connect_instance_id,
-            "Attributes": attributes,
-            "ClientToken": (options.idempotency_key or uuid.uuid4().hex)[:500],
-        }
-        source = options.from_number or s.aws_connect_phone_number
-        if source:
-            kwargs["SourcePhoneNumber"] = _dialable(source, "from_number")
-        if s.aws_connect_queue_id:
-            kwargs["QueueId"] = s.aws_connect_queue_id
-        client = await self.connect_client()
-        try:
-            response = await asyncio.to_thread(client.start_outbound_voice_contact, **kwargs)
-        except Exception as exc:
-            raise _provider_error(exc, "Amazon Connect refused the call") from None
-        contact_id = str(response["ContactId"])
+        client_token = (options.idempotency_key or uuid.uuid4().hex)[:500]
+        source = options.from_number or self.settings.aws_connect_phone_number
+        contact_id = await self.rest.start_contact(destination, source, attributes, client_token)
         log.info(
             "connect contact started", extra={"call_id": contact_id, "to": mask_phone(destination)}
         )
@@ -455,44 +303,8 @@ class AwsConnectDriver(BaseDriver):
             call_id=contact_id,
             provider=self.name,
             status="initiated",
-            raw={"client_token": kwargs["ClientToken"]},
+            raw={"client_token": client_token},
         )
 
     async def end_call(self, call_id: str, metadata: Mapping[str, Any] | None = None) -> None:
-        s = self.settings
-        client = await self.connect_client()
-        try:
-            await asyncio.to_thread(
-                client.stop_contact, ContactId=call_id, InstanceId=s.aws_connect_instance_id
-            )
-        except Exception as exc:
-            if _error_code(exc) == "ContactNotFoundException":
-                return  # already over
-            raise _provider_error(exc, "Amazon Connect could not end the call") from None
-
-
-def _dialable(number: str, field: str) -> str:
-    """Connect does not check numbers itself: a valid international number, in E.164."""
-    return parse_e164(number, field, exact=False)
-
-
-def _error_code(exc: Exception) -> str | None:
-    response = getattr(exc, "response", None)
-    if isinstance(response, dict):
-        code = response.get("Error", {}).get("Code")
-        return str(code) if code else None
-    return None
-
-
-def _describe(exc: Exception) -> str:
-    code = _error_code(exc)
-    if code is None:
-        return type(exc).__name__
-    message = str(getattr(exc, "response", {}).get("Error", {}).get("Message") or "")[:200]
-    return scrub_text(f"{code}: {message}".rstrip(": "))
-
-
-def _provider_error(exc: Exception, what: str) -> ProviderError:
-    code = _error_code(exc)
-    status = 400 if code in _CLIENT_ERRORS else 502
-    return ProviderError(f"{what}: {_describe(exc)}", status=status)
+        await self.rest.stop_contact(call_id)

@@ -17,29 +17,43 @@ must also fit its step: an answer webhook carrying an event's `status`, an input
 and a recording without `recording_url`, so a body signed for one URL does nothing on another.
 
 Vonage quirks handled here: answering-machine events carry `call_uuid`, not `uuid`; error events
-carry no call id at all (acknowledged and logged); numbers come without `+`. Signatures are
-checked in `signatures.py`, the REST API is `vonage_rest.py`, NCCO rendering `vonage_ncco.py`.
-A call the NCCO ends (no `input` left) is also hung up through the API once its last words have
-been spoken, so its end is provable.
+carry no call id at all (acknowledged and logged); numbers come without `+`. This module keeps
+verify + parse + render; signatures are checked in `signatures.py`, payloads read (step checks,
+input results, status events) in `vonage_payload.py`, the REST API, configuration check and
+scheduled hang-ups are `vonage_rest.py`, NCCO rendering `vonage_ncco.py` (so each stays under the
+350-line rule for provider modules). A call the NCCO ends (no `input` left) is also hung up
+through the API once its last words have been spoken, so its end is provable.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import time
 import uuid as uuidlib
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import jwt
 from starlette.responses import JSONResponse, Response
 
-from realtime_gateway.drivers.base import WEBHOOK_PATH, BaseDriver, DriverDeps
+from realtime_gateway.drivers.base import BaseDriver, DriverDeps
 from realtime_gateway.drivers.vonage_ncco import RenderedNcco, record_action, render_actions
-from realtime_gateway.drivers.vonage_rest import VonageRest, describe, private_key_text
+from realtime_gateway.drivers.vonage_payload import (
+    STATUS_MAP,
+    TRANSFER_FAILED_STATUSES,
+    caller_input,
+    check_step,
+    payload_of,
+    status_event,
+    step_of,
+)
+from realtime_gateway.drivers.vonage_rest import (
+    HANGUP_GRACE_S,
+    TTS_CHARS_PER_S,
+    Hangups,
+    VonageRest,
+    call_request,
+)
 from realtime_gateway.idempotency import delivery_key, token_key
 from realtime_gateway.signatures import (
     query_payload_hash,
@@ -53,7 +67,6 @@ from realtime_gateway.vocabulary import (
     SYNTHETIC_CALLEE,
     SYNTHETIC_CALLER,
     Acknowledged,
-    CallerInput,
     CallEvent,
     CallInfo,
     CallOptions,
@@ -63,16 +76,12 @@ from realtime_gateway.vocabulary import (
     MachineAnswered,
     OutboundCall,
     ProviderConfigError,
-    ProviderError,
     SignatureError,
     Started,
     StatusChanged,
     TransferEnded,
     WebhookRequest,
-    confidence_of,
     number_or,
-    seconds_of,
-    unset_variables,
 )
 from shared.errors import ApiError
 from shared.logging import mask_phone
@@ -80,32 +89,7 @@ from shared.phone import digits_only, to_e164
 
 log = logging.getLogger(__name__)
 
-TRANSFER_FAILED_STATUSES = frozenset(
-    {"busy", "cancelled", "failed", "rejected", "timeout", "unanswered"}
-)
-# Vonage's text-to-speech says roughly 14 characters a second; the API hang-up waits for the
-# goodbye to be heard (the NCCO ending hangs up too: this makes the end provable).
-TTS_CHARS_PER_S = 14.0
-HANGUP_GRACE_S = 1.5
-# Vonage event statuses -> ours (None: informational, no status change).
-STATUS_MAP: dict[str, str | None] = {
-    "started": "initiated",
-    "ringing": "ringing",
-    "answered": "in-progress",
-    "completed": "completed",
-    "busy": "busy",
-    "cancelled": "canceled",
-    "failed": "failed",
-    "rejected": "failed",
-    "timeout": "no-answer",
-    "unanswered": "no-answer",
-    "machine": None,
-    "human": None,
-    "disconnected": None,
-}
 _ANSWER_METADATA = ("conversation_uuid", "from_user", "region_url")
-# Keys that say a body was made for another webhook than the answer URL.
-_NOT_AN_ANSWER = ("status", "speech", "dtmf", "recording_url")
 
 
 class VonageDriver(BaseDriver):
@@ -116,55 +100,21 @@ class VonageDriver(BaseDriver):
     def __init__(self, deps: DriverDeps) -> None:
         super().__init__(deps)
         self.rest = VonageRest(deps.settings)
-        self._hangups: dict[str, asyncio.Task[None]] = {}
+        # Late-bound: the hang-up is whatever `end_call` is when it fires.
+        self._hangups = Hangups(lambda uuid, metadata: self.end_call(uuid, metadata))
         self.tts_chars_per_s = TTS_CHARS_PER_S
         self.hangup_grace_s = HANGUP_GRACE_S
 
     async def aclose(self) -> None:
-        tasks = list(self._hangups.values())
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        self._hangups.clear()
+        await self._hangups.aclose()
 
     # ---- configuration -------------------------------------------------------------------
 
     def get_capabilities(self) -> list[str]:
         return ["voice", "recording", "machine_detection", "dtmf", "transfer", "streaming"]
 
-    def _missing(self) -> list[str]:
-        s = self.settings
-        missing = unset_variables(
-            [
-                ("VONAGE_APPLICATION_ID", s.vonage_application_id),
-                ("VONAGE_PRIVATE_KEY", s.vonage_private_key),
-                ("VONAGE_PHONE_NUMBER", s.vonage_phone_number),
-                ("VONAGE_SIGNATURE_SECRET", s.vonage_signature_secret),
-            ]
-        )
-        if not self.public_base():
-            missing.append("PUBLIC_BASE_URL (or VONAGE_WEBHOOK_URL)")
-        return missing
-
     async def validate_configuration(self, check_reachability: bool = False) -> ConfigReport:
-        missing = self._missing()
-        problems: list[str] = []
-        number = self.settings.vonage_phone_number
-        if number and not to_e164(number):
-            problems.append("VONAGE_PHONE_NUMBER must be a phone number, e.g. +14155550100")
-        key = self.settings.vonage_private_key
-        if key and not private_key_text(key.get_secret_value()).startswith("-----BEGIN"):
-            problems.append("VONAGE_PRIVATE_KEY must be a PEM private key or a path to one")
-        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
-        if check_reachability and report.ok:
-            try:
-                await self.rest.check()
-                report.reachable = True
-            except Exception as exc:  # any failure means "not reachable", with the reason
-                report.reachable = False
-                report.ok = False
-                report.problems.append(f"Vonage API not reachable: {describe(exc)}")
-        return report
+        return await self.rest.validate(self.public_base(), check_reachability)
 
     def configured_webhook_url(self) -> str | None:
         url = self.settings.vonage_webhook_url
@@ -177,7 +127,7 @@ class VonageDriver(BaseDriver):
         if secret is None:
             raise SignatureError("VONAGE_SIGNATURE_SECRET is not configured", status=403)
         verify_vonage(secret.get_secret_value(), self.settings.vonage_api_key, request)
-        verify_vonage_query(secret.get_secret_value(), _step_of(request.url, self.name), request)
+        verify_vonage_query(secret.get_secret_value(), step_of(request.url, self.name), request)
 
     def _signed_url(
         self, step: str, query: Mapping[str, str | int], request: WebhookRequest | None = None
@@ -233,8 +183,8 @@ class VonageDriver(BaseDriver):
 
     def parse(self, request: WebhookRequest, step: str) -> CallEvent:
         """The event, whose replay key is the token's `jti`: a token is used once."""
-        payload = _payload(request)
-        _check_step(step, payload)
+        payload = payload_of(request)
+        check_step(step, payload)
         token_id = vonage_token_id(request)
         if token_id is None:
             raise ApiError(401, "invalid_signature", "missing Vonage signature (token id)")
@@ -267,12 +217,12 @@ class VonageDriver(BaseDriver):
         if step == "input":
             return Heard(
                 call=call,
-                heard=_heard(payload, turn),
+                heard=caller_input(payload, turn),
                 turn=turn,
                 silent=max(0, number_or(request.query.get("silent"), 0)),
             )
         if step in ("status", "event"):
-            return self._event(payload, call)
+            return status_event(self.name, payload, call)
         if step == "recording":
             recording = {
                 key: payload.get(key)
@@ -287,23 +237,6 @@ class VonageDriver(BaseDriver):
                 call=call, status="in-progress", extra={"recording": recording}, dedupe=(key,)
             )
         raise ApiError(404, "not_found", f"unknown Vonage webhook step '{step}'")
-
-    def _event(self, payload: Mapping[str, Any], call: CallInfo) -> CallEvent:
-        raw = str(payload.get("status") or "")
-        dedupe = (delivery_key(self.name, call.call_id, raw, str(payload.get("timestamp") or "")),)
-        if raw == "machine":
-            return MachineAnswered(call=call, dedupe=dedupe)
-        status = STATUS_MAP.get(raw)
-        if status is None:  # human, disconnected, other event types (input, transfer, ...)
-            return Acknowledged(call=call, note=raw[:32])
-        extra: dict[str, Any] = {"provider_status": raw}
-        duration = seconds_of(payload.get("duration"))
-        if duration is not None:
-            extra["duration_s"] = duration
-        for key in ("detail", "reason", "network", "rate", "price"):
-            if payload.get(key) not in (None, ""):
-                extra[key] = payload[key]
-        return StatusChanged(call=call, status=status, extra=extra, dedupe=dedupe)
 
     def _call_info(
         self, request: WebhookRequest, payload: Mapping[str, Any], uuid: str
@@ -328,7 +261,9 @@ class VonageDriver(BaseDriver):
             # The call is already running an NCCO: replace it with the agent's message.
             rendered = render_actions(reply.actions, "", None)
             await self.rest.replace_ncco(event.call_id, rendered.ncco, event.call.metadata)
-            self._schedule_hangup(event.call_id, self._speaking_time(rendered), event.call.metadata)
+            self._hangups.schedule(
+                event.call_id, self._speaking_time(rendered), event.call.metadata
+            )
             return Response(status_code=204)
         rendered = render_actions(
             reply.actions,
@@ -343,7 +278,9 @@ class VonageDriver(BaseDriver):
             recording_url = self._signed_url("recording", {"uuid": event.call_id}, request)
             rendered.ncco.insert(0, record_action(recording_url))
         if rendered.hangup:
-            self._schedule_hangup(event.call_id, self._speaking_time(rendered), event.call.metadata)
+            self._hangups.schedule(
+                event.call_id, self._speaking_time(rendered), event.call.metadata
+            )
         return JSONResponse(rendered.ncco)
 
     def fallback_response(self, request: WebhookRequest, step: str) -> Response:
@@ -374,60 +311,27 @@ class VonageDriver(BaseDriver):
     def _speaking_time(self, rendered: RenderedNcco) -> float:
         return rendered.spoken_chars / self.tts_chars_per_s + self.hangup_grace_s
 
-    def _schedule_hangup(self, uuid: str, delay_s: float, metadata: Mapping[str, Any]) -> None:
-        previous = self._hangups.pop(uuid, None)
-        if previous is not None:
-            previous.cancel()
-        task = asyncio.create_task(
-            self._hangup_later(uuid, delay_s, dict(metadata)), name=f"vonage-hangup-{uuid}"
-        )
-        self._hangups[uuid] = task
-        task.add_done_callback(lambda t: self._forget(uuid, t))
-
-    def _forget(self, uuid: str, task: asyncio.Task[None]) -> None:
-        if self._hangups.get(uuid) is task:
-            del self._hangups[uuid]
-
-    async def _hangup_later(self, uuid: str, delay_s: float, metadata: Mapping[str, Any]) -> None:
-        await asyncio.sleep(delay_s)
-        try:
-            await self.end_call(uuid, metadata)
-            log.info("vonage call hung up", extra={"call_id": uuid})
-        except Exception as exc:
-            log.warning("vonage hang-up failed", extra={"call_id": uuid, "error": describe(exc)})
-
     async def pending_hangups(self) -> None:
         """Wait for scheduled hang-ups (tests; graceful shutdown)."""
-        await asyncio.gather(*list(self._hangups.values()), return_exceptions=True)
+        await self._hangups.pending()
 
     # ---- REST ----------------------------------------------------------------------------
 
     async def make_call(self, to: str, options: CallOptions) -> OutboundCall:
-        missing = self._missing()
+        missing = self.rest.missing(self.public_base())
         if missing:
             raise ProviderConfigError(f"Vonage is not configured: missing {', '.join(missing)}")
-        from vonage_voice.models.common import Phone
-        from vonage_voice.models.requests import CreateCallRequest, ToPhone
-
-        from_number = options.from_number or self.settings.vonage_phone_number or ""
         query: dict[str, str] = {"direction": "outbound"}
         if options.agent_id:
             query["agent_id"] = options.agent_id
         answer_query = {**query, "record": "1"} if options.recording else query
-        request_kwargs: dict[str, Any] = {
-            "to": [ToPhone(number=digits_only(to))],
-            "from_": Phone(number=digits_only(from_number)),
-            "answer_url": [self._signed_url("answer", answer_query)],
-            "answer_method": "POST",
-            "event_url": [self._signed_url("status", query)],
-            "event_method": "POST",
-        }
-        if options.machine_detection:
-            request_kwargs["machine_detection"] = "continue"
-        try:
-            params = CreateCallRequest(**request_kwargs)
-        except Exception as exc:
-            raise ProviderError(f"Vonage cannot dial this call: {exc}", status=400) from None
+        params = call_request(
+            to,
+            options.from_number or self.settings.vonage_phone_number or "",
+            answer_url=self._signed_url("answer", answer_query),
+            event_url=self._signed_url("status", query),
+            machine_detection=options.machine_detection,
+        )
         created = await self.rest.create_call(params)
         log.info("vonage call created", extra={"call_id": created.uuid, "to": mask_phone(to)})
         return OutboundCall(
@@ -439,61 +343,3 @@ class VonageDriver(BaseDriver):
 
     async def end_call(self, call_id: str, metadata: Mapping[str, Any] | None = None) -> None:
         await self.rest.hangup(call_id, metadata)
-
-
-def _step_of(url: str, provider: str) -> str:
-    """The webhook step of a request URL: the path after `/voice/webhook/vonage` ('' for the
-    answer URL and the current provider's `/voice/webhook`)."""
-    path = urlsplit(url).path
-    _, sep, rest = path.partition(f"{WEBHOOK_PATH}/{provider}")
-    return rest.strip("/") if sep else ""
-
-
-def _payload(request: WebhookRequest) -> dict[str, Any]:
-    """What Vonage's JWT covers: a GET's query, a POST's JSON body (never its query: our own
-    parameters there are read one by one, under our `sig`)."""
-    if request.method.upper() == "GET":
-        return dict(request.query)
-    if not request.body.strip():
-        return {}
-    try:
-        body = json.loads(request.body)
-    except ValueError:
-        raise ApiError(400, "bad_request", "body must be JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "bad_request", "body must be a JSON object")
-    return body
-
-
-def _check_step(step: str, payload: Mapping[str, Any]) -> None:
-    """A body signed for one webhook does nothing on another: `ApiError` 400 naming why."""
-    if step in ("", "answer"):
-        found = [key for key in _NOT_AN_ANSWER if key in payload]
-        if found:
-            raise ApiError(
-                400,
-                "wrong_webhook",
-                f"not an answer webhook: it carries '{found[0]}' (an event, input or "
-                "recording body sent to the answer URL)",
-            )
-    elif step == "input" and "speech" not in payload and "dtmf" not in payload:
-        raise ApiError(400, "wrong_webhook", "not an input result: no 'speech' or 'dtmf'")
-    elif step == "recording" and not payload.get("recording_url"):
-        raise ApiError(400, "wrong_webhook", "not a recording event: no 'recording_url'")
-
-
-def _heard(payload: Mapping[str, Any], turn: int) -> CallerInput:
-    speech = payload.get("speech") if isinstance(payload.get("speech"), dict) else {}
-    dtmf = payload.get("dtmf") if isinstance(payload.get("dtmf"), dict) else {}
-    results = speech.get("results") if isinstance(speech, dict) else None
-    best = results[0] if isinstance(results, list) and results else {}
-    best = best if isinstance(best, dict) else {}
-    text = str(best.get("text") or "").strip()
-    digits = str((dtmf or {}).get("digits") or "").strip()
-    return CallerInput(
-        turn_id=str(turn),
-        type="dtmf" if digits and not text else "speech",
-        text=text,
-        digits=digits or None,
-        confidence=confidence_of(best.get("confidence")),
-    )
