@@ -248,7 +248,7 @@ async def test_a_tool_that_times_out_becomes_a_message_for_the_model(
         ("https://evil.example.com/x", {"allowed_hosts": ["api.example.com"]}, "allow-list"),
         ("http://127.0.0.1:9/x", {"allowed_hosts": ["127.0.0.1"]}, "private or local"),
         ("http://localhost:9/x", {"allowed_hosts": ["localhost"]}, "private or local"),
-        ("http://169.254.169.254/latest", {"allowed_hosts": ["169.254.169.254"]}, "private"),
+        ("http://169.254.169.254/latest", {"allowed_hosts": ["169.254.169.254"]}, "link-local"),
     ],
 )
 async def test_a_tool_url_that_is_not_allowed_is_refused_and_explained(

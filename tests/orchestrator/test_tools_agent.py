@@ -11,7 +11,6 @@ from orchestrator.agents.tool_agent import (
     ToolAgent,
     ToolCall,
     ToolContext,
-    address_is_public,
     host_allowed,
     tool_specs,
 )
@@ -31,31 +30,6 @@ from orchestrator.agents.tool_agent import (
 )
 def test_host_allow_list(host: str, allowed: list[str], ok: bool) -> None:
     assert host_allowed(host, allowed) is ok
-
-
-@pytest.mark.parametrize(
-    ("address", "public"),
-    [
-        ("8.8.8.8", True),
-        ("2606:4700:4700::1111", True),
-        ("127.0.0.1", False),
-        ("10.1.2.3", False),
-        ("172.16.0.1", False),
-        ("192.168.1.1", False),
-        ("169.254.169.254", False),
-        ("100.64.0.1", False),
-        ("0.0.0.0", False),
-        ("::1", False),
-        ("fd00::1", False),
-        ("fe80::1%eth0", False),
-        ("::ffff:127.0.0.1", False),
-        ("224.0.0.1", False),
-    ],
-)
-def test_private_loopback_link_local_and_reserved_ranges_are_refused(
-    address: str, public: bool
-) -> None:
-    assert address_is_public(address) is public
 
 
 async def test_url_checks_resolve_the_host() -> None:
@@ -144,6 +118,6 @@ async def test_an_http_tool_connects_to_the_address_it_vetted() -> None:
             sent = route.calls[0].request
             assert sent.headers["host"] == "api.example.com" and sent.headers["x-api-key"] == "k"
             assert sent.extensions["sni_hostname"] == "api.example.com"
-            assert sent.url.params["x"] == "1"
+            assert "x" not in sent.url.params  # not a declared parameter: never sent
             refused = await agent.run(ToolCall("2", "rebind", {}), ctx)
             assert not refused.ok and "private or local" in refused.content

@@ -2,13 +2,18 @@
 
 Built-ins: `transfer_call(to)`, `end_call(reason)`, `search_knowledge(query)`, `remember(fact)`.
 HTTP tools come from the agent's configuration and are called with the shared `httpx.AsyncClient`
-under the tool's timeout, redirects off (a redirect could point anywhere), and only when:
+under the tool's timeout, redirects never followed (a redirect could point anywhere; a 3xx is
+reported to the model as a failure), and only when:
 - the URL's host is on the agent's `allowed_hosts` (exact, or `*.example.com`), and
-- every address the host resolves to is public, unless the agent sets `allow_private_networks`
-  (loopback, RFC 1918/ULA private, link-local incl. cloud metadata 169.254.169.254, CGNAT,
-  multicast, reserved and unspecified ranges are refused). The request then goes to the address
+- every address the host resolves to may be reached (`orchestrator.agents.addresses`: public
+  always; loopback and private only with `allow_private_networks`, which only an admin may set;
+  link-local / cloud metadata and reserved ranges never). The request then goes to the address
   that was checked (Host header and TLS SNI/certificate name kept), so a DNS answer that changes
   between the check and the connection (rebinding) cannot send it elsewhere.
+The model fills in only what the tool declares: arguments not in its `parameters.properties`
+are dropped (a caller could talk the model into adding `admin=true`), and a `{placeholder}` in
+the URL takes its argument URL-quoted as one path segment, never `.` or `..` (which would walk
+out of the configured path).
 Every failure (not allowed, timeout, unreachable, HTTP error, bad arguments) becomes a short
 message the LLM can read and explain to the caller; a tool never raises into the graph.
 """
@@ -19,6 +24,7 @@ import asyncio
 import ipaddress
 import json
 import logging
+import re
 import socket
 import time
 from collections.abc import Awaitable, Callable
@@ -28,6 +34,7 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 
+from orchestrator.agents.addresses import refusal as address_refusal
 from orchestrator.agents.configuration import AgentConfiguration, HttpTool
 from orchestrator.memory.caller_memory import CallerMemory, MemoryRecord
 from orchestrator.memory.knowledge import KnowledgeBase
@@ -42,6 +49,7 @@ DNS_TIMEOUT_S = 2.0
 STORE_TIMEOUT_S = 3.0  # built-ins on Chroma (and the embedding API behind it)
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
+_PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
 @dataclass(slots=True)
@@ -143,13 +151,6 @@ def host_allowed(host: str, allowed: list[str]) -> bool:
         elif host == entry:
             return True
     return False
-
-
-def address_is_public(address: str) -> bool:
-    ip = ipaddress.ip_address(address.split("%", 1)[0])
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_global and not ip.is_multicast
 
 
 def pin_to_address(
@@ -287,15 +288,13 @@ class ToolAgent:
         return refused
 
     async def vet_url(self, url: str, config: AgentConfiguration) -> tuple[str | None, str | None]:
-        """(reason refused, None) or (None, the checked address to connect to, if resolved)."""
+        """(reason refused, None) or (None, the vetted address to connect to)."""
         parts = urlsplit(url)
         host = (parts.hostname or "").lower()
         if not host or parts.scheme not in ("http", "https"):
             return "its URL is not an http(s) URL", None
         if not host_allowed(host, config.allowed_hosts):
             return f"the host {host} is not on this agent's allow-list", None
-        if config.allow_private_networks:
-            return None, None
         port = parts.port or (443 if parts.scheme == "https" else 80)
         try:
             addresses = await self._resolve(host, port)
@@ -304,17 +303,27 @@ class ToolAgent:
         if not addresses:
             return f"the host {host} could not be resolved", None
         for address in addresses:
-            if not address_is_public(address):
-                return f"the host {host} resolves to a private or local address", None
+            why = address_refusal(address, allow_private=config.allow_private_networks)
+            if why is not None:
+                return f"the host {host} resolves to {why}", None
         return None, addresses[0]
 
     async def _http_tool(self, call: ToolCall, tool: HttpTool, ctx: ToolContext) -> ToolOutcome:
-        args = dict(call.args)
+        placeholders = set(_PLACEHOLDER.findall(tool.url))
+        declared = set(tool.parameters.get("properties") or {}) | placeholders
+        args = {k: v for k, v in call.args.items() if k in declared}
+        if dropped := sorted(set(call.args) - declared):
+            log.info(
+                "undeclared tool arguments dropped", extra={"tool": tool.name, "dropped": dropped}
+            )
         url = tool.url
-        for key in list(args):  # `{name}` placeholders in the URL take arguments, URL-quoted
-            placeholder = "{" + key + "}"
-            if placeholder in url:
-                url = url.replace(placeholder, quote(str(args.pop(key)), safe=""))
+        for key in sorted(placeholders):  # each takes its argument as one URL-quoted segment
+            value = str(args.pop(key, ""))
+            if value.strip() in ("", ".", ".."):
+                return ToolOutcome(
+                    call, f"The tool {tool.name} needs a value for `{key}`.", ok=False
+                )
+            url = url.replace("{" + key + "}", quote(value, safe=""))
         refused, address = await self.vet_url(url, ctx.config)
         if refused:
             log.info("tool call refused", extra={"tool": tool.name, "why": refused})
@@ -348,6 +357,14 @@ class ToolAgent:
             count_error("tool")
             return ToolOutcome(
                 call, f"The tool {tool.name} could not be reached ({type(exc).__name__}).", ok=False
+            )
+        if response.is_redirect:
+            log.info("tool redirect not followed", extra={"tool": tool.name})
+            return ToolOutcome(
+                call,
+                f"The tool {tool.name} answered with a redirect (HTTP {response.status_code}), "
+                "which is not followed.",
+                ok=False,
             )
         body = response.text[:MAX_TOOL_RESULT_CHARS]
         if response.is_success:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
@@ -13,7 +13,7 @@ from orchestrator.store.records import Conversation, Message
 class MessageView(BaseModel):
     turn_id: str
     role: str
-    content: str
+    content: str | None  # None: withheld from this reader (`api/read_model.py`)
     actions: list[dict[str, Any]]
     timings_ms: dict[str, float]
     created_at: datetime
@@ -43,6 +43,7 @@ class ConversationView(BaseModel):
     end_reason: str | None
     summary: str | None
     messages: list[MessageView]
+    personal_data: Literal["shown", "withheld"] = "shown"  # by role: `api/read_model.py`
 
     @classmethod
     def of(cls, conversation: Conversation, messages: list[Message]) -> ConversationView:

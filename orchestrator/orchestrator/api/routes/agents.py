@@ -4,9 +4,24 @@ An agent's `configuration` is validated by `AgentConfiguration`: a bad field is 
 (`configuration.temperature: ...`). A dialled number may route to one agent only (409 otherwise).
 The default agent (created from settings at first start) cannot be deleted: calls need it.
 
-`agent_type` is the spec's role label (input | memory | orchestrator | tool; "voice" for the
-default agent made from settings). Whatever the label, an agent that answers a call (it lists the
-dialled number, or it is the default) runs the whole graph with its configuration.
+Reading: tool header values are write-only (`***` for every role; `***` sent back keeps the
+stored value), see `orchestrator.api.read_model`. `configuration.allow_private_networks` lets an
+agent's HTTP tools reach loopback and private addresses (never link-local / metadata:
+`orchestrator.agents.addresses`); only an admin may set it, or change the configuration of an
+agent that has it (403 for operators): an operator could otherwise aim a tool at any internal
+service.
+
+`agent_type` (the spec's input | memory | orchestrator | tool; "voice" for the default agent made
+from settings) is a label, stored and returned, that changes nothing: an agent is always the
+whole graph. A caller's turn needs all four stages in order to produce anything the gateway can
+speak: the input stage only cleans and classifies (no reply), the memory stage only recalls and
+remembers (no reply), the tool stage only runs what a model asked for (nothing to run without
+the orchestrator stage), and the orchestrator stage alone would answer without memory,
+knowledge or tools. So an agent that answers a call (it lists the dialled number, or it is the
+default) runs input -> memory -> orchestrator <-> tool, and its configuration shapes each stage:
+`language` the input stage, `history_turns` the memory stage, `model`, `temperature`,
+`system_prompt`, `greeting` and `max_tool_rounds` the orchestrator stage, `tools`,
+`allowed_hosts`, `allow_private_networks` and `transfer_number` the tool stage.
 """
 
 from __future__ import annotations
@@ -19,6 +34,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from orchestrator.agents.configuration import AgentConfiguration, load_configuration
 from orchestrator.agents.stats import stored_turn_stats
+from orchestrator.api.read_model import masked_configuration, restore_secrets
 from orchestrator.deps import AgentStoreDep, DatabaseDep, ReaderDep, ResponderDep, require_roles
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.records import Agent
@@ -62,7 +78,9 @@ class AgentView(BaseModel):
 
     @classmethod
     def of(cls, agent: Agent) -> AgentView:
-        return cls.model_validate(agent, from_attributes=True)
+        view = cls.model_validate(agent, from_attributes=True)
+        view.configuration = masked_configuration(view.configuration)
+        return view
 
 
 class AgentList(BaseModel):
@@ -72,6 +90,21 @@ class AgentList(BaseModel):
 
 def _stored(config: AgentConfiguration) -> dict[str, Any]:
     return config.model_dump(mode="json", exclude_unset=True)
+
+
+def _with_secrets(config: AgentConfiguration, stored: dict[str, Any]) -> AgentConfiguration:
+    """`config` with its `***` header values taken from the stored configuration."""
+    return AgentConfiguration.model_validate(restore_secrets(_stored(config), stored))
+
+
+def _check_private_networks(principal: Principal, config: AgentConfiguration) -> None:
+    if config.allow_private_networks and principal.role != "admin":
+        raise ApiError(
+            403,
+            "forbidden",
+            "configuration.allow_private_networks: only an admin may let an agent's tools reach "
+            "private networks, or change the configuration of an agent that may",
+        )
 
 
 async def _check_numbers(
@@ -125,14 +158,18 @@ async def list_agents(
 
 
 @router.post("/create", response_model=AgentView, status_code=201)
-async def create_agent(body: AgentCreate, store: AgentStoreDep, _: OperatorDep) -> AgentView:
-    _check_tool_hosts(body.configuration)
-    await _check_numbers(store, body.configuration, None)
-    name = body.name or body.configuration.name or f"{body.agent_type.title()} agent"
+async def create_agent(
+    body: AgentCreate, store: AgentStoreDep, principal: OperatorDep
+) -> AgentView:
+    config = _with_secrets(body.configuration, {})
+    _check_private_networks(principal, config)
+    _check_tool_hosts(config)
+    await _check_numbers(store, config, None)
+    name = body.name or config.name or f"{body.agent_type.title()} agent"
     agent = await store.create(
         name=name,
         agent_type=body.agent_type,
-        configuration=_stored(body.configuration),
+        configuration=_stored(config),
         is_default=body.is_default,
     )
     return AgentView.of(agent)
@@ -174,6 +211,7 @@ async def agent_status(
 async def _update(
     store: AgentStoreDep,
     agent: Agent,
+    principal: Principal,
     *,
     agent_type: str | None,
     name: str | None,
@@ -181,6 +219,7 @@ async def _update(
     is_default: bool | None,
 ) -> AgentView:
     if config is not None:
+        _check_private_networks(principal, config)
         _check_tool_hosts(config)
         await _check_numbers(store, config, agent.id)
     if is_default is False and agent.is_default:
@@ -201,22 +240,23 @@ async def _update(
 
 @router.put("/{agent_id}", response_model=AgentView)
 async def replace_agent(
-    agent_id: AgentId, body: AgentCreate, store: AgentStoreDep, _: OperatorDep
+    agent_id: AgentId, body: AgentCreate, store: AgentStoreDep, principal: OperatorDep
 ) -> AgentView:
     agent = await _get(store, agent_id)
     return await _update(
         store,
         agent,
+        principal,
         agent_type=body.agent_type,
         name=body.name or body.configuration.name,
-        config=body.configuration,
+        config=_with_secrets(body.configuration, agent.configuration),
         is_default=body.is_default or None,
     )
 
 
 @router.patch("/{agent_id}", response_model=AgentView)
 async def update_agent(
-    agent_id: AgentId, body: AgentPatch, store: AgentStoreDep, _: OperatorDep
+    agent_id: AgentId, body: AgentPatch, store: AgentStoreDep, principal: OperatorDep
 ) -> AgentView:
     agent = await _get(store, agent_id)
     config = None
@@ -225,7 +265,8 @@ async def update_agent(
 
         from shared.errors import describe_validation_errors
 
-        merged = {**agent.configuration, **body.configuration}
+        changes = restore_secrets(body.configuration, agent.configuration)
+        merged = {**agent.configuration, **changes}
         try:
             config = AgentConfiguration.model_validate(merged)
         except ValidationError as exc:
@@ -234,6 +275,7 @@ async def update_agent(
     return await _update(
         store,
         agent,
+        principal,
         agent_type=body.agent_type,
         name=body.name,
         config=config,

@@ -6,12 +6,14 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import StreamingResponse
 
+from orchestrator.api.read_model import conversation_view
 from orchestrator.api.schemas import ConversationView
 from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep
 from orchestrator.metrics import count_error, observe_turn
@@ -115,16 +117,24 @@ async def end_conversation(
 
 @router.get("/{conversation_id}", response_model=ConversationView)
 async def get_conversation(
-    conversation_id: ConversationId, store: StoreDep, _: ReaderDep
+    conversation_id: ConversationId, store: StoreDep, reader: ReaderDep
 ) -> ConversationView:
+    """Operators and admins read everything; viewers the conversation's shape, numbers masked
+    and words withheld (`orchestrator.api.read_model`)."""
     conversation = await store.get(conversation_id)
     if conversation is None:
         raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
-    return ConversationView.of(conversation, await store.messages(conversation_id))
+    return conversation_view(conversation, await store.messages(conversation_id), reader)
 
 
 def resolve_turn_id(conversation_id: str, body_turn_id: str | None, header: str | None) -> str:
-    """The body's `turn_id`, else the turn part of `Idempotency-Key: <call_id>:<turn_id>`."""
+    """The body's `turn_id`, else the key's turn part (`Idempotency-Key: <call_id>:<turn_id>`,
+    as the gateway sends it, or a bare `Idempotency-Key: <key>`), else a server-assigned id.
+
+    The spec's own request (`{"message", "context": {"user_id", "session_id"}}`) has neither:
+    it is answered with a fresh `turn_id` (returned in the reply), so it is NOT idempotent, and
+    a client retrying it after a timeout gets a second answer stored. A client that needs
+    retries to be safe sends a `turn_id` or an `Idempotency-Key`."""
     from_header = None
     if header is not None:
         header = header.strip()
@@ -134,12 +144,13 @@ def resolve_turn_id(conversation_id: str, body_turn_id: str | None, header: str 
         else:
             _, sep, from_header = header.rpartition(":")
             if not sep:
-                from_header = ""
+                from_header = header
         if not from_header or len(from_header) > MAX_ID_CHARS or not _ID.match(from_header):
             raise ApiError(
                 400,
                 "invalid_idempotency_key",
-                f"{IDEMPOTENCY_HEADER}: expected '<call_id>:<turn_id>'",
+                f"{IDEMPOTENCY_HEADER}: expected '<call_id>:<turn_id>' or a key of letters, "
+                "digits and ._@+-",
             )
     if body_turn_id is not None:
         if from_header is not None and from_header != body_turn_id:
@@ -150,10 +161,9 @@ def resolve_turn_id(conversation_id: str, body_turn_id: str | None, header: str 
                 f"{from_header!r}",
             )
         return body_turn_id
-    if from_header is None:
-        raise ApiError(
-            400,
-            "turn_id_required",
-            f"turn_id: required in the body or as {IDEMPOTENCY_HEADER}: <call_id>:<turn_id>",
-        )
-    return from_header
+    return from_header if from_header is not None else server_turn_id()
+
+
+def server_turn_id() -> str:
+    """Unique per conversation (a uuid4), marked as assigned here, not by a client."""
+    return f"srv-{uuid.uuid4().hex}"
