@@ -52,6 +52,19 @@ METRICS_PATH = "/metrics"
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
+def service_registry() -> CollectorRegistry:
+    """A service's own registry, with the process, platform and GC collectors."""
+    from prometheus_client.gc_collector import GCCollector
+    from prometheus_client.platform_collector import PlatformCollector
+    from prometheus_client.process_collector import ProcessCollector
+
+    registry = CollectorRegistry(auto_describe=True)
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    GCCollector(registry=registry)
+    return registry
+
+
 def http_duration_histogram(registry: CollectorRegistry) -> Histogram:
     return Histogram(
         "http_request_duration_seconds",

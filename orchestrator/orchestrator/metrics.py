@@ -12,10 +12,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI
-from prometheus_client import CollectorRegistry, Counter, Histogram
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import Counter, Histogram
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -26,12 +23,10 @@ from shared.metrics import (
     HttpMetricsMiddleware,
     http_duration_histogram,
     metrics_endpoint,
+    service_registry,
 )
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
+REGISTRY = service_registry()
 
 # Stages take from a fraction of a millisecond (input) to seconds (llm): finer buckets below
 # the spec's 100 ms.

@@ -39,6 +39,7 @@ from realtime_gateway.vocabulary import (
     FlowReply,
     Heard,
     MachineAnswered,
+    SessionEnded,
     Started,
     StatusChanged,
     TransferEnded,
@@ -137,9 +138,29 @@ class CallFlow(ABC):
             text = prompts.say("transfer_failed", language)
             actions = [Action.say(text, language), Action.gather(language=language)]
             return FlowReply(actions=actions, text=text, next_turn=max(1, event.turn))
+        if isinstance(event, SessionEnded):
+            return self._session_ended(event)
         if isinstance(event, Acknowledged):
             return FlowReply(actions=[])
         raise TypeError(f"no rule for {type(event).__name__}")
+
+    @staticmethod
+    def _session_ended(event: SessionEnded) -> FlowReply:
+        """What the caller's line does after a streaming session: the transfer or hang-up our
+        side asked for; a session that failed or that we ended to move the caller (a deploy)
+        reconnects, to the same conversation; one that just ended hangs up."""
+        action = str(event.handoff.get("action") or "")
+        to = event.handoff.get("to")
+        if action == "transfer" and isinstance(to, str) and to:
+            return FlowReply(actions=[Action.transfer(to)])
+        if action == "hangup":
+            return FlowReply(
+                actions=[Action.hangup(str(event.handoff.get("reason") or "completed"))]
+            )
+        if action == "resume" or event.failed:
+            log.info("streaming session resumed", extra={"failed": event.failed})
+            return FlowReply(actions=[], resume=True)
+        return FlowReply(actions=[Action.hangup("session ended")])
 
     def fallback(self, event: CallEvent | None, limits: SpeechLimits) -> FlowReply:
         """What the caller hears when handling `event` failed (e.g. the call store is down):

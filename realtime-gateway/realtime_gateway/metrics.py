@@ -20,10 +20,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, ParamSpec
 
 import httpx
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.gc_collector import GCCollector
-from prometheus_client.platform_collector import PlatformCollector
-from prometheus_client.process_collector import ProcessCollector
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -39,12 +36,10 @@ from shared.metrics import (
     HttpMetricsMiddleware,
     http_duration_histogram,
     metrics_endpoint,
+    service_registry,
 )
 
-REGISTRY = CollectorRegistry(auto_describe=True)
-ProcessCollector(registry=REGISTRY)
-PlatformCollector(registry=REGISTRY)
-GCCollector(registry=REGISTRY)
+REGISTRY = service_registry()
 
 TURN_BUCKETS = (0.05, 0.1, 0.3, 0.5, 0.7, 1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
 UNKNOWN = "unknown"

@@ -10,7 +10,7 @@ renders that reply in its format. The status vocabulary itself is the contract's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -122,6 +122,8 @@ class FlowReply:
     next_turn: int = 1  # for adapters that number turns in their callback URLs
     silent: int = 0  # consecutive silent turns so far (carried the same way)
     duplicate: bool = False  # a redelivered event: acknowledged, nothing done
+    voice_mode: str | None = None  # the agent's (`relay`, `gather`); None: the gateway's default
+    resume: bool = False  # a streaming session ended by accident: reconnect the caller to it
 
 
 # ---- events: what an adapter parses a provider request into ------------------------------------
@@ -181,6 +183,16 @@ class TransferEnded(CallEvent):
 
 
 @dataclass(slots=True, kw_only=True)
+class SessionEnded(CallEvent):
+    """A streaming session (ConversationRelay) ended: `handoff` is what our side asked for when
+    it ended it (`{"action": "transfer", "to": …}`, `hangup`, `resume`), empty when it ended on
+    its own; `failed` when the provider reports an error (e.g. the socket dropped)."""
+
+    handoff: dict[str, Any] = field(default_factory=dict)
+    failed: bool = False
+
+
+@dataclass(slots=True, kw_only=True)
 class Acknowledged(CallEvent):
     """A provider event with nothing to do (an error report, an unknown event type)."""
 
@@ -211,6 +223,28 @@ class ConfigReport:
     missing: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     reachable: bool | None = None  # None: not checked
+
+    @classmethod
+    async def of(
+        cls,
+        missing: list[str],
+        problems: list[str],
+        reach: Callable[[], Awaitable[object]] | None,
+        what: str,
+        describe: Callable[[Exception], str],
+    ) -> ConfigReport:
+        """The report; with `reach` (and nothing missing or wrong), whether the provider's API
+        answers, with the reason when it does not."""
+        report = cls(ok=not missing and not problems, missing=missing, problems=problems)
+        if reach is not None and report.ok:
+            try:
+                await reach()
+                report.reachable = True
+            except Exception as exc:  # any failure means "not reachable", with the reason
+                report.reachable = False
+                report.ok = False
+                report.problems.append(f"{what} not reachable: {describe(exc)}")
+        return report
 
 
 def unset_variables(pairs: list[tuple[str, object]]) -> list[str]:

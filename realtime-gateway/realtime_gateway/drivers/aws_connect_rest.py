@@ -107,19 +107,13 @@ class ConnectRest:
                 parse_e164(s.aws_connect_phone_number, "AWS_CONNECT_PHONE_NUMBER", exact=False)
             except ValueError as exc:
                 problems.append(str(exc))
-        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
-        if check_reachability and report.ok:
-            try:
-                client = await self.connect_client()
-                await asyncio.to_thread(
-                    client.describe_instance, InstanceId=s.aws_connect_instance_id
-                )
-                report.reachable = True
-            except Exception as exc:  # any failure means "not reachable", with the reason
-                report.reachable = False
-                report.ok = False
-                report.problems.append(f"Amazon Connect not reachable: {describe(exc)}")
-        return report
+        reach = self._describe_instance if check_reachability else None
+        return await ConfigReport.of(missing, problems, reach, "Amazon Connect", describe)
+
+    async def _describe_instance(self) -> None:
+        client = await self.connect_client()
+        instance = self.settings.aws_connect_instance_id
+        await asyncio.to_thread(client.describe_instance, InstanceId=instance)
 
     async def start_contact(
         self, destination: str, source: str | None, attributes: dict[str, str], client_token: str

@@ -85,16 +85,8 @@ class TwilioRest:
         number = self.settings.twilio_phone_number
         if number and not to_e164(number):
             problems.append("TWILIO_PHONE_NUMBER must be E.164, e.g. +15551234567")
-        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
-        if check_reachability and not missing:
-            try:
-                await self.check()
-                report.reachable = True
-            except Exception as exc:  # any failure means "not reachable", with the reason
-                report.reachable = False
-                report.ok = False
-                report.problems.append(f"Twilio API not reachable: {describe(exc)}")
-        return report
+        reach = self.check if check_reachability else None
+        return await ConfigReport.of(missing, problems, reach, "Twilio API", describe)
 
     def use_http_client(self, http_client: HttpClient) -> None:
         """Route REST calls through `http_client` (tests fake Twilio's API this way)."""

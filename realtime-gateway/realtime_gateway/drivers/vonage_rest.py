@@ -115,16 +115,8 @@ class VonageRest:
         key = self.settings.vonage_private_key
         if key and not private_key_text(key.get_secret_value()).startswith("-----BEGIN"):
             problems.append("VONAGE_PRIVATE_KEY must be a PEM private key or a path to one")
-        report = ConfigReport(ok=not missing and not problems, missing=missing, problems=problems)
-        if check_reachability and report.ok:
-            try:
-                await self.check()
-                report.reachable = True
-            except Exception as exc:  # any failure means "not reachable", with the reason
-                report.reachable = False
-                report.ok = False
-                report.problems.append(f"Vonage API not reachable: {describe(exc)}")
-        return report
+        reach = self.check if check_reachability else None
+        return await ConfigReport.of(missing, problems, reach, "Vonage API", describe)
 
     async def client(self, metadata: Mapping[str, Any] | None = None) -> Voice:
         host = region_host((metadata or {}).get("region_url"))
