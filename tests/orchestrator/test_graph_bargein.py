@@ -2,7 +2,9 @@
 
 The app runs under a real uvicorn server in this process; OpenAI is faked at the HTTP layer with
 a slow token stream. When the client goes away after the first token, the model's stream is
-abandoned, and no reply is stored for that turn (the caller never heard it)."""
+abandoned and no reply is stored for that turn, but the caller's words are. The gateway then
+records what the caller heard (`…/messages/1/interrupted`): the reply is stored as that, marked
+interrupted, and it is what the model is sent as history on the next turn."""
 
 from __future__ import annotations
 
@@ -97,7 +99,39 @@ async def test_a_client_that_goes_away_cancels_the_streamed_turn(
                 await asyncio.wait_for(model_stream_closed.wait(), 5)
                 assert len(sent_tokens) < 9  # the model's stream was abandoned midway
                 view = await client.get(f"/conversations/{cid}", headers=admin_headers)
-                assert [m["turn_id"] for m in view.json()["messages"]] == ["greeting"]
+                said = [(m["turn_id"], m["role"]) for m in view.json()["messages"]]
+                assert said == [("greeting", "assistant"), ("1", "user")]
+
+                r = await client.post(
+                    f"/conversations/{cid}/messages/1/interrupted",
+                    json={"heard": "Well"},
+                    headers=service_headers,
+                )
+                assert r.status_code == 200, r.text
+                assert r.json()["interrupted"] is True and r.json()["reply"] == "Well"
+                view = await client.get(f"/conversations/{cid}", headers=admin_headers)
+                last = view.json()["messages"][-1]
+                assert (last["turn_id"], last["role"], last["content"]) == (
+                    "1",
+                    "assistant",
+                    "Well",
+                )
+                assert last["interrupted"] is True
+
+                fake.route.mock(side_effect=fake._answer)  # the next turn: a scripted answer
+                fake.reply("Once upon a time.")
+                r = await client.post(
+                    f"/conversations/{cid}/messages",
+                    json={"message": "Go on then", "turn_id": "2"},
+                    headers=service_headers,
+                )
+                assert r.status_code == 200, r.text
+                sent = [(m["role"], m["content"]) for m in fake.requests[-1]["messages"][1:]]
+                assert sent[-3:] == [
+                    ("user", "Tell me a story"),
+                    ("assistant", "Well"),  # what the caller heard, not what the model wrote
+                    ("user", "Go on then"),
+                ]
         finally:
             server.should_exit = True
             await task

@@ -6,7 +6,8 @@ URL, method). With no built-in names listed, all four built-ins are enabled. Pho
 (`transfer_number`, `phone_numbers`) are accepted as providers write them and stored in E.164
 (`shared.phone.to_e164`, the one normaliser). `language` must be one the voice providers can
 hear and speak (`shared.languages.speakable`); it is stored as written (`fr` stays `fr`, the
-gateway gives providers `fr-FR`).
+gateway gives providers `fr-FR`). `voice_mode` (`relay` | `gather`, or unset for the gateway's
+`TWILIO_VOICE_MODE`) is how the agent's Twilio calls talk.
 """
 
 from __future__ import annotations
@@ -99,6 +100,9 @@ class AgentConfiguration(BaseModel):
     allow_private_networks: bool = False
     max_tool_rounds: int = Field(4, ge=1, le=8)
     history_turns: int | None = Field(None, ge=1, le=100)
+    # How its calls talk (Twilio): `relay` streams over ConversationRelay, `gather` is webhook
+    # turns; None: the gateway's default (`TWILIO_VOICE_MODE`). Sent with the greeting.
+    voice_mode: Literal["relay", "gather"] | None = None
 
     @field_validator("tools", mode="before")
     @classmethod

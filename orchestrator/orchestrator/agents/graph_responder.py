@@ -298,8 +298,9 @@ class GraphResponder:
             raise
         text = " ".join(part for part in state.get("spoken", []) if part).strip()
         fallback = bool(state.get("fallback"))
-        if not text:
+        if not text:  # nothing to say (an empty answer, a tool that failed): the fallback,
             text, fallback = FALLBACK_REPLY, True
+            await run.say(text)  # streamed too: a streamed caller hears what is stored
         actions = [Action.say(text, config.language, config.voice)]
         actions.extend(state.get("actions") or [Action.gather(language=config.language)])
         total = (time.perf_counter() - started) * 1000

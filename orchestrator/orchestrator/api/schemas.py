@@ -17,6 +17,7 @@ class MessageView(BaseModel):
     actions: list[dict[str, Any]]
     timings_ms: dict[str, float]
     created_at: datetime
+    interrupted: bool = False  # the caller talked over this reply; `content` is what was heard
 
     @classmethod
     def of(cls, message: Message) -> MessageView:
@@ -27,6 +28,7 @@ class MessageView(BaseModel):
             actions=message.actions,
             timings_ms=message.timings,
             created_at=message.created_at,
+            interrupted=message.interrupted,
         )
 
 

@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Literal, TypeVar
 
 from orchestrator.services.responder import Responder, StreamingResponder
 from orchestrator.store.agents import AgentStore
@@ -31,6 +31,8 @@ from shared.errors import ApiError
 from shared.redaction import StreamRedactor, redact_secrets
 
 log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
 
 
 class ConversationService:
@@ -48,7 +50,7 @@ class ConversationService:
         self.responder = responder
         self.history_turns = history_turns
         self.fallback_agent = fallback_agent  # used only if the agents table has no default
-        self._background: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[Any]] = set()  # end-of-call work, questions
 
     # -- start --------------------------------------------------------------------------------
 
@@ -71,10 +73,12 @@ class ConversationService:
             else await self.conversations.get_reply(conversation_id, GREETING_TURN_ID)
         )
         timer.lap("store_read")
-        if stored is not None:
-            return _reply(conversation, stored, timer.done(), replayed=True)
         if not created and conversation.agent_id != agent.id:
             agent = await self._agent_of(conversation)
+        if stored is not None:
+            return _reply(
+                conversation, stored, timer.done(), replayed=True, voice_mode=agent.voice_mode
+            )
         draft = _redacted(await self.responder.greet(conversation, agent))
         timer.lap("respond")
         saved = await self.conversations.record_greeting(
@@ -87,7 +91,13 @@ class ConversationService:
                 extra={"conversation_id": conversation_id, "agent_id": agent.id},
             )
         if not saved.inserted:
-            return _reply(conversation, saved.message, timer.done(), replayed=True)
+            return _reply(
+                conversation,
+                saved.message,
+                timer.done(),
+                replayed=True,
+                voice_mode=agent.voice_mode,
+            )
         return TurnReply(
             conversation_id=conversation_id,
             turn_id=GREETING_TURN_ID,
@@ -95,6 +105,7 @@ class ConversationService:
             actions=draft.actions,
             timings_ms={**draft.timings_ms, **timer.done()},
             agent_id=conversation.agent_id,
+            voice_mode=agent.voice_mode,
         )
 
     async def _start_late(self, conversation_id: str, context: TurnContext) -> None:
@@ -162,13 +173,24 @@ class ConversationService:
     ) -> AsyncIterator[str | TurnReply]:
         """Like `message`, yielding the reply's text as the responder produces it, then the
         stored `TurnReply`. A replayed turn yields its stored text once; a responder without
-        `stream` yields its whole reply as one piece. Errors before the first piece raise."""
+        `stream` yields its whole reply as one piece. Errors before the first piece raise.
+
+        The caller's message is stored as the turn begins, beside the model call (it costs the
+        caller no wait) and before any of the reply goes out, in a task the stream's end does
+        not cancel: when the caller barges in, the stream is cancelled and no reply is stored
+        (what they heard of it comes with `interrupted`), but what they said is on record, and
+        the gateway's `interrupted` finds the turn."""
         timer = StageTimer()
         begun = await self._begin_turn(conversation_id, turn_id, message, context, timer)
         if isinstance(begun, TurnReply):
             yield begun.reply
             yield begun
             return
+        asked = self._keep(
+            self.conversations.record_question(
+                conversation_id, turn_id, begun.message, _user_metadata(context)
+            )
+        )
         draft: ReplyDraft | None = None
         if isinstance(self.responder, StreamingResponder):
             redactor = StreamRedactor()  # a number is held back until it is whole, then redacted
@@ -178,15 +200,20 @@ class ConversationService:
                     if isinstance(item, ReplyDraft):
                         draft = item
                     elif passed := redactor.feed(item):
+                        if not asked.done():
+                            await asyncio.shield(asked)
                         yield passed
             if rest := redactor.finish():
+                await asyncio.shield(asked)
                 yield rest
         else:
             draft = await self.responder.respond(begun)
+            await asyncio.shield(asked)
             yield redact_secrets(draft.text)
         assert draft is not None, "a streaming responder must end with its ReplyDraft"
+        await asked
         timer.lap("respond")
-        yield await self._finish_turn(begun, draft, timer)
+        yield await self._finish_turn(begun, draft, timer, question_stored=True)
 
     async def _begin_turn(
         self,
@@ -229,23 +256,34 @@ class ConversationService:
         )
 
     async def _finish_turn(
-        self, turn: TurnInputs, draft: ReplyDraft, timer: StageTimer
+        self,
+        turn: TurnInputs,
+        draft: ReplyDraft,
+        timer: StageTimer,
+        *,
+        question_stored: bool = False,
     ) -> TurnReply:
         conversation, turn_id, context = turn.conversation, turn.turn_id, turn.context
         conversation_id = conversation.id
         draft = _redacted(draft)  # the one way out: an LLM echoing a card is not stored
-        user_meta: dict[str, Any] = {"input_type": context.input_type}
-        if context.confidence is not None:
-            user_meta["confidence"] = context.confidence
-        saved = await self.conversations.record_turn(
-            conversation_id,
-            turn_id,
-            user_text=turn.message,  # redacted in _begin_turn
-            reply_text=draft.text,
-            actions=_dump(draft.actions),
-            timings={**draft.timings_ms, **timer.laps},
-            user_metadata=user_meta,
-        )
+        if question_stored:  # a streamed turn: its question went in as it began
+            saved = await self.conversations.record_reply(
+                conversation_id,
+                turn_id,
+                text=draft.text,
+                actions=_dump(draft.actions),
+                timings={**draft.timings_ms, **timer.laps},
+            )
+        else:
+            saved = await self.conversations.record_turn(
+                conversation_id,
+                turn_id,
+                user_text=turn.message,  # redacted in _begin_turn
+                reply_text=draft.text,
+                actions=_dump(draft.actions),
+                timings={**draft.timings_ms, **timer.laps},
+                user_metadata=_user_metadata(context),
+            )
         timer.lap("store_write")
         if not saved.inserted:
             log.info(
@@ -266,6 +304,41 @@ class ConversationService:
             timings_ms=timings,
             agent_id=conversation.agent_id,
         )
+
+    async def interrupted(self, conversation_id: str, turn_id: str, heard: str) -> TurnReply:
+        """The caller talked over the reply to `turn_id`: it is stored as `heard` (redacted like
+        every reply), marked interrupted, so the next turn's history is what was really said.
+        A reply never stored (the stream was cancelled first) is stored now; a stored one is
+        replaced; a repeat answers the first record. Nothing is run again: a tool that ran in
+        that turn stays run, and the reply's actions stay on record as they were. Allowed after
+        the call's end too (an interruption and a hang-up cross). 404 for an unknown
+        conversation, or a turn with nothing stored (no question, or a greeting never made)."""
+        conversation = await self.conversations.get(conversation_id)
+        if conversation is None:
+            raise _not_found(conversation_id)
+        stored = await self.conversations.record_interruption(
+            conversation_id, turn_id, redact_secrets(heard)
+        )
+        if stored is None:
+            raise ApiError(
+                404,
+                "turn_not_found",
+                f"conversation {conversation_id!r} has no turn {turn_id!r}",
+            )
+        log.info(
+            "reply interrupted",
+            extra={"conversation_id": conversation_id, "turn": turn_id, "heard_chars": len(heard)},
+        )
+        return _reply(conversation, stored, stored.timings, replayed=False)
+
+    def _keep(self, work: Coroutine[Any, Any, _T]) -> asyncio.Task[_T]:
+        """Run `work` in a task held here: a request that goes away does not cancel it, and
+        `drain()` waits for it at shutdown."""
+        task = asyncio.create_task(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+        return task
 
     # -- end ----------------------------------------------------------------------------------
 
@@ -335,7 +408,12 @@ def _dump(actions: list[Action]) -> list[dict[str, Any]]:
 
 
 def _reply(
-    conversation: Conversation, stored: Message, timings: dict[str, float], *, replayed: bool
+    conversation: Conversation,
+    stored: Message,
+    timings: dict[str, float],
+    *,
+    replayed: bool,
+    voice_mode: Literal["relay", "gather"] | None = None,
 ) -> TurnReply:
     return TurnReply(
         conversation_id=conversation.id,
@@ -345,7 +423,23 @@ def _reply(
         timings_ms=timings,
         replayed=replayed,
         agent_id=conversation.agent_id,
+        voice_mode=voice_mode,
+        interrupted=stored.interrupted,
     )
+
+
+def _user_metadata(context: TurnContext) -> dict[str, Any]:
+    meta: dict[str, Any] = {"input_type": context.input_type}
+    if context.confidence is not None:
+        meta["confidence"] = context.confidence
+    return meta
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    """A kept task's failure is logged: awaited, it is raised too; abandoned (the request went
+    away), it would otherwise be lost."""
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.warning("background work failed", exc_info=exc)
 
 
 def _not_found(conversation_id: str) -> ApiError:

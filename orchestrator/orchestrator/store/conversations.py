@@ -56,6 +56,27 @@ ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING
 RETURNING {_MESSAGE_COLUMNS}
 """  # noqa: S608 - column names only; values are parameters
 
+# The caller's words of a streamed turn, stored as the turn begins (`record_question`), and its
+# reply once written (`record_reply`): a reply cut short by a barge-in keeps its question.
+_INSERT_QUESTION = (
+    "INSERT INTO messages (conversation_id, turn_id, role, content, metadata) "
+    "VALUES ($1, $2, 'user', $3, $4) ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING"
+)
+_INSERT_REPLY = _INSERT_MESSAGE + f"RETURNING {_MESSAGE_COLUMNS}"
+
+# The reply to a turn as the caller heard it (barge-in): inserted if the turn has no reply yet,
+# replaced if it has one, left alone if it was marked already (the first record stands). Only a
+# turn with a stored message (its question, or the greeting) can be marked.
+_INTERRUPTED = f"""
+INSERT INTO messages (conversation_id, turn_id, role, content, metadata)
+SELECT $1, $2, 'assistant', $3, '{{"interrupted": true}}'::jsonb
+WHERE EXISTS (SELECT 1 FROM messages WHERE conversation_id = $1 AND turn_id = $2)
+ON CONFLICT ON CONSTRAINT messages_turn_role DO UPDATE
+SET content = EXCLUDED.content, metadata = messages.metadata || EXCLUDED.metadata
+WHERE NOT coalesce((messages.metadata ->> 'interrupted')::boolean, false)
+RETURNING {_MESSAGE_COLUMNS}
+"""  # noqa: S608 - column names only; values are parameters
+
 
 # A number written any way (`+1 (555) 000-2222`, `15550002222`) is found by its digits; the
 # expressions are those of the indexes of migration 0002, character for character.
@@ -426,6 +447,65 @@ class ConversationStore:
             # The unique key made us wait for the duplicate's transaction, which has committed
             # both of its rows: read its reply.
             existing = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
-        if existing is None:  # pragma: no cover - both rows are written by one statement
-            raise RuntimeError(f"turn {turn_id!r} of {conversation_id!r} has no stored reply")
+        if existing is None:
+            # The question was stored alone: a streamed answer to it was cut short by a
+            # barge-in and never recorded as heard. This answer is its reply.
+            return await self.record_reply(
+                conversation_id, turn_id, text=reply_text, actions=actions, timings=timings
+            )
         return StoredReply(Message.from_row(existing), inserted=False)
+
+    async def record_question(
+        self,
+        conversation_id: str,
+        turn_id: str,
+        text: str,
+        metadata: dict[str, Any] | None = None,
+    ) -> bool:
+        """Store the caller's message of a turn alone (a streamed turn, before its reply);
+        False if the turn's question was stored already (a duplicate of the turn)."""
+        result = await self._pool.execute(
+            _INSERT_QUESTION, conversation_id, turn_id, text, metadata or {}
+        )
+        return str(result).endswith(" 1")
+
+    async def record_reply(
+        self,
+        conversation_id: str,
+        turn_id: str,
+        *,
+        text: str,
+        actions: list[dict[str, Any]],
+        timings: dict[str, float] | None = None,
+    ) -> StoredReply:
+        """Store the reply to a turn whose question is stored; if a reply is there already (a
+        duplicate of the turn, or the reply recorded as heard after a barge-in), that one."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                _INSERT_REPLY,
+                conversation_id,
+                turn_id,
+                "assistant",
+                text,
+                actions,
+                timings or {},
+                {},
+            )
+            if row is not None:
+                return StoredReply(Message.from_row(row), inserted=True)
+            row = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+        assert row is not None  # the conflicting row has committed (the unique key waited)
+        return StoredReply(Message.from_row(row), inserted=False)
+
+    async def record_interruption(
+        self, conversation_id: str, turn_id: str, heard: str
+    ) -> Message | None:
+        """The caller talked over the reply to `turn_id`: the reply becomes `heard`, marked
+        `interrupted` in its metadata (inserted if the reply was never stored, replaced if it
+        was; a turn marked already keeps its first record). Its actions stay as they were:
+        what the agent did (a tool that ran, a transfer) was done. None: no such turn."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(_INTERRUPTED, conversation_id, turn_id, heard)
+            if row is None:
+                row = await conn.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
+        return Message.from_row(row) if row is not None else None

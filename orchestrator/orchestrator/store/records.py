@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(slots=True)
@@ -37,6 +37,13 @@ class Agent:
     def phone_numbers(self) -> list[str]:
         value = self.configuration.get("phone_numbers")
         return [v for v in value if isinstance(v, str)] if isinstance(value, list) else []
+
+    @property
+    def voice_mode(self) -> Literal["relay", "gather"] | None:
+        """`relay` (streamed over ConversationRelay) or `gather` (webhook turns); None: the
+        gateway's default (`TWILIO_VOICE_MODE`)."""
+        value = self.configuration.get("voice_mode")
+        return value if value == "relay" or value == "gather" else None
 
     @classmethod
     def from_row(cls, row: Mapping[str, Any]) -> Agent:
@@ -113,6 +120,11 @@ class Message:
             metadata=dict(row["metadata"] or {}),
             created_at=row["created_at"],
         )
+
+    @property
+    def interrupted(self) -> bool:
+        """The caller talked over this reply; its content is what they heard of it."""
+        return self.metadata.get("interrupted") is True
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,6 +24,7 @@ from shared.contract import (
     CallEnd,
     CallStart,
     ConversationEnded,
+    Interruption,
     TurnReply,
     TurnRequest,
 )
@@ -36,6 +37,7 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
 
 _ID = re.compile(ID_PATTERN)  # the contract's `Identifier`, for the turn id of a header
 ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+TurnId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 
 
 @router.post("/{conversation_id}/start", response_model=TurnReply, response_model_exclude_none=True)
@@ -101,6 +103,24 @@ async def sse_events(
         yield f"event: error\ndata: {json.dumps(body)}\n\n".encode()
     finally:
         await rest.aclose()  # type: ignore[attr-defined]
+
+
+@router.post(
+    "/{conversation_id}/messages/{turn_id}/interrupted",
+    response_model=TurnReply,
+    response_model_exclude_none=True,
+)
+async def message_interrupted(
+    conversation_id: ConversationId,
+    turn_id: TurnId,
+    body: Interruption,
+    service: ServiceDep,
+    _: WriterDep,
+) -> TurnReply:
+    """The caller talked over the reply to `turn_id` (barge-in, on a streamed call): the reply
+    is stored as `heard`, marked interrupted, and answered (`interrupted: true`). Idempotent."""
+    call_id_var.set(conversation_id)
+    return await service.interrupted(conversation_id, turn_id, body.heard)
 
 
 @router.post("/{conversation_id}/end", response_model=ConversationEnded)
