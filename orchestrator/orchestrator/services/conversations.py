@@ -200,8 +200,7 @@ class ConversationService:
                     if isinstance(item, ReplyDraft):
                         draft = item
                     elif passed := redactor.feed(item):
-                        if not asked.done():
-                            await asyncio.shield(asked)
+                        await asyncio.shield(asked)  # stored (or raised) before a word goes out
                         yield passed
             if rest := redactor.finish():
                 await asyncio.shield(asked)
@@ -211,7 +210,7 @@ class ConversationService:
             await asyncio.shield(asked)
             yield redact_secrets(draft.text)
         assert draft is not None, "a streaming responder must end with its ReplyDraft"
-        await asked
+        await asyncio.shield(asked)
         timer.lap("respond")
         yield await self._finish_turn(begun, draft, timer, question_stored=True)
 
