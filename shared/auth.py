@@ -21,6 +21,9 @@ ALGORITHM = "HS256"
 ROLES = ("admin", "operator", "viewer")
 SERVICE_ROLE = "service"
 SERVICE_AUDIENCE = "vao-orchestrator"
+# A call token: lets one browser (or test phone) open one streamed call, and nothing else.
+CALLER_ROLE = "caller"
+CALL_AUDIENCE = "vao-call"
 SERVICE_ISSUER = "realtime-gateway"
 DEV_SECRET_FILE = "jwt_secret"  # noqa: S105 - a file name, not a secret
 MIN_PRODUCTION_SECRET_CHARS = 32
@@ -181,7 +184,7 @@ def verify_token(
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"invalid token: {exc}") from exc
         role = claims.get("role", "viewer")
-        if not isinstance(role, str) or role not in (*ROLES, SERVICE_ROLE):
+        if not isinstance(role, str) or role not in (*ROLES, SERVICE_ROLE, CALLER_ROLE):
             raise TokenError("invalid token: unknown role")
         _verified.put(key, claims)
     return Principal(sub=str(claims["sub"]), role=claims.get("role", "viewer"), claims=dict(claims))
@@ -215,6 +218,14 @@ def verify_service_token(secret: str, token: str) -> Principal:
     principal = verify_token(secret, token, audience=SERVICE_AUDIENCE, issuer=SERVICE_ISSUER)
     if principal.role != SERVICE_ROLE:
         raise TokenError("not a service token")
+    return principal
+
+
+def verify_call_token(secret: str, token: str) -> Principal:
+    """A call token (`CALL_AUDIENCE`, role `caller`; `sub` is the call id it opens)."""
+    principal = verify_token(secret, token, audience=CALL_AUDIENCE)
+    if principal.role != CALLER_ROLE:
+        raise TokenError("not a call token")
     return principal
 
 

@@ -157,6 +157,19 @@ class TurnReply(BaseModel):
     timings_ms: dict[str, float] = Field(default_factory=dict)
     replayed: bool = False
     agent_id: str | None = None
+    # The agent's voice mode (on the greeting): `relay` streams over ConversationRelay, `gather`
+    # is webhook turns; None: the gateway's default (`TWILIO_VOICE_MODE`).
+    voice_mode: Literal["relay", "gather"] | None = None
+    interrupted: bool = False  # the caller talked over this reply; `reply` is what they heard
+
+
+class Interruption(_Clean):
+    """`POST /conversations/{id}/messages/{turn_id}/interrupted`: the caller talked over the reply
+    to that turn; `heard` is what was spoken of it (ConversationRelay's `utteranceUntilInterrupt`).
+    The agent's message is stored as heard, marked interrupted, so the next turn's history is what
+    was really said."""
+
+    heard: str = Field("", max_length=MAX_MESSAGE_CHARS)
 
 
 class ConversationEnded(BaseModel):

@@ -86,6 +86,7 @@ def create_app(
         )
         app.state.runtime = runtime
         drain.on_begin(runtime.flow.refuse_new_calls)
+        drain.on_hand_over(runtime.flow.streams.hand_over)
         undo_drain = install_sigterm_drain(drain)  # SIGTERM: drain, then uvicorn's shutdown
         try:
             if runtime.provider_choice is not None:

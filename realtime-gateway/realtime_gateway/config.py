@@ -37,6 +37,12 @@ class GatewaySettings(CommonSettings):
 
     # Turn budget: below every provider's own limit (Twilio 15 s, Amazon Connect 8 s).
     turn_timeout_s: float = Field(6.0, gt=0, le=14)
+    # Streamed turns: with no first token by then, the caller hears the holding line while the
+    # agent keeps working (up to the turn budget, then an apology).
+    stream_first_token_timeout_s: float = Field(1.2, gt=0, le=10)
+    # Twilio voice mode for agents that do not choose: `gather` (webhook turns) or `relay`
+    # (ConversationRelay: streamed replies and barge-in; enable it on the Twilio account first).
+    twilio_voice_mode: Literal["gather", "relay"] = "gather"
     orchestrator_connect_timeout_s: float = Field(0.5, gt=0)
     ws_client_queue: int = Field(256, ge=1)
     max_body_bytes: int = Field(1_048_576, ge=1024)

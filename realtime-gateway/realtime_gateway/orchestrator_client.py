@@ -12,8 +12,10 @@ flow turns into a spoken apology.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
+from collections.abc import AsyncIterator
 from typing import TypeVar
 from urllib.parse import quote
 
@@ -28,6 +30,7 @@ from shared.contract import (
     CallEnd,
     CallStart,
     ConversationEnded,
+    Interruption,
     TurnReply,
     TurnRequest,
     idempotency_key,
@@ -81,6 +84,59 @@ class OrchestratorClient:
             body,
             TurnReply,
             idempotency=idempotency_key(call_id, turn_id),
+        )
+
+    async def stream_turn(
+        self, call_id: str, turn_id: str, body: TurnRequest
+    ) -> AsyncIterator[str | TurnReply]:
+        """The turn's reply as the orchestrator writes it: text pieces, then the stored
+        `TurnReply`. Raises `OrchestratorUnavailable` (before or during the stream). Closing the
+        iterator (barge-in) closes the request at once, and the orchestrator closes the model's.
+        No retry: a stream already heard in part cannot be replayed."""
+        headers = {
+            "Authorization": f"Bearer {self._tokens.token()}",
+            "Accept": "text/event-stream",
+            "Content-Type": "application/json",
+            IDEMPOTENCY_HEADER: idempotency_key(call_id, turn_id),
+        }
+        rid = request_id_var.get()
+        if rid:
+            headers[REQUEST_ID_HEADER] = rid
+        url = f"/conversations/{_seg(call_id)}/messages"
+        timeout = httpx.Timeout(self._budget_s, connect=self._connect_s)
+        try:
+            async with self._http.stream(
+                "POST", url, content=body.model_dump_json(), headers=headers, timeout=timeout
+            ) as r:
+                if r.status_code >= 400:
+                    await r.aread()
+                    raise OrchestratorUnavailable(
+                        f"orchestrator refused the streamed turn ({r.status_code})", r.status_code
+                    )
+                async for event, data in _sse(r.aiter_lines()):
+                    if event == "token":
+                        yield str(json.loads(data).get("text") or "")
+                    elif event == "reply":
+                        yield TurnReply.model_validate_json(data)
+                        return
+                    elif event == "error":
+                        raise OrchestratorUnavailable(
+                            f"orchestrator failed mid-reply: {data[:200]}"
+                        )
+        except httpx.HTTPError as exc:
+            raise OrchestratorUnavailable(
+                f"orchestrator stream failed: {type(exc).__name__}"
+            ) from exc
+        except ValidationError as exc:
+            raise OrchestratorUnavailable("orchestrator sent a malformed reply") from exc
+        raise OrchestratorUnavailable("orchestrator stream ended without its reply")
+
+    async def interrupted(self, call_id: str, turn_id: str, heard: str) -> None:
+        """Tell the orchestrator the caller interrupted the reply to `turn_id` after `heard`."""
+        await self._post(
+            f"/conversations/{_seg(call_id)}/messages/{_seg(turn_id)}/interrupted",
+            Interruption(heard=heard),
+            TurnReply,
         )
 
     async def end(self, call_id: str, body: CallEnd) -> ConversationEnded:
@@ -216,6 +272,22 @@ class OrchestratorClient:
         finally:
             await response.aclose()
         return response
+
+
+async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
+    """(event, data) for each server-sent event."""
+    event, data = "message", list[str]()
+    async for line in lines:
+        if not line:
+            if data:
+                yield event, "\n".join(data)
+            event, data = "message", []
+        elif line.startswith("event:"):
+            event = line[6:].strip()
+        elif line.startswith("data:"):
+            data.append(line[5:].lstrip())
+    if data:
+        yield event, "\n".join(data)
 
 
 def _seg(value: str) -> str:

@@ -354,6 +354,14 @@ async def end(rt: GatewayRuntime, call_id: str) -> dict[str, Any]:
         driver = await rt.drivers.get(live.provider)
     except (DriverUnavailable, LookupError) as exc:
         raise ApiError(503, "provider_unavailable", str(exc)) from None
+    mode = live.metadata.get("voice_mode")
+    # a streamed call's socket (here or on another instance) hangs up its provider's way; a
+    # browser call (`stream`) has no provider to ask
+    ended_socket = mode in ("relay", "stream") and await rt.stream_control.end(call_id, END_REASON)
+    if ended_socket and mode == "stream":
+        first = await rt.flow.end(call_id, reason=END_REASON)
+        after = await rt.calls.get(call_id)
+        return {**(after or live).to_public(), "already_ended": not first}
     try:
         await driver.end_call(call_id, live.metadata)
     except ProviderConfigError as exc:

@@ -21,6 +21,7 @@ Prompt = Literal[
     "silence_goodbye",  # the caller stayed silent: goodbye and hang up
     "transfer_failed",  # the person the call was transferred to did not answer
     "goodbye",  # a polite end
+    "holding",  # a streamed reply is slow to start: said while the agent keeps working
 ]
 
 PROMPTS: dict[str, dict[Prompt, str]] = {
@@ -37,6 +38,7 @@ PROMPTS: dict[str, dict[Prompt, str]] = {
             "I'm sorry, I couldn't connect you right now. Is there anything else I can help with?"
         ),
         "goodbye": "Thank you for calling. Goodbye.",
+        "holding": "One moment, please.",
     },
     "fr": {
         "greeting": "Bonjour ! Comment puis-je vous aider ?",
@@ -51,6 +53,7 @@ PROMPTS: dict[str, dict[Prompt, str]] = {
             "Désolé, je n'ai pas pu vous mettre en relation. Puis-je vous aider autrement ?"
         ),
         "goodbye": "Merci de votre appel. Au revoir.",
+        "holding": "Un instant, s'il vous plaît.",
     },
     "es": {
         "greeting": "¡Hola! ¿En qué puedo ayudarle?",
@@ -61,6 +64,7 @@ PROMPTS: dict[str, dict[Prompt, str]] = {
         "silence_goodbye": "No le oigo, así que voy a colgar. Llame cuando quiera. Adiós.",
         "transfer_failed": "Lo siento, no he podido transferirle. ¿Puedo ayudarle en algo más?",
         "goodbye": "Gracias por llamar. Adiós.",
+        "holding": "Un momento, por favor.",
     },
     "de": {
         "greeting": "Hallo! Wie kann ich Ihnen helfen?",
@@ -76,6 +80,7 @@ PROMPTS: dict[str, dict[Prompt, str]] = {
             "Ich konnte Sie leider nicht verbinden. Kann ich sonst noch etwas für Sie tun?"
         ),
         "goodbye": "Danke für Ihren Anruf. Auf Wiederhören.",
+        "holding": "Einen Moment, bitte.",
     },
 }
 

@@ -30,6 +30,7 @@ from realtime_gateway.events import EventBus, FanoutHub, LocalEventBus, RedisEve
 from realtime_gateway.orchestrator_client import OrchestratorClient
 from realtime_gateway.outbound import InitiateLedger, ledger_for
 from realtime_gateway.provider_choice import SharedProviderChoice
+from realtime_gateway.stream_control import StreamControl
 from realtime_gateway.turns import GatewayFlow
 from shared.auth import ServiceTokenSource
 from shared.errors import ApiError
@@ -56,6 +57,7 @@ class GatewayRuntime:
     flow: GatewayFlow
     drivers: DriverRegistry
     initiate_ledger: InitiateLedger  # Idempotency-Key ledger of outbound calls
+    stream_control: StreamControl  # reaches a streamed call's socket on any instance
     redis: aioredis.Redis | None = None
     call_log: CallLog | None = None  # the Supabase mirror, when configured
     provider_choice: SharedProviderChoice | None = None  # the switch shared through Redis
@@ -65,6 +67,7 @@ class GatewayRuntime:
         """Close what `open_runtime` opened, each user before what it uses."""
         if self.provider_choice is not None:
             await self.provider_choice.aclose()
+        await self.stream_control.aclose()
         await self.flow.aclose()
         if self.call_log is not None:
             await self.call_log.aclose()  # drains queued call log rows
@@ -126,6 +129,9 @@ async def open_runtime(
             transport=orchestrator_pool,
         )
         flow = GatewayFlow(calls, bus, orchestrator)
+        stream_control = StreamControl(flow.streams, redis_client, settings.events_channel)
+        await stream_control.start()
+        opened.push_async_callback(stream_control.aclose)
         drivers = DriverRegistry(
             DriverDeps(settings=settings, http=provider_http, flow=flow), settings.voice_provider
         )
@@ -140,6 +146,7 @@ async def open_runtime(
             flow=flow,
             drivers=drivers,
             initiate_ledger=ledger_for(redis_client),
+            stream_control=stream_control,
             redis=redis_client,
             call_log=call_log,
             # With Redis, a provider switch holds for every instance (provider_choice.py).

@@ -7,7 +7,10 @@ drains for `SHUTDOWN_DRAIN_S`:
 1. `/health` answers 503 `draining`, so a load balancer stops routing new traffic here;
 2. a NEW call (any provider's call-start webhook, through `GatewayFlow.start`) is answered with
    a polite "we're busy, please call back" and a hang-up, in the provider's own format;
-3. turns of calls already in progress keep being answered (callers are not cut off mid-sentence).
+3. turns of calls already in progress keep being answered (callers are not cut off mid-sentence);
+4. when the drain is over, streamed calls still live here are handed over: ConversationRelay
+   sessions end with a `resume` hand-off, so Twilio's action callback (served by any instance)
+   reconnects the caller to a live instance, in the same conversation.
 
 Then uvicorn's handler runs: it stops accepting connections, waits for in-flight requests
 (`timeout_graceful_shutdown`), and the lifespan's shutdown flushes pending writes (the
@@ -25,13 +28,15 @@ import json
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
+
+HAND_OVER_S = 3.0
 
 
 class Drain:
@@ -41,9 +46,23 @@ class Drain:
         self.in_flight = 0
         self.started_at: float | None = None
         self._on_begin: list[Callable[[], None]] = []
+        self._on_hand_over: list[Callable[[], Awaitable[None]]] = []
 
     def on_begin(self, callback: Callable[[], None]) -> None:
         self._on_begin.append(callback)
+
+    def on_hand_over(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run when the drain is over, before the server stops (e.g. hand streamed calls to
+        another instance: their sockets would otherwise be closed under the caller)."""
+        self._on_hand_over.append(callback)
+
+    async def hand_over(self) -> None:
+        for callback in self._on_hand_over:
+            try:
+                async with asyncio.timeout(HAND_OVER_S):
+                    await callback()
+            except Exception:
+                log.exception("hand-over step failed; stopping anyway")
 
     def begin(self) -> None:
         if self.draining:
@@ -121,7 +140,8 @@ def install_sigterm_drain(drain: Drain) -> Callable[[], None]:
 
     def _hand_over(signum: int) -> None:
         log.info("drain over; stopping", extra={"in_flight": drain.in_flight})
-        uvicorn_exit(signum, None)
+        task = loop.create_task(drain.hand_over())  # streamed calls move to another instance
+        task.add_done_callback(lambda _: uvicorn_exit(signum, None))
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 from realtime_gateway import metrics, prompts
@@ -28,8 +28,17 @@ from realtime_gateway.calls import CallStore, LiveCall
 from realtime_gateway.events import EventBus
 from realtime_gateway.idempotency import SEEN_TTL_S, sent_key, turn_key
 from realtime_gateway.orchestrator_client import OrchestratorClient, OrchestratorUnavailable
+from realtime_gateway.streaming import StreamRegistry
 from realtime_gateway.vocabulary import CallerInput, CallInfo, FlowReply, seconds_of
-from shared.contract import TERMINAL_STATUSES, Action, CallEnd, CallStart, TurnContext, TurnRequest
+from shared.contract import (
+    TERMINAL_STATUSES,
+    Action,
+    CallEnd,
+    CallStart,
+    TurnContext,
+    TurnReply,
+    TurnRequest,
+)
 from shared.events import CallEvent, EventType
 from shared.logging import call_id_var
 from shared.redaction import redact_secrets
@@ -61,6 +70,7 @@ class GatewayFlow(CallFlow):
         self.end_retry_delays_s = end_retry_delays_s
         self._tasks: set[asyncio.Task[None]] = set()
         self.accepting_calls = True  # False while draining for shutdown (shutdown.py)
+        self.streams = StreamRegistry()  # the streamed calls this instance holds a socket for
 
     # -- primitives -----------------------------------------------------------------------------
 
@@ -91,7 +101,9 @@ class GatewayFlow(CallFlow):
         if language and created:
             await self.calls.merge_metadata(call.call_id, {"language": language})
         log.info("call greeted", extra={"new_call": created, "provider": call.provider})
-        return FlowReply(actions=actions, text=reply.reply, turn_id=reply.turn_id)
+        return FlowReply(
+            actions=actions, text=reply.reply, turn_id=reply.turn_id, voice_mode=reply.voice_mode
+        )
 
     async def track(self, live: LiveCall) -> bool:
         """Create the live call if it is new (never one that has ended), emitting
@@ -116,8 +128,9 @@ class GatewayFlow(CallFlow):
             },
         )
 
-    @metrics.observed_turn
-    async def turn(self, call: CallInfo, heard: CallerInput) -> FlowReply:
+    async def _open_turn(self, call: CallInfo, heard: CallerInput) -> tuple[LiveCall, bool]:
+        """The turn's one call-store step (`begin_turn`) and its `message.received`; the
+        call as known, and whether it has ended."""
         call_id = call.call_id
         call_id_var.set(call_id)
         step = await self.calls.begin_turn(LiveCall.of(call), turn_key(call_id, heard.turn_id))
@@ -130,9 +143,7 @@ class GatewayFlow(CallFlow):
                 await self.orchestrator.start(call_id, _call_start(call))
             except OrchestratorUnavailable as exc:
                 await self._error(call_id, "start", exc)
-        if step.ended:
-            return FlowReply(actions=[Action.hangup("call already ended")], turn_id=heard.turn_id)
-        if step.first:
+        if step.first and not step.ended:
             await self._emit(
                 EventType.MESSAGE_RECEIVED,
                 call_id,
@@ -144,8 +155,11 @@ class GatewayFlow(CallFlow):
                     "confidence": heard.confidence,
                 },
             )
-        known = live or LiveCall.of(call)
-        body = TurnRequest(
+        return live or LiveCall.of(call), step.ended
+
+    @staticmethod
+    def _request(known: LiveCall, heard: CallerInput) -> TurnRequest:
+        return TurnRequest(
             message=heard.text if heard.text else (heard.digits or ""),
             turn_id=heard.turn_id,
             # The call id travels in the path (and the Idempotency-Key), nowhere else.
@@ -158,39 +172,109 @@ class GatewayFlow(CallFlow):
                 confidence=heard.confidence,
             ),
         )
-        started = time.perf_counter()
-        try:
-            reply = await self.orchestrator.post_turn(call_id, heard.turn_id, body)
-        except OrchestratorUnavailable as exc:
-            await self._error(call_id, "turn", exc, turn_id=heard.turn_id)
-            language = known.metadata.get("language")
-            apology = prompts.say("apology", language)
-            return FlowReply(
-                actions=[Action.say(apology, language), Action.gather(language=language)],
-                text=apology,
-                fallback=True,
-                turn_id=heard.turn_id,
-            )
-        latency_ms = round((time.perf_counter() - started) * 1000, 1)
-        actions = reply.actions or [Action.say(reply.reply), Action.gather()]
-        if await self.calls.first_time(sent_key(call_id, heard.turn_id), SEEN_TTL_S):
+
+    async def _answered(
+        self,
+        call_id: str,
+        turn_id: str,
+        reply: TurnReply,
+        actions: list[Action],
+        latency_ms: float,
+        timings_ms: Mapping[str, float] | None = None,
+    ) -> None:
+        """`message.sent` once per turn (a retried turn is not announced twice)."""
+        if await self.calls.first_time(sent_key(call_id, turn_id), SEEN_TTL_S):
             await self._emit(
                 EventType.MESSAGE_SENT,
                 call_id,
                 {
-                    "turn_id": heard.turn_id,
+                    "turn_id": turn_id,
                     "text": reply.reply,
                     "actions": [a.model_dump(exclude_none=True) for a in actions],
                     "replayed": reply.replayed,
                     "latency_ms": latency_ms,
-                    "timings_ms": reply.timings_ms,
+                    "timings_ms": {**reply.timings_ms, **(timings_ms or {})},
                 },
             )
         log.info(
             "turn answered",
-            extra={"turn_id": heard.turn_id, "latency_ms": latency_ms, "replayed": reply.replayed},
+            extra={"turn_id": turn_id, "latency_ms": latency_ms, "replayed": reply.replayed},
         )
+
+    def _apology(self, known: LiveCall, turn_id: str) -> FlowReply:
+        language = known.metadata.get("language")
+        apology = prompts.say("apology", language)
+        return FlowReply(
+            actions=[Action.say(apology, language), Action.gather(language=language)],
+            text=apology,
+            fallback=True,
+            turn_id=turn_id,
+        )
+
+    @metrics.observed_turn
+    async def turn(self, call: CallInfo, heard: CallerInput) -> FlowReply:
+        known, ended = await self._open_turn(call, heard)
+        if ended:
+            return FlowReply(actions=[Action.hangup("call already ended")], turn_id=heard.turn_id)
+        started = time.perf_counter()
+        try:
+            reply = await self.orchestrator.post_turn(
+                call.call_id, heard.turn_id, self._request(known, heard)
+            )
+        except OrchestratorUnavailable as exc:
+            await self._error(call.call_id, "turn", exc, turn_id=heard.turn_id)
+            return self._apology(known, heard.turn_id)
+        latency_ms = round((time.perf_counter() - started) * 1000, 1)
+        actions = reply.actions or [Action.say(reply.reply), Action.gather()]
+        await self._answered(call.call_id, heard.turn_id, reply, actions, latency_ms)
         return FlowReply(actions=actions, text=reply.reply, turn_id=heard.turn_id)
+
+    async def stream(self, call: CallInfo, heard: CallerInput) -> AsyncIterator[str | FlowReply]:
+        """One streamed turn: the reply's text pieces as the orchestrator writes them, then the
+        whole reply (`FlowReply`: its actions, `fallback=True` when it failed). Closing the
+        iterator (barge-in) closes the orchestrator's request at once. Announces the turn on
+        `/ws` like `turn`, with the stream's own timings."""
+        known, ended = await self._open_turn(call, heard)
+        if ended:
+            yield FlowReply(actions=[Action.hangup("call already ended")], turn_id=heard.turn_id)
+            return
+        started = time.perf_counter()
+        first_ms: float | None = None
+        pieces = self.orchestrator.stream_turn(
+            call.call_id, heard.turn_id, self._request(known, heard)
+        )
+        try:
+            async for item in pieces:
+                if isinstance(item, str):
+                    if first_ms is None:
+                        first_ms = round((time.perf_counter() - started) * 1000, 1)
+                    yield item
+                    continue
+                latency_ms = round((time.perf_counter() - started) * 1000, 1)
+                actions = item.actions or [Action.say(item.reply), Action.gather()]
+                stream_ms = {"first_token": first_ms if first_ms is not None else latency_ms}
+                await self._answered(
+                    call.call_id, heard.turn_id, item, actions, latency_ms, stream_ms
+                )
+                yield FlowReply(actions=actions, text=item.reply, turn_id=heard.turn_id)
+                return
+        except OrchestratorUnavailable as exc:
+            await self._error(call.call_id, "turn", exc, turn_id=heard.turn_id)
+            yield self._apology(known, heard.turn_id)
+        finally:
+            await pieces.aclose()  # type: ignore[attr-defined]
+
+    async def remember_prompt(self, call_id: str, digest: str) -> None:
+        """The last streamed prompt's digest, on the live call: a socket that reconnects
+        recognises a replay of it (`streaming.StreamSession`)."""
+        await self.calls.merge_metadata(call_id, {"last_prompt": digest})
+
+    async def interrupted(self, call_id: str, turn_id: str, heard: str) -> None:
+        """The caller talked over the reply to `turn_id`: the orchestrator keeps what was heard."""
+        try:
+            await self.orchestrator.interrupted(call_id, turn_id, heard)
+        except OrchestratorUnavailable as exc:
+            await self._error(call_id, "interrupt", exc, turn_id=turn_id)
 
     async def status(self, call: CallInfo, status: str, extra: Mapping[str, Any]) -> None:
         call_id_var.set(call.call_id)

@@ -235,6 +235,32 @@ _VERBS: dict[str, tuple[set[str], set[str]]] = {
     "Connect": ({"action", "method"}, {"Stream", "ConversationRelay", "Room", "VirtualAgent"}),
     "Stream": ({"url", "name", "track", "statusCallback", "statusCallbackMethod"}, {"Parameter"}),
     "Parameter": ({"name", "value"}, set()),
+    # ConversationRelay's documented attributes (Twilio's TwiML reference)
+    "ConversationRelay": (
+        {
+            "url",
+            "welcomeGreeting",
+            "welcomeGreetingInterruptible",
+            "language",
+            "ttsLanguage",
+            "ttsProvider",
+            "voice",
+            "transcriptionLanguage",
+            "transcriptionProvider",
+            "speechModel",
+            "interruptible",
+            "dtmfDetection",
+            "reportInputDuringAgentSpeech",
+            "preemptible",
+            "hints",
+            "debug",
+            "elevenlabsTextNormalization",
+            "interruptSensitivity",
+            "partialPrompts",
+            "applicationReconnect",
+        },
+        {"Language", "Parameter"},
+    ),
 }
 _ENUMS: dict[tuple[str, str], Callable[[str], bool]] = {
     ("Gather", "input"): lambda v: set(v.split()) <= {"speech", "dtmf"} and bool(v.split()),

@@ -191,6 +191,11 @@ class GenericHttpDriver(BaseDriver):
     async def initialize(self) -> None:
         self._secret = resolve_secret(self.settings)
 
+    @property
+    def secret(self) -> str | None:
+        """The HMAC secret bridges sign with (also the streaming socket's upgrade)."""
+        return self._secret
+
     def _require_secret(self) -> str:
         if not self._secret:
             raise ProviderConfigError(

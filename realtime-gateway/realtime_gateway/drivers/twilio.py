@@ -21,9 +21,10 @@ from starlette.responses import Response
 from twilio.twiml.voice_response import VoiceResponse
 
 from realtime_gateway.drivers.base import BaseDriver, DriverDeps
+from realtime_gateway.drivers.twilio_events import recording_event, status_event
+from realtime_gateway.drivers.twilio_relay import relay_answer, relay_handoff
 from realtime_gateway.drivers.twilio_rest import TwilioRest
 from realtime_gateway.drivers.twilio_twiml import render_actions
-from realtime_gateway.idempotency import delivery_key
 from realtime_gateway.signatures import twilio_signed_params, verify_twilio
 from realtime_gateway.speech import SpeechLimits
 from realtime_gateway.vocabulary import (
@@ -39,15 +40,14 @@ from realtime_gateway.vocabulary import (
     Heard,
     OutboundCall,
     ProviderConfigError,
+    SessionEnded,
     Started,
     StatusChanged,
     TransferEnded,
     WebhookRequest,
     confidence_of,
     number_or,
-    seconds_of,
 )
-from shared.contract import CALL_STATUSES
 from shared.errors import ApiError
 from shared.logging import mask_phone
 from shared.phone import to_e164
@@ -74,13 +74,6 @@ CAPABILITIES = (
     "transfer",
 )
 # Status-callback fields kept as the status's details.
-_STATUS_FIELDS = (
-    ("AnsweredBy", "answered_by"),
-    ("SequenceNumber", "sequence"),
-    ("SipResponseCode", "sip_response_code"),
-    ("RecordingUrl", "recording_url"),
-    ("RecordingSid", "recording_sid"),
-)
 _CALL_FIELDS = (
     ("CallerName", "caller_name"),
     ("ParentCallSid", "parent_call_sid"),
@@ -189,66 +182,29 @@ class TwilioDriver(BaseDriver):
             silent = max(0, number_or(request.query.get("silent"), 0))
             return Heard(call=call, heard=heard, turn=turn, silent=silent)
         if step == "status":
-            return self._status_event(request, params, call)
+            return status_event(request, params, call)
         if step == "recording":
-            return self._recording_event(request, params, call)
+            return recording_event(request, params, call)
         if step == "dial":
             outcome = params.get("DialCallStatus", "")
             return TransferEnded(
                 call=call, turn=turn, connected=outcome in _CONNECTED, outcome=outcome[:32]
             )
+        if step == "relay-action":  # a ConversationRelay session ended (`<Connect action>`)
+            status = params.get("SessionStatus", "")
+            return SessionEnded(
+                call=call,
+                handoff=relay_handoff(params.get("HandoffData")),
+                failed=status not in ("", "ended", "completed"),
+            )
         raise ApiError(404, "not_found", f"unknown Twilio webhook step '{step}'")
-
-    def _status_event(
-        self, request: WebhookRequest, params: Mapping[str, str], call: CallInfo
-    ) -> CallEvent:
-        status = params.get("CallStatus", "")
-        if status not in CALL_STATUSES:
-            log.warning("unknown Twilio CallStatus ignored", extra={"status": status[:32]})
-            return Acknowledged(call=call, note="unknown status")
-        extra: dict[str, Any] = {"provider_status": status}
-        duration = params.get("CallDuration")
-        if duration and duration.isdigit():
-            extra["duration_s"] = float(duration)
-        for name, key in _STATUS_FIELDS:
-            if params.get(name):
-                extra[key] = params[name]
-        # Twilio redelivers callbacks: dedupe on its idempotency token and on
-        # (CallSid, CallStatus, SequenceNumber).
-        sequence = params.get("SequenceNumber") or params.get("Timestamp") or ""
-        dedupe = (*self._token(request), delivery_key(self.name, call.call_id, status, sequence))
-        return StatusChanged(call=call, status=status, extra=extra, dedupe=dedupe)
-
-    def _recording_event(
-        self, request: WebhookRequest, params: Mapping[str, str], call: CallInfo
-    ) -> CallEvent:
-        recording_status = params.get("RecordingStatus", "")
-        recording_sid = params.get("RecordingSid", "")
-        recording = {
-            "sid": recording_sid,
-            "status": recording_status,
-            "url": params.get("RecordingUrl"),
-            "duration_s": seconds_of(params.get("RecordingDuration")),
-            "channels": params.get("RecordingChannels"),
-            "source": params.get("RecordingSource"),
-        }
-        key = delivery_key(self.name, call.call_id, "recording", recording_sid, recording_status)
-        # "in-progress": a recording exists only once the call was answered, and a status
-        # that is not terminal can never end the call early (a later "completed" does).
-        return StatusChanged(
-            call=call,
-            status="in-progress",
-            extra={"recording": {k: v for k, v in recording.items() if v is not None}},
-            dedupe=(*self._token(request), key),
-        )
-
-    def _token(self, request: WebhookRequest) -> tuple[str, ...]:
-        token = request.header("I-Twilio-Idempotency-Token")
-        return (delivery_key(self.name, "token", token),) if token else ()
 
     async def render(self, request: WebhookRequest, event: CallEvent, reply: FlowReply) -> Response:
         if isinstance(event, StatusChanged | Acknowledged) or reply.duplicate:
             return twiml(VoiceResponse())
+        relay_start = isinstance(event, Started) and self._relay(reply)
+        if reply.resume or relay_start:
+            return twiml(self._relay_twiml(request, event, reply if relay_start else None))
         params = twilio_signed_params(request)
         return twiml(
             render_actions(
@@ -258,6 +214,19 @@ class TwilioDriver(BaseDriver):
                 dial_url=self.webhook_url("dial", self._query(request, reply.next_turn), request),
             )
         )
+
+    def _relay(self, reply: FlowReply) -> bool:
+        """The call talks over ConversationRelay: the agent's voice mode (or the gateway's
+        default), for a greeting that listens (not a voicemail, a refusal or a fallback)."""
+        mode = reply.voice_mode or self.settings.twilio_voice_mode
+        listens = any(a.type == "gather" for a in reply.actions)
+        return mode == "relay" and listens and not reply.fallback
+
+    def _relay_twiml(
+        self, request: WebhookRequest, event: CallEvent, greeting: FlowReply | None
+    ) -> VoiceResponse:
+        action_url = self.webhook_url("relay-action", self._query(request, 1), request)
+        return relay_answer(self.public_base(request), action_url, event.call, greeting)
 
     def fallback_response(self, request: WebhookRequest, step: str) -> Response:
         """Valid TwiML when even parsing failed: the same turn is asked again."""

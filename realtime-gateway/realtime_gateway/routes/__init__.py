@@ -5,7 +5,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
 from realtime_gateway.openapi import openapi_json
-from realtime_gateway.routes import calls, health, providers, webhooks, ws
+from realtime_gateway.routes import calls, health, providers, streams, webhooks, ws
 
 
 def build_routes() -> list[BaseRoute]:
@@ -30,5 +30,8 @@ def build_routes() -> list[BaseRoute]:
         Route("/voice/calls/{call_id}/end", calls.end, methods=["POST"]),
         Route("/ws/status", ws.status, methods=["GET"]),
         Route("/openapi.json", openapi_json, methods=["GET"]),
+        Route("/voice/calls/stream-tokens", streams.call_token, methods=["POST"]),
+        WebSocketRoute("/voice/stream/twilio", streams.twilio),
+        WebSocketRoute("/voice/stream/generic-http", streams.generic),
         WebSocketRoute("/ws", ws.events),
     ]
