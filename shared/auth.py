@@ -1,6 +1,8 @@
 """JWT helpers for both services: management tokens and the gateway's service token.
 
-HS256 only, pinned on verify (no `none`, no algorithm confusion); `sub` and `exp` required.
+HS256 only, pinned on verify (no `none`, no algorithm confusion); `sub`, `exp` and `role`
+required: a token without `role` is refused (401), never read as a viewer, on every route of both
+services (a token minted for something else must not become a management token by omission).
 Management tokens carry `role` in admin | operator | viewer. The gateway calls the orchestrator
 with a short-lived token of role `service` and audience `SERVICE_AUDIENCE`.
 """
@@ -176,18 +178,18 @@ def verify_token(
                 algorithms=[ALGORITHM],
                 audience=audience,
                 issuer=issuer,
-                options={"require": ["sub", "exp"], "verify_aud": audience is not None},
+                options={"require": ["sub", "exp", "role"], "verify_aud": audience is not None},
                 leeway=LEEWAY_S,
             )
         except jwt.ExpiredSignatureError as exc:
             raise TokenError("token expired") from exc
         except jwt.InvalidTokenError as exc:
             raise TokenError(f"invalid token: {exc}") from exc
-        role = claims.get("role", "viewer")
+        role = claims["role"]
         if not isinstance(role, str) or role not in (*ROLES, SERVICE_ROLE, CALLER_ROLE):
             raise TokenError("invalid token: unknown role")
         _verified.put(key, claims)
-    return Principal(sub=str(claims["sub"]), role=claims.get("role", "viewer"), claims=dict(claims))
+    return Principal(sub=str(claims["sub"]), role=str(claims["role"]), claims=dict(claims))
 
 
 class ServiceTokenSource:

@@ -9,10 +9,17 @@ that open like JSON are checked whatever their declared type (routes that parse 
 
 The body is read here in full (it is at most `max_bytes`) and replayed to the app; after the
 replay, `receive` goes back to the server's, so disconnect detection still works.
+
+The whole body must arrive within `read_timeout_s` (`BODY_READ_TIMEOUT_S`, 10 s) of the request's
+headers, else 408 JSON and the connection is closed: a client trickling a byte a second would
+otherwise hold a connection (and a webhook's turn) open for as long as it likes. A deadline for
+the whole body, not an idle timeout per chunk, which a byte a second never trips. Providers send
+a webhook's few kilobytes in one go; 10 s is far above any honest upload of `MAX_BODY_BYTES`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +27,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from shared.errors import error_body
 
 DEFAULT_MAX_JSON_DEPTH = 64
+BODY_READ_TIMEOUT_S = 10.0
 _OPEN = frozenset(b"[{")
 _CLOSE = frozenset(b"]}")
 
@@ -78,11 +86,16 @@ async def _reject(send: Send, status: int, code: str, message: str) -> None:
 
 class BodyLimitMiddleware:
     def __init__(
-        self, app: ASGIApp, max_bytes: int, max_json_depth: int = DEFAULT_MAX_JSON_DEPTH
+        self,
+        app: ASGIApp,
+        max_bytes: int,
+        max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
+        read_timeout_s: float | None = None,
     ) -> None:
         self.app = app
         self.max_bytes = max_bytes
         self.max_json_depth = max_json_depth
+        self.read_timeout_s = BODY_READ_TIMEOUT_S if read_timeout_s is None else read_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -98,21 +111,22 @@ class BodyLimitMiddleware:
                 if int(declared) > self.max_bytes:
                     await _reject(send, 413, "payload_too_large", too_large)
                     return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # http.disconnect: the client left
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await _reject(send, 413, "payload_too_large", too_large)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        body = b"".join(chunks)
+        try:
+            async with asyncio.timeout(self.read_timeout_s):
+                body = await self._read(receive)
+        except TimeoutError:
+            await _reject(
+                send,
+                408,
+                "request_timeout",
+                f"request body not received within {self.read_timeout_s:g} s",
+            )
+            return
+        if body is None:  # the client left
+            return
+        if len(body) > self.max_bytes:
+            await _reject(send, 413, "payload_too_large", too_large)
+            return
         if (
             body
             and _may_be_parsed_as_json(scope, body)
@@ -135,3 +149,17 @@ class BodyLimitMiddleware:
             return await receive()
 
         await self.app(scope, replay, send)
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The body, or None when the client left; stops reading one chunk past `max_bytes`."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # http.disconnect
+                return None
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > self.max_bytes or not message.get("more_body", False):
+                return b"".join(chunks)

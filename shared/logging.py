@@ -3,7 +3,9 @@
 `setup_logging()` is called once per process. `RequestIdMiddleware` (pure ASGI) takes the
 `X-Request-ID` header or makes one, exposes it in `request_id_var`, and echoes it in the response;
 drivers set `call_id_var` once they know the call. A filter adds both to every record and masks
-phone numbers and bearer tokens in the message, so neither reaches the logs.
+phone numbers and bearer tokens in the message, so neither reaches the logs: every line (the
+access log's and the server's WebSocket lines included) is percent-decoded before it is matched,
+so an escaped token (`eyJ...%2E...`) is scrubbed like a plain one.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 import time
 import uuid
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,7 +52,31 @@ def mask_phone(number: str | None) -> str:
     return f"{prefix}{digits[:4]}***{digits[-4:]}"
 
 
+# A credential in a query string (`/ws?token=...`, a signed URL's `sig=`), whatever its value.
+_QUERY_SECRET_RE = re.compile(
+    r"(?i)((?:^|[?&;\s\"'])(?:token|access_token|jwt|sig|signature|secret|password)=)[^&\s\"']+"
+)
+_MAX_UNQUOTE_ROUNDS = 4
+
+
+def _percent_decoded(text: str) -> str:
+    """`%2E`, `%252E` (escaped twice), `%65%79%4A`: decoded until stable, so an escaped token
+    or number is matched as the plain one would be (and logged decoded, then scrubbed)."""
+    for _ in range(_MAX_UNQUOTE_ROUNDS):
+        if "%" not in text:
+            break
+        decoded = unquote(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
 def scrub_text(text: str) -> str:
+    """Tokens (bearer, JWT, query-string credentials) and phone numbers out of one log text,
+    whatever their percent-escaping (the server's own WebSocket line prints the raw query)."""
+    text = _percent_decoded(text)
+    text = _QUERY_SECRET_RE.sub(r"\1[redacted]", text)
     text = _BEARER_RE.sub(r"\1[redacted]", text)
     text = _JWT_RE.sub("[redacted-jwt]", text)
     return _PHONE_RE.sub(lambda m: mask_phone(m.group(0)), text)

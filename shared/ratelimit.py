@@ -3,10 +3,11 @@
 `RateLimiter` counts hits per key in process, or in Redis when `REDIS_URL` is set so every
 instance of a service shares the counters. `ManagementRateLimitMiddleware` (pure ASGI) applies
 the spec's management limit (default 100 requests per 15 minutes) per client: the JWT `sub` when
-the request carries a valid management token, else the client address (from `X-Forwarded-For`
-only when the peer is a trusted proxy: `client_address`). Exempt: health checks, metrics,
-provider webhooks/streams (they have their own failure limiter) and the gateway's service token
-(live call turns must never be throttled). Over the limit: 429 JSON with `Retry-After`.
+the request carries a valid management token (a `/ws` handshake's `?token=` included), else the
+client address (from `X-Forwarded-For` only when the peer is a trusted proxy: `client_address`).
+Exempt: health checks, metrics, provider webhooks/streams (they have their own failure limiter)
+and the gateway's service token (live call turns must never be throttled). Over the limit:
+429 JSON with `Retry-After`.
 
 A counter store that cannot be reached fails open (logged): a Redis outage must not turn into
 a management outage, and never into dead air on a call.
@@ -20,6 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import parse_qs
 
 from limits import RateLimitItem, parse
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
@@ -120,6 +122,20 @@ def _forwarded_for(scope: Scope) -> list[str]:
     return []
 
 
+def request_token(scope: Scope) -> str | None:
+    """The bearer token of a request: `Authorization: Bearer`, or on a WebSocket handshake the
+    `?token=` query parameter (browsers cannot set headers there)."""
+    token = None
+    for name, value in scope.get("headers", ()):
+        if name == b"authorization":
+            token = bearer_from_header(value.decode("latin-1"))
+            break
+    if token is None and scope["type"] == "websocket":
+        query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+        token = (query.get("token") or [None])[0]
+    return token
+
+
 def too_many_requests(decision: Decision, what: str) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     body = json.dumps(
         error_body(
@@ -162,12 +178,10 @@ class ManagementRateLimitMiddleware:
 
     def _identity(self, scope: Scope) -> str | None:
         """`sub:<sub>` for a valid management token, None for the service token (exempt),
-        else `ip:<address>`."""
-        token = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                token = bearer_from_header(value.decode("latin-1"))
-                break
+        else `ip:<address>`. A WebSocket handshake's `?token=` counts as its bearer token, so
+        viewers behind one address (an office NAT, a proxy) each have their own budget; only
+        failed or anonymous handshakes are counted per address."""
+        token = request_token(scope)
         if token is not None:
             try:
                 principal = verify_token(self._secret, token)

@@ -2,7 +2,8 @@
 
 uvicorn applies `X-Forwarded-For`/`-Proto` (the client address and scheme the app sees) only
 from the proxies the app itself trusts (`TRUSTED_PROXIES`, or any peer with `TRUST_PROXY=true`):
-one list, so the server and the app never disagree on whom they believe.
+one list, so the server and the app never disagree on whom they believe. Slow request heads
+get 408 and a closed connection (`server_timeouts`), as slow bodies do (`shared.body_limit`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import uvicorn
 
 from realtime_gateway.config import get_settings
+from realtime_gateway.server_timeouts import uvicorn_limits
 from shared.logging import setup_logging
 
 GRACEFUL_SHUTDOWN_S = 10
@@ -30,6 +32,7 @@ def main() -> None:
         forwarded_allow_ips=proxies.uvicorn_value() if proxies else None,
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
         ws_max_size=1_048_576,
+        **uvicorn_limits(),
     )
 
 

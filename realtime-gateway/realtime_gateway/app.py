@@ -32,11 +32,12 @@ from realtime_gateway.metrics import LOOP_LAG, install_metrics
 from realtime_gateway.routes import build_routes
 from realtime_gateway.runtime import GatewayRuntime, open_runtime
 from realtime_gateway.shutdown import Drain, DrainMiddleware, install_sigterm_drain
+from realtime_gateway.store_outage import on_route_error, outage_handlers
 from realtime_gateway.webhook_guard import WebhookFailureLimiter
 from shared import sentry
 from shared.auth import SecretConfigError
 from shared.config import ConfigError
-from shared.errors import ApiError, on_api_error, on_http_exception, on_unexpected_error
+from shared.errors import ApiError, on_api_error, on_http_exception
 from shared.logging import setup_logging
 from shared.loop_lag import LoopLagMonitor
 from shared.middleware_stack import middleware_stack
@@ -136,7 +137,8 @@ def create_app(
         exception_handlers={
             ApiError: on_api_error,
             HTTPException: on_http_exception,
-            Exception: on_unexpected_error,
+            **outage_handlers(settings.redis_url),
+            Exception: on_route_error,  # Redis down: 503 call_store_unavailable
         },
         lifespan=lifespan,
     )

@@ -137,21 +137,28 @@ class FanoutHub:
                 self.offer(client, text)
 
     def _drop(self, client: WsClient) -> None:
-        client.dropped = True
-        self._clients.pop(client.id, None)
         self.clients_dropped += 1
         log.warning("ws client dropped: its queue is full", extra={"ws_client": client.id})
+        self.close_client(client, CLOSE_TRY_AGAIN_LATER, "too slow: events were dropped")
+
+    def close_client(self, client: WsClient, code: int, reason: str) -> None:
+        """Stop sending to `client` and close its socket with `code` in the background (never
+        awaits: safe from a timer callback, e.g. when the client's token expires)."""
+        if client.dropped:
+            return
+        client.dropped = True
+        self._clients.pop(client.id, None)
         if client.sender is not None:
             client.sender.cancel()
-        task = asyncio.create_task(self._close(client), name=f"ws-close-{client.id}")
+        task = asyncio.create_task(self._close(client, code, reason), name=f"ws-close-{client.id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     @staticmethod
-    async def _close(client: WsClient) -> None:
+    async def _close(client: WsClient, code: int, reason: str) -> None:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(CLOSE_TIMEOUT_S):
-                await client.sink.close(CLOSE_TRY_AGAIN_LATER, "too slow: events were dropped")
+                await client.sink.close(code, reason)
 
     async def _send_loop(self, client: WsClient) -> None:
         queue, send = client.queue, client.sink.send_text

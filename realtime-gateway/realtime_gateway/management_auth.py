@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 from typing import Literal
-from urllib.parse import parse_qs
 
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from shared.auth import Principal, TokenError, bearer_from_header, verify_management_token
+from shared.auth import Principal, TokenError, verify_management_token
 from shared.errors import ApiError, error_body
+from shared.ratelimit import request_token
 
 PUBLIC_PREFIXES = ("/voice/webhook/", "/voice/stream/", "/health/")
 # /metrics: Prometheus scrapes without a JWT; it exposes no personal data (shared/metrics.py).
@@ -81,14 +81,7 @@ class ManagementAuthMiddleware:
         if scope["type"] == "http" and scope.get("method") == "OPTIONS":
             await self.app(scope, receive, send)  # CORS preflight carries no credentials
             return
-        token = None
-        for name, value in scope.get("headers", ()):
-            if name == b"authorization":
-                token = bearer_from_header(value.decode("latin-1"))
-                break
-        if token is None and scope["type"] == "websocket":
-            query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
-            token = (query.get("token") or [None])[0]
+        token = request_token(scope)  # the one the rate limit counted the request under
         try:
             if token is None:
                 raise TokenError("missing bearer token (Authorization: Bearer <JWT>)")

@@ -5,6 +5,11 @@ a gateway whose orchestrator is down still answers callers (with an apology), so
 should keep it. `/health/database` answers 503 when the call store is unreachable; it also
 reports the Supabase call log mirror (`call_log`: not_configured / configured / connected /
 failing, queue depth), which never makes it 503: calls do not depend on it.
+
+Redis down (the live call store, `REDIS_URL`): `/health` stays 200 but says `degraded`, lists
+`database` and names the store (`call_store`: backend `redis`, `unavailable`): every instance
+shares that Redis, so taking them all out of the load balancer would only turn the apology
+callers hear into no answer. `/health/database` answers 503 with `call_store_unavailable`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from starlette.responses import JSONResponse
 from realtime_gateway import __version__
 from realtime_gateway.drivers.registry import DriverUnavailable
 from realtime_gateway.runtime import GatewayRuntime, get_runtime
+from realtime_gateway.store_outage import CODE, MESSAGE
 from shared.events import utc_now_iso
 
 ORCHESTRATOR_CHECK_S = 1.0
@@ -64,6 +70,8 @@ async def health(request: Request) -> JSONResponse:
     }
     if degraded:
         body["degraded"] = degraded
+    if database == "unavailable":
+        body["call_store"] = {"backend": rt.calls.backend, "status": database, "message": MESSAGE}
     return JSONResponse(body)
 
 
@@ -79,4 +87,7 @@ async def database(request: Request) -> JSONResponse:
         "latency_ms": round((time.perf_counter() - started) * 1000, 2),
         "timestamp": utc_now_iso(),
     }
-    return JSONResponse(body, status_code=503 if status == "unavailable" else 200)
+    if status == "unavailable":
+        body["error"] = {"code": CODE, "message": MESSAGE}
+        return JSONResponse(body, status_code=503, headers={"Retry-After": "5"})
+    return JSONResponse(body)
