@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_gateway import prompts
 from realtime_gateway.speech import SpeechLimits, fit
@@ -206,14 +206,14 @@ class StreamSession:
                         holding = prompts.say("holding", self.language)
                         await self._send(f"{holding} ", False, started, timing, holding=True)
                         continue
-                    waiting.cancel()
+                    await _stop(waiting)
                     log.warning("streamed reply took longer than the turn budget")
                     return None
                 item = waiting.result()
             except StopAsyncIteration:
                 return None
-            except asyncio.CancelledError:
-                waiting.cancel()
+            except asyncio.CancelledError:  # barge-in: stop the read inside the stream first
+                await _stop(waiting)
                 raise
             if isinstance(item, FlowReply):
                 return item
@@ -232,6 +232,14 @@ class StreamSession:
         if token and not holding:
             self._sent.append(token)
         timing.last_frame_ms = elapsed
+
+
+async def _stop(pending: asyncio.Future[Any]) -> None:
+    """Cancel a pending read of the reply stream and wait until it has stopped, so the stream
+    can be closed (its request closes with it)."""
+    pending.cancel()
+    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
+        await pending
 
 
 class StreamRegistry:

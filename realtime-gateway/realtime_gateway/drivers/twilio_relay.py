@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.websockets import WebSocket
-from twilio.twiml.voice_response import VoiceResponse
 
 from realtime_gateway.streaming import StreamSession
 from realtime_gateway.vocabulary import CallInfo, FlowReply
 from shared.contract import Action
 from shared.languages import for_provider
+
+if TYPE_CHECKING:
+    from twilio.twiml.voice_response import VoiceResponse
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,8 @@ def relay_twiml(
     parameters: dict[str, str],
 ) -> VoiceResponse:
     """`<Connect action><ConversationRelay …/></Connect>`; no greeting when a session resumes."""
+    from twilio.twiml.voice_response import VoiceResponse  # the SDK only where Twilio is used
+
     response = VoiceResponse()
     connect = response.connect(action=action_url, method="POST")
     kwargs: dict[str, Any] = {

@@ -1,0 +1,141 @@
+"""Barge-in over ConversationRelay, end to end (issue 18): the real gateway and the real
+orchestrator each under uvicorn, the LLM faked at the HTTP layer streaming slowly. The first
+`text` frame leaves the gateway before the fake model has finished; an `interrupt` mid-reply
+closes the model's request (observed at the fake) and the agent's message is stored as the
+caller heard it, marked interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+import respx
+import uvicorn
+
+from tests.gateway import test_relay as relay
+from tests.gateway import test_twilio_call as tw
+from tests.gateway.conftest import JWT_SECRET, auth, served
+from tests.orchestrator.conftest import make_settings
+from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
+
+WORDS = ["Well", " let", " me", " think", " about", " that", " for", " a", " bit", "."]
+TOKEN_PAUSE_S = 0.2
+
+
+def _chunk(content: str) -> bytes:
+    body = {
+        "id": "c",
+        "object": "chat.completion.chunk",
+        "created": 1,
+        "model": "m",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": None}],
+    }
+    return f"data: {json.dumps(body)}\n\n".encode()
+
+
+async def test_an_interrupt_closes_the_models_request_and_keeps_what_was_heard(
+    pg_dsn: str, data_dir: Path
+) -> None:
+    model_closed_at: list[float] = []
+    sent: list[tuple[float, str]] = []
+
+    async def slow_tokens() -> AsyncIterator[bytes]:
+        try:
+            for word in WORDS:
+                sent.append((time.monotonic(), word))
+                yield _chunk(word)
+                await asyncio.sleep(TOKEN_PAUSE_S)
+            yield b"data: [DONE]\n\n"
+        finally:
+            model_closed_at.append(time.monotonic())
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from orchestrator.main import create_app as create_orchestrator
+
+    orch_settings = make_settings(
+        data_dir / "orch",
+        pg_dsn,
+        jwt_secret=JWT_SECRET,  # the gateway's service tokens are signed with it
+        openai_api_key="sk-test",
+        openai_base_url=OPENAI_BASE,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_orchestrator(orch_settings), host="127.0.0.1", port=port, log_config=None
+        )
+    )
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="127.0.0.1").pass_through()
+        fake = FakeOpenAI(router)
+        fake.route.mock(
+            side_effect=lambda request: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=slow_tokens()
+            )
+        )
+        task = asyncio.create_task(server.serve())
+        try:
+            for _ in range(200):
+                if server.started:
+                    break
+                await asyncio.sleep(0.05)
+            settings = relay.relay_settings(
+                data_dir / "gw", orchestrator_url=f"http://127.0.0.1:{port}", turn_timeout_s=6.0
+            )
+            sid = tw.new_sid()
+            async with served(settings) as gw:
+                await tw.twilio_post(gw, "/voice/webhook/twilio", tw.call_form(sid))
+                async with relay.relay_socket(gw) as ws:
+                    await ws.send(relay.setup_frame(sid))
+                    await ws.send(relay.prompt("Tell me a story"))
+                    first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    first_at = time.monotonic()
+                    assert first == {"type": "text", "token": "Well", "last": False}
+                    assert len(sent) < len(WORDS)  # the model was still writing
+                    heard = "Well let"
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "type": "interrupt",
+                                "utteranceUntilInterrupt": heard,
+                                "durationUntilInterruptMs": 900,
+                            }
+                        )
+                    )
+                    interrupted_at = time.monotonic()
+                    for _ in range(100):
+                        if model_closed_at:
+                            break
+                        await asyncio.sleep(0.02)
+                    assert model_closed_at, "the model's request was left running"
+                    assert model_closed_at[0] - interrupted_at < 1.0
+                    assert len(sent) < len(WORDS)  # abandoned midway, not run to the end
+                    assert first_at - sent[0][0] < 1.0
+                    # the next prompt is answered normally, with what was heard in its history
+                    fake.route.mock(side_effect=fake._answer)
+                    fake.reply("Once upon a time.")
+                    await ws.send(relay.prompt("Go on then"))
+                    frames = await relay.reply_frames(ws)
+                    assert relay.words(frames) == "Once upon a time."
+                view = (
+                    await httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}").get(
+                        f"/conversations/{sid}", headers=auth()
+                    )
+                ).json()
+            said = [(m["role"], m["content"], m.get("interrupted")) for m in view["messages"]]
+            assert ("assistant", heard, True) in said
+            history = [(m["role"], m["content"]) for m in fake.requests[-1]["messages"][1:]]
+            assert history[-3:] == [
+                ("user", "Tell me a story"),
+                ("assistant", heard),
+                ("user", "Go on then"),
+            ]
+        finally:
+            server.should_exit = True
+            await task
