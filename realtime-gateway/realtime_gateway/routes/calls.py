@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse
 
 from realtime_gateway import outbound
 from realtime_gateway.management_auth import require_role
+from realtime_gateway.read_model import public_call
 from realtime_gateway.routes.webhooks import read_body
 from realtime_gateway.runtime import get_runtime
 from shared.contract import STATUS_ORDER
@@ -75,7 +76,7 @@ async def initiate(request: Request) -> JSONResponse:
 
 
 async def list_calls(request: Request) -> JSONResponse:
-    require_role(request, "viewer", "listing calls")
+    role = require_role(request, "viewer", "listing calls").role
     status = request.query_params.get("status") or None
     if status is not None and status not in STATUS_FILTERS:
         raise ApiError(400, "invalid_query", f"status: must be one of {', '.join(STATUS_FILTERS)}")
@@ -89,17 +90,17 @@ async def list_calls(request: Request) -> JSONResponse:
         limit = int(raw_limit)
     calls = await get_runtime(request).calls.list_recent(limit=limit, status=status)
     return JSONResponse(
-        {"calls": [c.to_public() for c in calls], "count": len(calls), "status": status}
+        {"calls": [public_call(c, role) for c in calls], "count": len(calls), "status": status}
     )
 
 
 async def status(request: Request) -> JSONResponse:
-    require_role(request, "viewer", "reading a call")
+    role = require_role(request, "viewer", "reading a call").role
     call_id = request.path_params["call_id"]
     call = await get_runtime(request).calls.get(call_id)
     if call is None:
         raise ApiError(404, "call_not_found", f"no live call {call_id!r}")
-    return JSONResponse(call.to_public())
+    return JSONResponse(public_call(call, role))
 
 
 async def end(request: Request) -> JSONResponse:

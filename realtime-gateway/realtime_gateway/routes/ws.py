@@ -37,6 +37,7 @@ from starlette.websockets import WebSocket
 
 from realtime_gateway.events import FanoutHub, WsClient
 from realtime_gateway.management_auth import principal_of
+from realtime_gateway.read_model import sees_personal_data
 from realtime_gateway.runtime import get_runtime
 from realtime_gateway.store_outage import CODE, MESSAGE, RETRY_AFTER_S
 from shared.contract import ID_RE
@@ -128,7 +129,8 @@ async def events(websocket: WebSocket) -> None:
         await websocket.close(CLOSE_POLICY_VIOLATION, wanted)
         return
     batch = websocket.query_params.get("batch", "").lower() in ("1", "true", "yes")
-    client = hub.add(websocket, wanted or None, opened=False, batch=batch)
+    viewer = not sees_personal_data(principal_of(websocket).role)
+    client = hub.add(websocket, wanted or None, opened=False, batch=batch, viewer=viewer)
     expiry = close_at_token_expiry(websocket, hub, client)
     try:
         await websocket.accept()
