@@ -78,6 +78,17 @@ TURN_DURATION = Histogram(
     buckets=TURN_BUCKETS,
     registry=REGISTRY,
 )
+STREAM_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.3, 0.5, 1.0, 2.0, 5.0)
+STREAM_STAGES = ("first_token", "first_frame", "token_to_frame", "last_frame")
+STREAM_TURN = Histogram(
+    "voice_stream_turn_seconds",
+    "Streamed turns (ConversationRelay, the generic socket), by stage: prompt -> orchestrator's "
+    "first token (first_token), prompt -> first text frame sent (first_frame), first token -> "
+    "first frame (token_to_frame: the gateway's own delay), prompt -> last frame (last_frame).",
+    ["stage"],
+    buckets=STREAM_BUCKETS,
+    registry=REGISTRY,
+)
 WEBHOOKS = Counter(
     "voice_webhook_requests",
     "Provider webhooks received (outcome ok|invalid_signature|bad_request|error).",
@@ -103,6 +114,8 @@ WS_CLIENTS = Gauge(
 )
 
 # Every series exists from the start at 0, so rate() and alerts work from the first event.
+for _stage in STREAM_STAGES:
+    STREAM_TURN.labels(_stage)
 for _provider in (*PROVIDERS, UNKNOWN):
     ACTIVE_CALLS.labels(_provider)
     TURN_DURATION.labels(_provider)
@@ -186,6 +199,14 @@ def observed_turn(turn: TurnMethod[P]) -> TurnMethod[P]:
         return reply
 
     return observed
+
+
+def stream_turn(timings_ms: dict[str, float]) -> None:
+    """One streamed turn's stages (`streaming.StreamTimings`, in ms)."""
+    for stage in STREAM_STAGES:
+        value = timings_ms.get(stage)
+        if value is not None:
+            STREAM_TURN.labels(stage).observe(value / 1000)
 
 
 def orchestrator_error(exc: OrchestratorUnavailable) -> None:

@@ -33,7 +33,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from realtime_gateway import prompts
+from realtime_gateway import metrics, prompts
 from realtime_gateway.speech import SpeechLimits, fit
 from realtime_gateway.vocabulary import CallerInput, CallInfo, FlowReply
 from shared.contract import Action
@@ -74,6 +74,17 @@ class StreamTimings:
     first_token_ms: float | None = None
     first_frame_ms: float | None = None
     last_frame_ms: float | None = None
+
+    def as_ms(self) -> dict[str, float]:
+        """The stages known so far (as in `message.sent` and `voice_stream_turn_seconds`)."""
+        out = {
+            "first_token": self.first_token_ms,
+            "first_frame": self.first_frame_ms,
+            "last_frame": self.last_frame_ms,
+        }
+        if self.first_token_ms is not None and self.first_frame_ms is not None:
+            out["token_to_frame"] = round(max(0.0, self.first_frame_ms - self.first_token_ms), 2)
+        return {k: v for k, v in out.items() if v is not None}
 
 
 @dataclass
@@ -160,7 +171,7 @@ class StreamSession:
         started = time.perf_counter()
         timing = StreamTimings()
         self.timings.append(timing)
-        stream = self.flow.stream(self.call, heard)
+        stream = self.flow.stream(self.call, heard, timing)
         try:
             reply = await self._pump(stream, started, timing)
         except Exception:
@@ -172,6 +183,7 @@ class StreamSession:
             apology = prompts.say("apology", self.language)
             await self._send(apology if not self._sent else f" {apology}", False, started, timing)
         await self._send("", True, started, timing)
+        metrics.stream_turn(timing.as_ms())
         if reply is not None:
             for action in fit(reply.actions, self.limits):
                 if action.type in ENDING_ACTIONS:

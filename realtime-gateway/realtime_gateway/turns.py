@@ -28,7 +28,7 @@ from realtime_gateway.calls import CallStore, LiveCall
 from realtime_gateway.events import EventBus
 from realtime_gateway.idempotency import SEEN_TTL_S, sent_key, turn_key
 from realtime_gateway.orchestrator_client import OrchestratorClient, OrchestratorUnavailable
-from realtime_gateway.streaming import StreamRegistry
+from realtime_gateway.streaming import StreamRegistry, StreamTimings
 from realtime_gateway.vocabulary import CallerInput, CallInfo, FlowReply, seconds_of
 from shared.contract import (
     TERMINAL_STATUSES,
@@ -229,7 +229,9 @@ class GatewayFlow(CallFlow):
         await self._answered(call.call_id, heard.turn_id, reply, actions, latency_ms)
         return FlowReply(actions=actions, text=reply.reply, turn_id=heard.turn_id)
 
-    async def stream(self, call: CallInfo, heard: CallerInput) -> AsyncIterator[str | FlowReply]:
+    async def stream(
+        self, call: CallInfo, heard: CallerInput, timing: StreamTimings | None = None
+    ) -> AsyncIterator[str | FlowReply]:
         """One streamed turn: the reply's text pieces as the orchestrator writes them, then the
         whole reply (`FlowReply`: its actions, `fallback=True` when it failed). Closing the
         iterator (barge-in) closes the orchestrator's request at once. Announces the turn on
@@ -253,6 +255,8 @@ class GatewayFlow(CallFlow):
                 latency_ms = round((time.perf_counter() - started) * 1000, 1)
                 actions = item.actions or [Action.say(item.reply), Action.gather()]
                 stream_ms = {"first_token": first_ms if first_ms is not None else latency_ms}
+                if timing is not None:  # what the socket has sent so far (first frame, ...)
+                    stream_ms.update(timing.as_ms())
                 await self._answered(
                     call.call_id, heard.turn_id, item, actions, latency_ms, stream_ms
                 )

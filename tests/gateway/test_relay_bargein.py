@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import time
 from collections.abc import AsyncIterator
@@ -16,10 +17,12 @@ from pathlib import Path
 import httpx
 import respx
 import uvicorn
+import websockets
 
 from tests.gateway import test_relay as relay
 from tests.gateway import test_twilio_call as tw
-from tests.gateway.conftest import JWT_SECRET, auth, served
+from tests.gateway.conftest import JWT_SECRET, admin_token, auth, served
+from tests.gateway.ws_client import collect
 from tests.orchestrator.conftest import make_settings
 from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
 
@@ -86,7 +89,10 @@ async def test_an_interrupt_closes_the_models_request_and_keeps_what_was_heard(
                     break
                 await asyncio.sleep(0.05)
             settings = relay.relay_settings(
-                data_dir / "gw", orchestrator_url=f"http://127.0.0.1:{port}", turn_timeout_s=6.0
+                data_dir / "gw",
+                orchestrator_url=f"http://127.0.0.1:{port}",
+                turn_timeout_s=6.0,
+                stream_first_token_timeout_s=5.0,  # no holding line, even on a loaded machine
             )
             sid = tw.new_sid()
             async with served(settings) as gw:
@@ -136,6 +142,100 @@ async def test_an_interrupt_closes_the_models_request_and_keeps_what_was_heard(
                 ("assistant", heard),
                 ("user", "Go on then"),
             ]
+        finally:
+            server.should_exit = True
+            await task
+
+
+async def test_a_late_first_token_gets_the_holding_line_and_a_failure_midway_an_apology(
+    pg_dsn: str, data_dir: Path
+) -> None:
+    """No dead air: with no first token within STREAM_FIRST_TOKEN_TIMEOUT_S the caller hears
+    the holding line, then the reply; a model that fails mid-reply ends with an apology. The
+    turn's stages are in `message.sent` and in voice_stream_turn_seconds."""
+    from realtime_gateway.prompts import say
+
+    mode = {"fail": False}
+
+    async def late_tokens() -> AsyncIterator[bytes]:
+        await asyncio.sleep(0.8)
+        for word in ["Our", " hours", " are", " nine", " to", " five."]:
+            yield _chunk(word)
+            await asyncio.sleep(0.02)
+            if mode["fail"] and word == " are":
+                raise RuntimeError("the model's connection broke")
+        yield b"data: [DONE]\n\n"
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    from orchestrator.main import create_app as create_orchestrator
+
+    orch_settings = make_settings(
+        data_dir / "orch",
+        pg_dsn,
+        jwt_secret=JWT_SECRET,
+        openai_api_key="sk-test",
+        openai_base_url=OPENAI_BASE,
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_orchestrator(orch_settings), host="127.0.0.1", port=port, log_config=None
+        )
+    )
+    with respx.mock(assert_all_called=False) as router:
+        router.route(host="127.0.0.1").pass_through()
+        fake = FakeOpenAI(router)
+        fake.route.mock(
+            side_effect=lambda request: httpx.Response(
+                200, headers={"content-type": "text/event-stream"}, content=late_tokens()
+            )
+        )
+        task = asyncio.create_task(server.serve())
+        try:
+            for _ in range(200):
+                if server.started:
+                    break
+                await asyncio.sleep(0.05)
+            settings = relay.relay_settings(
+                data_dir / "gw",
+                orchestrator_url=f"http://127.0.0.1:{port}",
+                turn_timeout_s=6.0,
+                stream_first_token_timeout_s=0.3,
+            )
+            sid = tw.new_sid()
+            async with served(settings) as gw:
+                await tw.twilio_post(gw, "/voice/webhook/twilio", tw.call_form(sid))
+                events_url = f"{gw.ws_url}?call_id={sid}&token={admin_token()}"
+                async with relay.relay_socket(gw) as ws, websockets.connect(events_url) as events:
+                    await ws.send(relay.setup_frame(sid))
+                    await ws.send(relay.prompt("When are you open?"))
+                    frames = await relay.reply_frames(ws)
+                    tokens = [f["token"] for f in frames]
+                    assert tokens[0].strip() == say("holding")
+                    assert "".join(tokens[1:]) == "Our hours are nine to five."
+                    sent = await collect(
+                        events, lambda evs: any(e["type"] == "message.sent" for e in evs)
+                    )
+                    timings = next(e for e in sent if e["type"] == "message.sent")["data"][
+                        "timings_ms"
+                    ]
+                    assert {"first_token", "first_frame", "token_to_frame"} <= set(timings)
+                    assert timings["first_token"] >= 700  # the model was late
+                    metrics_text = (await gw.client.get("/metrics")).text
+                    counted = re.search(
+                        r'voice_stream_turn_seconds_count\{stage="token_to_frame"\} (\d+)',
+                        metrics_text,
+                    )
+                    assert counted is not None and int(counted.group(1)) >= 1
+
+                    mode["fail"] = True
+                    await ws.send(relay.prompt("And on Sundays?"))
+                    frames = await relay.reply_frames(ws)
+                    said = "".join(f["token"] for f in frames)
+                    # the orchestrator's own apology follows what was already said
+                    assert said.startswith("One moment") and "sorry" in said.lower()
+                    assert frames[-1] == {"type": "text", "token": "", "last": True}
         finally:
             server.should_exit = True
             await task
