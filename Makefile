@@ -12,7 +12,7 @@ ROLE ?= admin
 
 help:
 	@echo "make run     - create the environment, install, start both services (Ctrl-C stops both)"
-	@echo "make test    - run the test suite (needs Postgres on 127.0.0.1:5432 and Redis on 6379)"
+	@echo "make test    - run the test suite (Postgres/Redis on 127.0.0.1 if up, else its own)"
 	@echo "make dev     - like run, with auto-reload"
 	@echo "make lint    - ruff + mypy;  make fmt - format"
 	@echo "make token ROLE=admin - print a management JWT for local use"

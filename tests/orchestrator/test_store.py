@@ -9,6 +9,7 @@ import pytest
 
 from orchestrator.store.database import Database
 from orchestrator.store.migrations import apply_migrations, load_migrations
+from tests.live_servers import with_database
 from tests.orchestrator.conftest import new_id
 
 
@@ -221,7 +222,7 @@ async def test_two_instances_migrating_a_fresh_database_together_apply_each_migr
     name = f"vao_mig_{new_id('')[1:].replace('-', '')}"
     admin = await asyncpg.connect(pg_dsn)
     await admin.execute(f'CREATE DATABASE "{name}"')
-    dsn = pg_dsn.rsplit("/", 1)[0] + f"/{name}"
+    dsn = with_database(pg_dsn, name)
     try:
         conns = [await asyncpg.connect(dsn) for _ in range(3)]
         applied = await asyncio.gather(*(apply_migrations(c) for c in conns))
