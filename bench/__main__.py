@@ -41,7 +41,7 @@ from bench.services import (
 )
 from bench.stats import summary
 
-SCENARIOS = ("startup", "floor", "turn", "stream", "fanout", "callstore", "memory")
+SCENARIOS = ("startup", "floor", "turn", "stream", "fanout", "callstore", "relay", "memory")
 GENERIC_SECRET = "bench-generic-http-secret-" + "g" * 16
 TWILIO_TOKEN = "bench" + "0" * 27
 TWILIO_SID = "AC" + "0" * 32
@@ -80,6 +80,13 @@ class Plan:
     # provider, on a gateway with Redis. Counts, not timings: a few calls show them.
     callstore_calls: int = 10
     callstore_turns: int = 10
+    # ConversationRelay (bench/relay.py): ours in relay mode, ours in <Gather> mode, the peer
+    # (twilio-agent-connect); concurrent calls, each speaking every `think_s`; window per run.
+    relay_levels: tuple[int, ...] = (1, 20, 50, 200)
+    relay_gather_levels: tuple[int, ...] = (1, 20, 200)
+    relay_peer_levels: tuple[int, ...] = (1, 20)
+    relay_window_s: float = 15.0
+    relay_interrupt_every: int = 4  # each call's every 4th turn is cut short by the caller
 
     @classmethod
     def make(cls, smoke: bool) -> Plan:
@@ -104,6 +111,11 @@ class Plan:
                 memory_queries=20,
                 store_writes=20,
                 callstore_calls=2,
+                relay_levels=(1,),
+                relay_gather_levels=(1,),
+                relay_peer_levels=(1,),
+                relay_window_s=2.0,
+                relay_interrupt_every=2,
             )
         return cls(
             smoke=False,
@@ -397,6 +409,13 @@ class Bench:
             if self.wanted("callstore"):
                 settled["callstore"] = settle(quiet, limit)
                 self.callstore(orch)
+            if self.wanted("relay"):
+                if self.plan.smoke and "relay" not in self.only:
+                    with self.scenario("relay") as block:  # ~25 s of its own processes
+                        block["status"] = "n/a (--smoke runs it only with --only relay)"
+                else:
+                    settled["relay"] = settle(quiet, limit)
+                    self.relay()
             if self.wanted("memory"):
                 settled["memory"] = settle(quiet, limit)
                 self.memory()
@@ -667,6 +686,18 @@ class Bench:
                 "public_base_url": PUBLIC_BASE_URL,
             }
             run_callstore(self, orch, block, signing)
+
+    def relay(self) -> None:
+        from bench.relay import run_relay
+
+        with self.scenario("relay") as block:
+            signing = {
+                "secret": GENERIC_SECRET,
+                "twilio_token": TWILIO_TOKEN,
+                "twilio_account_sid": TWILIO_SID,
+                "public_base_url": PUBLIC_BASE_URL,
+            }
+            run_relay(self, block, signing)
 
     def memory(self) -> None:
         with self.scenario("memory") as block:

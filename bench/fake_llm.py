@@ -7,13 +7,24 @@ SSE-streamed), `POST /v1/embeddings` (deterministic unit vectors, float or base6
 in the messages), the `time.monotonic()` at which the first content token was handed to the
 socket; `GET /bench/marks` returns and clears them. CLOCK_MONOTONIC is system-wide on Linux, so
 the load generator compares it with its own first-byte time.
+
+Instant by default. With `FAKE_LLM_FIRST_TOKEN_MS` / `FAKE_LLM_TOKEN_MS` in its environment (the
+relay scenario: 300 / 25) it answers with a model's timing: the first token after that many ms,
+then one token every so many ms (a plain completion takes as long as the stream would). Then it
+also records each streamed request (`GET /bench/requests` returns and clears them): its nonce,
+when its first token was handed to the socket, when it finished, and when the client closed it
+before the end (`closed`: the caller's barge-in reaching the model's request), all
+`time.monotonic()`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+import os
 import re
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -75,9 +86,13 @@ def embedding(text: str, dim: int) -> np.ndarray[Any, Any]:
 
 
 class FakeLLM:
-    def __init__(self) -> None:
+    def __init__(self, first_token_ms: float = 0.0, token_ms: float = 0.0) -> None:
         self.marks: dict[str, float] = {}
         self.counts: dict[str, int] = {"chat": 0, "chat_stream": 0, "embeddings": 0}
+        self.first_token_s = first_token_ms / 1000
+        self.token_s = token_ms / 1000
+        self.timed = bool(first_token_ms or token_ms)
+        self.requests: list[dict[str, Any]] = []  # streamed requests (timed mode only)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -99,7 +114,7 @@ class FakeLLM:
         path: str = scope["path"]
         method: str = scope["method"]
         if path.endswith("/chat/completions") and method == "POST":
-            await self.chat(json.loads(body or b"{}"), send)
+            await self.chat(json.loads(body or b"{}"), send, receive)
         elif path.endswith("/embeddings") and method == "POST":
             await self.embeddings(json.loads(body or b"{}"), send)
         elif path.endswith("/models"):
@@ -107,6 +122,9 @@ class FakeLLM:
         elif path == "/bench/marks":
             marks, self.marks = self.marks, {}
             await self.json(send, {"marks": marks, "counts": self.counts})
+        elif path == "/bench/requests":
+            requests, self.requests = self.requests, []
+            await self.json(send, {"requests": requests, "counts": self.counts})
         elif path == "/health":
             await self.json(send, {"status": "ok"})
         else:
@@ -150,13 +168,15 @@ class FakeLLM:
             return None, [call]
         return REPLY, None
 
-    async def chat(self, req: dict[str, Any], send: Send) -> None:
+    async def chat(self, req: dict[str, Any], send: Send, receive: Receive) -> None:
         model = req.get("model", "bench")
         created = int(time.time())
         content, tool_calls = self.content_for(req)
         nonce = last_user_nonce(req.get("messages") or [])
         if not req.get("stream"):
             self.counts["chat"] += 1
+            if self.timed:  # as long as the same answer streamed would take
+                await asyncio.sleep(self.first_token_s + self.token_s * (len(reply_tokens()) - 1))
             message: dict[str, Any] = {"role": "assistant", "content": content}
             if tool_calls:
                 message["tool_calls"] = tool_calls
@@ -179,18 +199,14 @@ class FakeLLM:
             )
             return
         self.counts["chat_stream"] += 1
+        if self.timed:
+            await self.timed_stream(req, send, receive, nonce, content, tool_calls)
+            return
         headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
 
         def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
-            payload = {
-                "id": "chatcmpl-bench",
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-            }
-            return b"data: " + json.dumps(payload).encode() + b"\n\n"
+            return sse_chunk(created, model, delta, finish)
 
         await send(
             {
@@ -208,19 +224,68 @@ class FakeLLM:
                     self.marks[nonce] = time.monotonic()
                 body = chunk({"content": token})
                 await send({"type": "http.response.body", "body": body, "more_body": True})
-        tail = chunk({}, "tool_calls" if tool_calls else "stop")
-        if (req.get("stream_options") or {}).get("include_usage"):
-            usage = {
-                "id": "chatcmpl-bench",
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": model,
-                "choices": [],
-                "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22},
-            }
-            tail += b"data: " + json.dumps(usage).encode() + b"\n\n"
-        tail += b"data: [DONE]\n\n"
+        tail = sse_tail(req, created, model, tool_calls)
         await send({"type": "http.response.body", "body": tail})
+
+    async def timed_stream(
+        self,
+        req: dict[str, Any],
+        send: Send,
+        receive: Receive,
+        nonce: str | None,
+        content: str | None,
+        tool_calls: list[dict[str, Any]] | None,
+    ) -> None:
+        """The stream with a model's timing; stops when the client closes the request (the
+        disconnect is watched all along, so `closed` is when the close reached this server)."""
+        model, created = req.get("model", "bench"), int(time.time())
+        record: dict[str, Any] = {"nonce": nonce, "first_token": None, "done": None, "closed": None}
+        self.requests.append(record)
+        gone = asyncio.Event()
+
+        async def watch() -> None:
+            while True:
+                msg = await receive()
+                if msg["type"] == "http.disconnect":
+                    if record["done"] is None:
+                        record["closed"] = time.monotonic()
+                    gone.set()
+                    return
+
+        watcher = asyncio.create_task(watch())
+
+        async def pause(seconds: float) -> bool:
+            """Wait like the model; False if the client went away meanwhile."""
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(gone.wait(), seconds)
+            return not gone.is_set()
+
+        headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            if not await pause(self.first_token_s):
+                return
+            role = sse_chunk(created, model, {"role": "assistant", "content": ""})
+            if tool_calls:
+                delta = {"tool_calls": [{"index": 0, **tool_calls[0]}]}
+                pieces = [role + sse_chunk(created, model, delta)]
+            else:
+                tokens = reply_tokens() if content == REPLY else [content or ""]
+                pieces = [sse_chunk(created, model, {"content": t}) for t in tokens]
+                pieces[0] = role + pieces[0]
+            for i, body in enumerate(pieces):
+                if i and not await pause(self.token_s):
+                    return
+                if i == 0:
+                    record["first_token"] = time.monotonic()
+                    if nonce and nonce not in self.marks:
+                        self.marks[nonce] = record["first_token"]
+                await send({"type": "http.response.body", "body": body, "more_body": True})
+            record["done"] = time.monotonic()
+            tail = sse_tail(req, created, model, tool_calls)
+            await send({"type": "http.response.body", "body": tail})
+        finally:
+            watcher.cancel()
 
     async def embeddings(self, req: dict[str, Any], send: Send) -> None:
         self.counts["embeddings"] += 1
@@ -245,5 +310,37 @@ class FakeLLM:
         )
 
 
+def sse_chunk(created: int, model: str, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    payload = {
+        "id": "chatcmpl-bench",
+        "object": "chat.completion.chunk",
+        "created": created,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def sse_tail(
+    req: dict[str, Any], created: int, model: str, tool_calls: list[dict[str, Any]] | None
+) -> bytes:
+    tail = sse_chunk(created, model, {}, "tool_calls" if tool_calls else "stop")
+    if (req.get("stream_options") or {}).get("include_usage"):
+        usage = {
+            "id": "chatcmpl-bench",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 12, "total_tokens": 22},
+        }
+        tail += b"data: " + json.dumps(usage).encode() + b"\n\n"
+    return tail + b"data: [DONE]\n\n"
+
+
 def create_app() -> FakeLLM:
-    return FakeLLM()
+    """`FAKE_LLM_FIRST_TOKEN_MS` / `FAKE_LLM_TOKEN_MS` (default 0: instant)."""
+    return FakeLLM(
+        float(os.environ.get("FAKE_LLM_FIRST_TOKEN_MS") or 0),
+        float(os.environ.get("FAKE_LLM_TOKEN_MS") or 0),
+    )

@@ -154,6 +154,7 @@ def checks(results: dict[str, Any]) -> list[Check]:
                 _status(run) or _status(store) or ("" if run else "n/a (not run)"),
             )
         )
+    out += relay_checks(s.get("relay") or {})
     for svc, limit in (("gateway", 1.5), ("orchestrator", 4.0)):
         ready = _get(s, "startup", svc, "median_s")
         out.append(
@@ -167,6 +168,152 @@ def checks(results: dict[str, Any]) -> list[Check]:
             )
         )
     return out
+
+
+def _top(levels: dict[str, Any] | None) -> str | None:
+    return max(levels, key=int) if levels else None
+
+
+def relay_checks(relay: dict[str, Any]) -> list[Check]:
+    """Issue 18's relay targets: at the top relay level, and beside the peer at its top level."""
+    out: list[Check] = []
+    status = _status(relay) or ("" if relay else "n/a (not run)")
+    top = _top(relay.get("relay"))
+    run = (relay.get("relay") or {}).get(top) or {} if top else {}
+
+    def note_of(r: dict[str, Any], extra: str = "") -> str:
+        bits = [status] if status else []
+        if r.get("errors"):
+            bits.append(f"{r['errors']} errors")
+        if r.get("dropped"):
+            bits.append(
+                f"{r['dropped']} calls dropped by the gateway "
+                f"({r.get('dropped_after_interrupt', 0)} after an interrupt)"
+            )
+        if r.get("degraded"):
+            bits.append(f"{r['degraded']} replies not the model's")
+        if extra:
+            bits.append(extra)
+        return "; ".join(bits)
+
+    p99 = _get(run, "added", "p99")
+    out.append(
+        Check(
+            f"relay: LLM first token -> first text frame, added p99 @{top or '?'}",
+            p99,
+            "<= 5 ms",
+            None if p99 is None else p99 <= 5,
+            note=note_of(run),
+        )
+    )
+    p99 = _get(run, "interrupt_close", "p99")
+    extra = ""
+    if run.get("not_closed"):
+        extra = f"{run['not_closed']} model requests not closed by the barge-in"
+    met = None if p99 is None else (p99 <= 20 and not run.get("not_closed"))
+    out.append(
+        Check(
+            f"relay: interrupt -> LLM request closed, p99 @{top or '?'}",
+            p99,
+            "<= 20 ms",
+            met,
+            note=note_of(run, extra),
+        )
+    )
+    cmp = relay.get("vs_peer") or {}
+    level = _top(cmp)
+    row = cmp.get(level) or {} if level else {}
+    peer_status = _status(relay.get("peer") or {}) or status or ("" if row else "n/a (no peer run)")
+    diff = row.get("added_p50_diff_ms")
+    out.append(
+        Check(
+            f"relay: added p50, ours - twilio-agent-connect's @{level or '?'}",
+            diff,
+            "<= 1 ms",
+            None if diff is None else diff <= 1,
+            note=peer_status
+            or f"ours {fmt(row.get('added_p50_ours'))}, theirs {fmt(row.get('added_p50_peer'))}",
+        )
+    )
+    ratio = row.get("cpu_ratio")
+    out.append(
+        Check(
+            f"relay: CPU per turn, our 2 services / twilio-agent-connect @{level or '?'}",
+            ratio,
+            "<= 1.5x",
+            None if ratio is None else ratio <= 1.5,
+            "x",
+            peer_status
+            or f"ours {fmt(row.get('cpu_per_turn_ours'))}, "
+            f"theirs {fmt(row.get('cpu_per_turn_peer'))}",
+        )
+    )
+    return out
+
+
+def relay_lines(relay: dict[str, Any]) -> list[str]:
+    """The relay scenario's figures, per level: ours (relay), ours (<Gather>), the peer."""
+    if not relay or (not relay.get("relay") and not relay.get("gather")):
+        return [f"relay: {relay.get('status', 'not run')}"] if relay else []
+    fake = relay.get("fake_llm") or {}
+    lines = [
+        "",
+        f"ConversationRelay (fake LLM: first token after {fake.get('first_token_ms')} ms, then "
+        f"one every {fake.get('token_ms')} ms; ms):",
+    ]
+    head = (
+        f"{'who':<24}{'conc':>5}{'turns':>7}{'added p50':>11}{'p99':>8}{'1st word p50':>14}"
+        f"{'p99':>8}{'intr->closed p50':>18}{'p99':>8}{'n':>5}{'err':>5}{'CPU/turn':>10}"
+    )
+    lines += [head, "-" * len(head)]
+
+    def ms(v: Any) -> str:
+        return "n/a" if v is None else f"{v:.1f}" if v >= 10 else f"{v:.2f}"
+
+    def row(who: str, level: str, r: dict[str, Any]) -> str:
+        added, word = r.get("added") or {}, r.get("first_word") or {}
+        close = r.get("interrupt_close") or {}
+        turns = r.get("turns", word.get("n", 0))
+        return (
+            f"{who:<24}{level:>5}{turns:>7}{ms(added.get('p50')):>11}{ms(added.get('p99')):>8}"
+            f"{ms(word.get('p50')):>14}{ms(word.get('p99')):>8}{ms(close.get('p50')):>18}"
+            f"{ms(close.get('p99')):>8}{close.get('n', '') if close else '':>5}"
+            f"{r.get('errors', 0):>5}{ms(r.get('cpu_ms_per_turn_total')):>10}"
+        )
+
+    for level, r in (relay.get("relay") or {}).items():
+        lines.append(row("ours, relay", level, r))
+    for level, r in (relay.get("gather") or {}).items():
+        lines.append(row("ours, webhook <Gather>", level, r))
+    peer = relay.get("peer") or {}
+    for level, r in (peer.get("levels") or {}).items():
+        lines.append(row("twilio-agent-connect", level, r))
+    if _status(peer):
+        lines.append(f"twilio-agent-connect: {peer['status']}")
+    lines.append(
+        "  CPU/turn: ms of CPU of the gateway + orchestrator (ours) or of the peer's one process "
+        "per prompt sent;"
+    )
+    lines.append(
+        "  webhook <Gather>: 1st word = the gather action's answer (the whole reply's TwiML)"
+    )
+    for level, r in (relay.get("relay") or {}).items():
+        bits = [f"{k} {v:.2f}" for k, v in (r.get("cpu_ms_per_turn") or {}).items()]
+        lines.append(
+            f"  ours @{level}: CPU/turn {', '.join(bits)}; interrupts {r.get('interrupts', 0)}, "
+            f"not closed {r.get('not_closed', 0)}, model done first "
+            f"{r.get('finished_before_interrupt', 0)}; calls {r.get('calls', 0)}, dropped "
+            f"{r.get('dropped', 0)} ({r.get('dropped_after_interrupt', 0)} after an interrupt); "
+            f"unmatched {r.get('unmatched', 0)}, degraded {r.get('degraded', 0)}"
+        )
+    for level, r in ((relay.get("peer") or {}).get("levels") or {}).items():
+        lines.append(
+            f"  peer @{level}: interrupts {r.get('interrupts', 0)}, "
+            f"not closed {r.get('not_closed', 0)}, model done first "
+            f"{r.get('finished_before_interrupt', 0)}; unmatched {r.get('unmatched', 0)}, "
+            f"degraded {r.get('degraded', 0)}"
+        )
+    return lines
 
 
 def _turn_runs(
@@ -317,6 +464,7 @@ def table(results: dict[str, Any]) -> str:
             starts = ", ".join(f"{x:.2f}" for x in st["runs_s"])
             extra.append(f"start-up {svc}: runs {starts} s")
     lines += extra
+    lines += relay_lines(s.get("relay") or {})
     lines.append("")
     head = f"{'target check':<66}{'value':>11}  {'target':<10}{'status':<8}note"
     lines.append(head)

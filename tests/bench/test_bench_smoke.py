@@ -121,9 +121,44 @@ def test_call_store_round_trips_are_counted_per_start_turn_and_end(
         assert check["value"] == store[provider]["per_turn"], check
 
 
+def test_relay_reports_ours_webhook_mode_and_the_peer_on_the_timed_fake_llm(
+    tmp_path: Path,
+) -> None:
+    """ConversationRelay at one call for a couple of seconds (its own run, ~25 s: the full
+    smoke run leaves it out): ours streams (first token -> first frame, prompt -> first
+    frame), <Gather> answers, the peer ran or says why not."""
+    out = tmp_path / "relay.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "--smoke", "--only", "relay", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    relay = json.loads(out.read_text())["scenarios"]["relay"]
+    assert relay["status"] == "ok", relay
+    assert relay["fake_llm"] == {"first_token_ms": 300, "token_ms": 25}
+    ours = relay["relay"]["1"]
+    assert ours["unmatched"] == 0 and ours["degraded"] == 0, ours
+    assert is_number(ours["added"]["p50"]) and is_number(ours["first_word"]["p50"]), ours
+    assert ours["first_word"]["p50"] >= 300  # the model's first token came after 300 ms
+    assert is_number(ours["cpu_ms_per_turn_total"])
+    gather = relay["gather"]["1"]
+    assert gather["errors"] == 0 and gather["first_word"]["p50"] >= 300, gather
+    peer = relay["peer"]
+    if peer["status"] == "ok":
+        theirs = peer["levels"]["1"]
+        assert is_number(theirs["added"]["p50"]) and theirs["errors"] == 0, theirs
+        assert is_number(relay["vs_peer"]["1"]["cpu_ratio"])
+    else:
+        assert peer["status"].startswith("n/a ("), peer
+
+
 def test_every_target_is_checked_with_a_value_or_a_reason(smoke: dict[str, Any]) -> None:
     figures = [c["figure"] for c in smoke["checks"]]
-    assert len(figures) == 13, figures
+    assert len(figures) == 17, figures
     for c in smoke["checks"]:
         if c["value"] is None:
             assert c["note"], c  # not measured, or nothing answered in time: it says which
