@@ -325,7 +325,8 @@ class ToolAgent:
                 )
             url = url.replace("{" + key + "}", quote(value, safe=""))
         refused, address = await self.vet_url(url, ctx.config)
-        if refused:
+        if refused:  # a tool the caller cannot have counts as a failing tool for operators
+            count_error("tool")
             log.info("tool call refused", extra={"tool": tool.name, "why": refused})
             return ToolOutcome(call, f"The tool {tool.name} is not allowed: {refused}.", ok=False)
         headers = dict(tool.headers)
