@@ -195,44 +195,50 @@ class StreamSession:
     async def _pump(
         self, stream: AsyncIterator[str | FlowReply], started: float, timing: StreamTimings
     ) -> FlowReply | None:
-        """Send the reply's pieces as they come; the holding line if the first is late."""
-        deadline = started + self.turn_budget_s
-        held = False
+        """Send the reply's pieces as they come; the holding line if the first is late. Only
+        the wait for the first piece is timed here: after it, pieces are read straight from the
+        stream (no task per piece), its own read timeout bounding each wait."""
         iterator = stream.__aiter__()
-        while True:
-            waiting = asyncio.ensure_future(iterator.__anext__())
-            try:
-                while True:
-                    timeout: float | None = None  # between pieces: the stream's own read timeout
-                    if not self._sent and not held:
-                        timeout = max(
-                            0.0, started + self.first_token_timeout_s - time.perf_counter()
-                        )
-                    elif not self._sent:
-                        timeout = max(0.0, deadline - time.perf_counter())
-                    done, _ = await asyncio.wait({waiting}, timeout=timeout)
-                    if done:
-                        break
-                    if not self._sent and not held:
-                        held = True
-                        holding = prompts.say("holding", self.language)
-                        await self._send(f"{holding} ", False, started, timing, holding=True)
-                        continue
-                    await _stop(waiting)
-                    log.warning("streamed reply took longer than the turn budget")
-                    return None
-                item = waiting.result()
-            except StopAsyncIteration:
-                return None
-            except asyncio.CancelledError:  # barge-in: stop the read inside the stream first
-                await _stop(waiting)
-                raise
+        item = await self._first_piece(iterator, started, timing)
+        while item is not None:
             if isinstance(item, FlowReply):
                 return item
             if timing.first_token_ms is None:
                 timing.first_token_ms = round((time.perf_counter() - started) * 1000, 2)
             if item:
                 await self._send(item, False, started, timing)
+            try:
+                item = await iterator.__anext__()
+            except StopAsyncIteration:
+                return None
+        return None
+
+    async def _first_piece(
+        self, iterator: AsyncIterator[str | FlowReply], started: float, timing: StreamTimings
+    ) -> str | FlowReply | None:
+        """The stream's first item; the holding line past `first_token_timeout_s`, None (and
+        the read stopped) past the turn budget or at the stream's end."""
+        waiting = asyncio.ensure_future(iterator.__anext__())
+        held = False
+        try:
+            while True:
+                limit = self.turn_budget_s if held else self.first_token_timeout_s
+                timeout = max(0.0, started + limit - time.perf_counter())
+                done, _ = await asyncio.wait({waiting}, timeout=timeout)
+                if done:
+                    return waiting.result()
+                if held:
+                    await _stop(waiting)
+                    log.warning("streamed reply took longer than the turn budget")
+                    return None
+                held = True
+                holding = prompts.say("holding", self.language)
+                await self._send(f"{holding} ", False, started, timing, holding=True)
+        except StopAsyncIteration:
+            return None
+        except asyncio.CancelledError:  # barge-in: stop the read inside the stream first
+            await _stop(waiting)
+            raise
 
     async def _send(
         self, token: str, last: bool, started: float, timing: StreamTimings, holding: bool = False
