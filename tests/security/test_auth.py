@@ -67,7 +67,8 @@ def bad_tokens(secret: str) -> dict[str, str]:
         "alg RS256 header, HMAC signature (confusion)": forge(
             {"alg": "RS256", "typ": "JWT"}, claims(), key
         ),
-        "alg HS512 header": jwt.encode(claims(), secret + "x" * 64, algorithm="HS512"),
+        # the same key: refused for its algorithm alone (HS256 is pinned), not for its key
+        "alg HS512, same key": jwt.encode(claims(), secret, algorithm="HS512"),
         "expired": jwt.encode(claims(exp=now - 120), secret, algorithm="HS256"),
         "no exp": jwt.encode(claims(exp=None), secret, algorithm="HS256"),
         "no sub": jwt.encode(claims(sub=None), secret, algorithm="HS256"),
