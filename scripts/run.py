@@ -8,6 +8,7 @@ secret made there. The orchestrator starts first (the gateway asks it for greeti
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVICES = (
@@ -42,6 +44,54 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], timeout_s: float) -> b
             pass
         time.sleep(0.1)
     return False
+
+
+def fetch_json(url: str) -> dict[str, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - local URL
+            body = json.load(resp)
+            return body if isinstance(body, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def where_to_go(gw_port: int, orch_port: int) -> str:
+    """The block printed once both services are ready: where things are, what to try, and what
+    each part runs on (asked of the services themselves, so their `.env` files count)."""
+    gw, orch = f"http://127.0.0.1:{gw_port}", f"http://127.0.0.1:{orch_port}"
+    modes = fetch_json(f"{orch}/").get("modes") or {}
+    health = fetch_json(f"{gw}/health")
+    call_state = health.get("services", {}).get("database")
+    demo = modes.get("demo_agent")
+    lines = [
+        "",
+        "  Voice Agent Orchestrator is running. Ctrl-C stops both.",
+        f"  gateway       {gw}   webhooks /voice/webhook/<provider>, events ws://127.0.0.1:"
+        f"{gw_port}/ws?token=…",
+        f"  orchestrator  {orch}   agents, conversations, knowledge",
+        f"  OpenAPI       {orch}/docs (try it) · {gw}/openapi.json (with a token)",
+        '  token         make token ROLE=admin   e.g. curl -H "Authorization: Bearer $(make -s '
+        f'token)" {gw}/voice/calls',
+        "  test call     the tour in README.md ('A 60-second tour'): two calls to the demo agent",
+        f'                or: curl -X POST -H "Authorization: Bearer $(make -s token)" '
+        f"{gw}/voice/webhook/test",
+    ]
+    if demo:
+        lines.append(
+            f"  demo agent    {demo['name']} answers +15550002222 "
+            f"(DELETE {orch}/agents/{demo['id']} removes it)"
+        )
+    lines += [
+        "  modes",
+        f"    Postgres      {modes.get('database', '?')}",
+        f"    Chroma        {modes.get('vector_store', '?')}",
+        f"    responder     {modes.get('llm', '?')}",
+        "    call state    "
+        + ("in process (no REDIS_URL)" if call_state == "in-memory" else "Redis (REDIS_URL)"),
+        f"    voice         {health.get('voice_provider', '?')} (VOICE_PROVIDER)",
+        "",
+    ]
+    return "\n".join(lines)
 
 
 def stop(procs: list[subprocess.Popen[bytes]]) -> None:
@@ -91,12 +141,7 @@ def main() -> int:
                 stop(procs)
                 return 1
         gw, orch = procs_port["realtime-gateway"], procs_port["orchestrator"]
-        print(
-            f"\n  realtime-gateway  http://127.0.0.1:{gw}   (/health, /voice/webhook, /ws)\n"
-            f"  orchestrator      http://127.0.0.1:{orch}   (/health, /docs)\n"
-            "  management token:  make token\n  Ctrl-C stops both.\n",
-            flush=True,
-        )
+        print(where_to_go(gw, orch), flush=True)
         while all(p.poll() is None for p in procs):
             time.sleep(0.5)
         print("a service exited; stopping the other", file=sys.stderr)

@@ -26,6 +26,8 @@ class CommonSettings(BaseSettings):
     )
     debug: bool = False
     log_level: str | None = None
+    # text | json; unset: text on a terminal, else JSON. Always JSON in production.
+    log_format: Literal["text", "json"] | None = None
     data_dir: Path = Path(".data")
     jwt_secret: SecretStr | None = None
     jwt_audience: str | None = None
@@ -40,7 +42,7 @@ class CommonSettings(BaseSettings):
     def _normalise_env(cls, value: object) -> object:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("jwt_secret", "sentry_dsn", "metrics_token", mode="before")
+    @field_validator("jwt_secret", "sentry_dsn", "metrics_token", "log_format", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

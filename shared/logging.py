@@ -1,4 +1,5 @@
-"""JSON logs for both services, with the request id and call id of the work being done.
+"""Logs for both services, with the request id and call id of the work being done: JSON lines,
+or short text lines for a person at a terminal (`LOG_FORMAT`, `log_format()`), same fields.
 
 `setup_logging()` is called once per process. `RequestIdMiddleware` (pure ASGI) takes the
 `X-Request-ID` header or makes one, exposes it in `request_id_var`, and echoes it in the response;
@@ -105,7 +106,8 @@ class JsonFormatter(logging.Formatter):
         super().__init__()
         self.service = service
 
-    def format(self, record: logging.LogRecord) -> str:
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        """One record's fields, scrubbed: what either format prints."""
         out: dict[str, Any] = {
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
@@ -120,17 +122,52 @@ class JsonFormatter(logging.Formatter):
             out[key] = scrub_value(key, value)
         if record.exc_info:
             out["exc"] = scrub_text(self.formatException(record.exc_info))
-        return json.dumps(out, default=str)
+        return out
+
+    def format(self, record: logging.LogRecord) -> str:
+        return json.dumps(self.fields(record), default=str)
 
 
-def setup_logging(service: str, debug: bool = False, level: str | None = None) -> None:
+class TextFormatter(JsonFormatter):
+    """`LOG_FORMAT=text`: one short line a person reads at a glance, the same scrubbed fields:
+    `04:19:35.490 INFO  orchestrator  orchestrator ready  database=embedded llm=offline`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        out = self.fields(record)
+        ts, level, msg = out.pop("ts")[11:23], out.pop("level"), out.pop("msg")
+        out.pop("service")
+        logger, exc = out.pop("logger"), out.pop("exc", None)
+        extra = " ".join(f"{key}={_text_value(value)}" for key, value in out.items())
+        line = f"{ts} {level:<7} {logger:<16} {msg}" + (f"  {extra}" if extra else "")
+        return f"{line}\n{exc}" if exc else line
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, default=str)
+    return text if text and not any(c in text for c in ' "\n') else json.dumps(text)
+
+
+def log_format(configured: str | None, production: bool) -> str:
+    """JSON always in production; else LOG_FORMAT, else text on a terminal and JSON otherwise
+    (files, pipes, containers: what a collector parses)."""
+    if production:
+        return "json"
+    if configured:
+        return configured
+    return "text" if sys.stdout.isatty() else "json"
+
+
+def setup_logging(
+    service: str, debug: bool = False, level: str | None = None, fmt: str = "json"
+) -> None:
+    """`fmt`: "json" or "text" (`log_format()` picks it from LOG_FORMAT and the terminal)."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         if getattr(handler, "_vao", False):
             root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
     handler._vao = True  # type: ignore[attr-defined]
-    handler.setFormatter(JsonFormatter(service))
+    handler.setFormatter(TextFormatter(service) if fmt == "text" else JsonFormatter(service))
     handler.addFilter(ContextFilter())
     root.addHandler(handler)
     root.setLevel(level or ("DEBUG" if debug else "INFO"))

@@ -12,7 +12,7 @@ every import, lazy and `TYPE_CHECKING` ones included). Bottom to top:
 5. `agents`: the agent graph (input -> memory -> orchestrator <-> tool), the offline responder's
    rules, `GraphResponder`.
 6. `services`: the turn service and the `Responder` seam (which responder answers; built at
-   start-up).
+   start-up). `demo`: the demo agent and its knowledge (made at start-up on an empty store).
 7. `security`, `openapi`, `deps`, `state`: the app's wiring.
 8. `api`: the routes (parse, call a service, render).
 9. `main`: the app.

@@ -50,6 +50,9 @@ class OrchestratorSettings(CommonSettings):
         "You are a helpful, concise phone agent. Answer in one or two short spoken sentences."
     )
     default_transfer_number: str | None = None
+    # The demo agent and its knowledge (orchestrator.demo): unset = on the embedded Postgres
+    # only; true = on any empty store; false = never. Never in production.
+    demo: bool | None = None
 
     # Security (issue 8): management rate limit (shared by instances through REDIS_URL),
     # request body limit, browser access.

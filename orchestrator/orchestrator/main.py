@@ -19,12 +19,20 @@ import asyncpg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from orchestrator.api.routes import agents, callers, conversations, health, knowledge
+from orchestrator.api.routes import agents, callers, conversations, demo, health, knowledge
 from orchestrator.config import OrchestratorSettings, get_settings
+from orchestrator.demo import (
+    DEMO_AGENT_ID,
+    demo_enabled,
+    seed_demo_agent,
+    seed_demo_knowledge,
+)
 from orchestrator.health import HealthChecks
+from orchestrator.memory.chroma import chroma_path
 from orchestrator.metrics import LOOP_LAG, count_errors, install_metrics
 from orchestrator.openapi import document_errors
 from orchestrator.security import is_public, on_data_error
@@ -50,7 +58,7 @@ from shared.errors import (
     on_http_exception,
     on_unexpected_error,
 )
-from shared.logging import setup_logging
+from shared.logging import log_format, setup_logging
 from shared.loop_lag import LoopLagMonitor
 from shared.middleware_stack import middleware_stack
 from shared.sentry import init_sentry
@@ -99,6 +107,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
             connect_wait_s=settings.db_connect_wait_s if mode == "external" else 5.0,
         )
         stack.push_async_callback(database.close)
+        # The demo agent: on a store that is empty now (a fresh DATA_DIR), never in production.
+        seed_demo = demo_enabled(settings, embedded_database=mode == "embedded")
+        seed_demo = seed_demo and await database.agents.count() == 0
         default_agent = await database.agents.ensure_default(
             name=settings.default_agent_name,
             greeting=settings.default_agent_greeting,
@@ -114,6 +125,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
         await warm
         responder = await build_responder(settings, database, checks)
         stack.push_async_callback(responder.aclose)
+        demo_agent = await _seed_demo(settings, database, responder) if seed_demo else None
 
         service = ConversationService(
             database.conversations,
@@ -137,9 +149,13 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
                 "database_target": describe_dsn(dsn),
                 "llm": responder.mode,
                 "default_agent": default_agent.id,
+                "demo_agent": demo_agent,
                 "startup_ms": round((time.perf_counter() - started) * 1000, 1),
             },
         )
+        if demo_agent is not None:
+            demo_task = asyncio.create_task(_load_demo_knowledge(responder, demo_agent))
+            stack.push_async_callback(_finish, demo_task)
         yield {
             "settings": settings,
             "jwt_secret": jwt_secret,
@@ -150,6 +166,66 @@ async def lifespan(app: FastAPI) -> AsyncIterator[OrchestratorState]:
             "health": checks,
         }
         log.info("orchestrator stopping")
+
+
+async def _seed_demo(
+    settings: OrchestratorSettings, database: Database, responder: object
+) -> str | None:
+    """The demo agent's row (`orchestrator.demo`); a start racing another on the same empty
+    store finds the agent already made and leaves it."""
+    try:
+        agent = await seed_demo_agent(database.agents, settings.port)
+    except asyncpg.UniqueViolationError:
+        return None
+    return agent.id
+
+
+async def _load_demo_knowledge(responder: object, agent_id: str) -> None:
+    """After ready (~70 ms of Chroma writes a cold start need not wait for); logged if lost."""
+    knowledge = getattr(responder, "knowledge", None)
+    if knowledge is None:
+        log.warning("demo knowledge not loaded: no knowledge base (Chroma unavailable)")
+        return
+    try:
+        await seed_demo_knowledge(knowledge, agent_id)
+    except Exception:
+        log.warning("demo knowledge not loaded", exc_info=True)
+
+
+async def _finish(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def describe_modes(state: State) -> dict[str, object]:
+    """What each part runs on, in words (`make run` prints it once both services are ready)."""
+    settings: OrchestratorSettings = state.settings
+    database: Database = state.database
+    responder = state.responder
+    chroma = getattr(responder, "chroma", None)
+    if chroma is None:
+        vector_store = "unavailable"
+    elif chroma.mode == "http":
+        vector_store = f"Chroma server ({settings.chroma_host}:{settings.chroma_port})"
+    else:
+        where = "child process" if settings.chroma_embedded_process else "in process"
+        vector_store = f"embedded Chroma ({where}, {chroma_path(settings)})"
+    if state.database_mode == "embedded":
+        store = f"embedded Postgres ({embedded_pgdata(settings)})"
+    else:
+        store = f"Postgres ({describe_dsn(settings.database_url or '')})"
+    llm = (
+        f"model {settings.openai_model} (OPENAI_API_KEY)"
+        if responder.mode == "llm"
+        else "offline responder (no OPENAI_API_KEY: knowledge retrieval and intent rules)"
+    )
+    demo = await database.agents.get(DEMO_AGENT_ID)
+    return {
+        "database": store,
+        "vector_store": vector_store,
+        "llm": llm,
+        "demo_agent": None if demo is None else {"id": demo.id, "name": demo.name},
+    }
 
 
 def freeze_startup_objects() -> None:
@@ -194,7 +270,12 @@ async def on_validation_error(request: Request, exc: Exception) -> Response:
 
 def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    setup_logging("orchestrator", settings.debug, settings.log_level)
+    setup_logging(
+        "orchestrator",
+        settings.debug,
+        settings.log_level,
+        log_format(settings.log_format, settings.production),
+    )
     init_sentry(settings, "orchestrator", __version__)  # only when SENTRY_DSN is set
     try:  # a weak or missing production JWT_SECRET stops start-up here, in one line
         jwt_secret = settings.resolved_jwt_secret()
@@ -230,9 +311,14 @@ def create_app(settings: OrchestratorSettings | None = None) -> FastAPI:
     app.include_router(agents.router)
     app.include_router(knowledge.router)
     app.include_router(callers.router)
+    if not settings.production and settings.demo is not False:
+        app.include_router(demo.router)
 
     @app.get("/", include_in_schema=False)
-    async def root() -> JSONResponse:
-        return JSONResponse({"service": "orchestrator", "version": __version__})
+    async def root(request: Request) -> JSONResponse:
+        body: dict[str, object] = {"service": "orchestrator", "version": __version__}
+        if not settings.production:  # for `make run`'s summary; not told to the world
+            body["modes"] = await describe_modes(request.state)
+        return JSONResponse(body)
 
     return app

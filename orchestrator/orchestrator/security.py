@@ -16,7 +16,7 @@ from shared.errors import error_response
 
 log = logging.getLogger(__name__)
 
-PUBLIC_PREFIXES = ("/health",)
+PUBLIC_PREFIXES = ("/health", "/demo/")  # /demo: outside production only (main.py)
 
 
 def is_public(path: str) -> bool:

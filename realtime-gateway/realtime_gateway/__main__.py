@@ -12,14 +12,19 @@ import uvicorn
 
 from realtime_gateway.config import get_settings
 from realtime_gateway.server_timeouts import uvicorn_limits
-from shared.logging import setup_logging
+from shared.logging import log_format, setup_logging
 
 GRACEFUL_SHUTDOWN_S = 10
 
 
 def main() -> None:
     settings = get_settings()  # a bad variable stops here with one line naming it
-    setup_logging("realtime-gateway", settings.debug, settings.log_level)
+    setup_logging(
+        "realtime-gateway",
+        settings.debug,
+        settings.log_level,
+        log_format(settings.log_format, settings.production),
+    )
     proxies = settings.proxy_trust()
     uvicorn.run(
         "realtime_gateway.app:create_app",

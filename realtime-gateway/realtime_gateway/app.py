@@ -38,7 +38,7 @@ from shared import sentry
 from shared.auth import SecretConfigError
 from shared.config import ConfigError
 from shared.errors import ApiError, on_api_error, on_http_exception
-from shared.logging import setup_logging
+from shared.logging import log_format, setup_logging
 from shared.loop_lag import LoopLagMonitor
 from shared.middleware_stack import middleware_stack
 from shared.ratelimit import RateLimiter
@@ -60,7 +60,12 @@ def create_app(
     """Build the app. The transports are test seams: e.g. the real orchestrator app served
     in process through `httpx.ASGITransport`."""
     settings = settings or get_settings()
-    setup_logging("realtime-gateway", settings.debug, settings.log_level)
+    setup_logging(
+        "realtime-gateway",
+        settings.debug,
+        settings.log_level,
+        log_format(settings.log_format, settings.production),
+    )
     sentry.init_sentry(settings, "realtime-gateway", __version__)  # only when SENTRY_DSN is set
     try:
         jwt_secret = settings.resolved_jwt_secret()

@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"turns", "memory"},
     {"llm"},
     {"agents"},
-    {"services"},
+    {"services", "demo"},
     {"security", "openapi", "deps", "state"},
     {"api"},
     {"main"},

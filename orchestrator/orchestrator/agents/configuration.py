@@ -87,6 +87,7 @@ class AgentConfiguration(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     name: str | None = Field(None, max_length=100)
+    description: str | None = Field(None, max_length=500)  # for people; never read by a call
     model: str | None = Field(None, min_length=1, max_length=100)
     temperature: float = Field(0.3, ge=0.0, le=2.0)
     system_prompt: str | None = Field(None, max_length=8000)

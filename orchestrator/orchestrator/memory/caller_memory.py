@@ -359,6 +359,16 @@ class CallerMemory:
             self._collection.delete(ids=ids[start : start + _DELETE_BATCH])
         return len(ids)
 
+    async def forget_agent(self, agent_id: str) -> int:
+        """Every memory kept by this agent (any caller): it is being deleted, and memories are
+        recalled per (agent, caller), so none of them could be recalled again."""
+        where: dict[str, Any] = {"agent_id": agent_id}
+        kept = await asyncio.to_thread(self._collection.get, where=where, include=[])
+        ids = list(kept["ids"])
+        for start in range(0, len(ids), _DELETE_BATCH):
+            await asyncio.to_thread(self._collection.delete, ids=ids[start : start + _DELETE_BATCH])
+        return len(ids)
+
     async def purge_expired(self, retention_days: int, now: float | None = None) -> int:
         cutoff = int((now if now is not None else time.time()) - retention_days * 86400)
         where: dict[str, Any] = {"created_at": {"$lt": cutoff}}

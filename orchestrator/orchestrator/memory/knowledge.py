@@ -244,5 +244,16 @@ class KnowledgeBase:
         self._invalidate()
         return len(existing["ids"])
 
+    async def delete_agent(self, agent_id: str) -> int:
+        """Every chunk ingested for this agent (not those for every agent): its agent is being
+        deleted, and no search could reach them again."""
+        existing = await asyncio.to_thread(
+            self._collection.get, where={"agent_id": agent_id}, include=[]
+        )
+        if existing["ids"]:
+            await asyncio.to_thread(self._collection.delete, ids=list(existing["ids"]))
+            self._invalidate()
+        return len(existing["ids"])
+
     async def count(self) -> int:
         return await asyncio.to_thread(self._collection.count)

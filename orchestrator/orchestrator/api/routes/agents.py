@@ -3,6 +3,9 @@
 An agent's `configuration` is validated by `AgentConfiguration`: a bad field is a 422 naming it
 (`configuration.temperature: ...`). A dialled number may route to one agent only (409 otherwise).
 The default agent (created from settings at first start) cannot be deleted: calls need it.
+Deleting an agent deletes what belongs to it: its knowledge documents (those ingested with its
+`agent_id`; documents for every agent stay) and the memories it kept of callers (recalled per
+agent, they could never be read again); its conversations stay, with `agent_id` NULL.
 
 Reading: tool header values are write-only (`***` for every role; `***` sent back keeps the
 stored value), see `orchestrator.api.read_model`. `configuration.allow_private_networks` lets an
@@ -283,6 +286,18 @@ async def update_agent(
     )
 
 
+async def _forget_agent_data(responder: object, agent_id: str) -> None:
+    """Its knowledge documents (those ingested with its `agent_id`) and the memories it kept of
+    callers, in Chroma, before its row: if Chroma fails, the agent is still there to delete
+    again (a 5xx), never a row gone with its documents left behind."""
+    knowledge = getattr(responder, "knowledge", None)
+    if knowledge is not None:
+        await knowledge.delete_agent(agent_id)
+    memory = getattr(responder, "caller_memory", None)
+    if memory is not None:
+        await memory.forget_agent(agent_id)
+
+
 @router.delete("/{agent_id}", status_code=204)
 async def delete_agent(
     agent_id: AgentId, store: AgentStoreDep, responder: ResponderDep, _: OperatorDep
@@ -294,6 +309,7 @@ async def delete_agent(
             "default_agent_required",
             "the default agent cannot be deleted; make another agent the default first",
         )
+    await _forget_agent_data(responder, agent.id)
     await store.delete(agent.id)
     stats = getattr(responder, "stats", None)
     if stats is not None:
