@@ -125,9 +125,7 @@ async def test_gateway_error_reaches_sentry_scrubbed(
     assert delta(after, before, "voice_webhook_requests_total", provider=gh, outcome="error") == 1
     sentry_sdk.flush()
 
-    (event,) = [
-        e for e in captured.events() if e.get("logger") == "realtime_gateway.drivers.base"
-    ]
+    (event,) = [e for e in captured.events() if e.get("logger") == "realtime_gateway.drivers.base"]
     assert event["level"] == "error" and event["environment"] == "test"
     assert event["release"] == f"realtime-gateway@{gateway_version}"
     assert event["tags"]["service"] == "realtime-gateway"

@@ -29,17 +29,24 @@ _WORDS = {"one": "1", "two": "2", "three": "3", "four": "4", "oh": "0", "zero": 
 
 
 def leaks(text: str) -> list[str]:
-    """The card's, the code's or the PIN's digits in `text`, written or spoken."""
-    found = []
-    spoken = "".join(
-        _WORDS.get(w, w)
-        for w in re.findall(r"[a-z]+|\d", text.lower())
-        if w.isdigit() or w in _WORDS
-    )
-    for secret in ("4111", "1111", "123", "1234"):
-        if secret in spoken:
-            found.append(secret)
-    return found
+    """The card's, the code's or the PIN's digits in `text`: a written number equal to one of
+    them, or a run of spoken digits holding one. (Whole numbers only: a timestamp or a timing that
+    merely contains "123" is not a leak, and made this test fail at random.)"""
+    found: set[str] = set()
+    spoken = ""
+    for token in re.findall(r"[a-z]+|\d+", text.lower()):
+        if token in _WORDS:
+            spoken += _WORDS[token]
+            continue
+        if token.isdigit() and token in SECRETS:
+            found.add(token)
+        found.update(secret for secret in SECRETS if secret in spoken)
+        spoken = ""
+    found.update(secret for secret in SECRETS if secret in spoken)
+    return sorted(found)
+
+
+SECRETS = ("4111", "1111", "123", "1234")
 
 
 async def test_card_cvv_and_pin_never_reach_storage_the_model_or_viewers(
@@ -109,8 +116,10 @@ async def test_card_cvv_and_pin_never_reach_storage_the_model_or_viewers(
         await conn.close()
     assert [r["role"] for r in rows].count("user") == 2
     for row in rows:
-        for column in ("content", "actions", "metadata"):
-            assert leaks(row[column] or "") == [], (row["role"], column, row[column])
+        metadata = json.loads(row["metadata"] or "{}")
+        metadata.pop("timings_ms", None)  # numbers of ours, not the caller's
+        for value in (row["content"], row["actions"], json.dumps(metadata)):
+            assert leaks(value or "") == [], (row["role"], value)
     assert summary and leaks(summary) == [] and "[card number redacted]" in summary
     user_rows = [r["content"] for r in rows if r["role"] == "user"]
     assert "[card number redacted] [security code redacted]" in user_rows[0]
@@ -129,4 +138,5 @@ async def test_card_cvv_and_pin_never_reach_storage_the_model_or_viewers(
     # What a viewer reads.
     assert viewer.status_code == 200
     view: dict[str, Any] = viewer.json()
-    assert leaks(json.dumps(view)) == []
+    said = [m.get("content") or "" for m in view.get("messages", [])]
+    assert all(leaks(text) == [] for text in [*said, str(view.get("summary") or "")])
