@@ -12,12 +12,14 @@ answered turn is stored exactly once (one caller + one agent message), none twic
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -120,15 +122,74 @@ def start_orchestrator(
     )
 
 
+class HangingLLM:
+    """An OpenAI-compatible address that reads requests and never answers (the LLM, an external
+    SaaS, faked at the network layer): a turn sent to the model stays in flight, and the test
+    can wait until a request has actually arrived."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/v1"
+        self.asked = threading.Event()  # a whole request (its headers) was received
+        self.held: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed at the end of the test
+                return
+            self.held.append(conn)  # kept open, never answered
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        seen = b""
+        try:
+            while b"\r\n\r\n" not in seen:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                seen += chunk
+        except OSError:
+            return
+        if b"/chat/completions" in seen.split(b"\r\n", 1)[0]:
+            self.asked.set()
+
+    def close(self) -> None:
+        self.sock.close()
+        for conn in self.held:
+            conn.close()
+
+
 @pytest.fixture
-def hanging_llm() -> Iterator[str]:
-    """An OpenAI-compatible address that accepts connections and never answers (the LLM, an
-    external SaaS, faked at the network layer): a turn sent to the model stays in flight."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(64)  # never accepted: the kernel completes the handshake, nobody replies
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
-    sock.close()
+def hanging_llm() -> Iterator[HangingLLM]:
+    llm = HangingLLM()
+    yield llm
+    llm.close()
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {timeout_s} s for {what}"
+        time.sleep(0.05)
+
+
+def breaker_cooled(gw: Service, reset_s: float = 0.5) -> Callable[[], bool]:
+    """True once the gateway's breaker (if it opened) has been open `reset_s`, by the time of
+    its own last "orchestrator circuit open" line: the next turn is let through as a probe."""
+
+    def cooled() -> bool:
+        opened = [line for line in gw.logs().splitlines() if '"orchestrator circuit open"' in line]
+        if not opened:
+            return True
+        at = datetime.fromisoformat(json.loads(opened[-1])["ts"]).timestamp()
+        return time.time() >= at + reset_s + 0.05
+
+    return cooled
 
 
 @pytest.fixture
@@ -152,6 +213,7 @@ def gateway_and_orchestrator(
             "TWILIO_PHONE_NUMBER": OUR_NUMBER,
             "PUBLIC_BASE_URL": public,
             "TURN_TIMEOUT_S": str(TURN_TIMEOUT_S),
+            "LOG_FORMAT": "json",  # breaker_cooled reads its lines
             "ORCHESTRATOR_BREAKER_FAILURES": "3",
             "ORCHESTRATOR_BREAKER_RESET_S": "0.5",
         }
@@ -212,7 +274,8 @@ def test_orchestrator_killed_and_restarted_mid_twilio_call(
     assert status_root.tag == "Response"
 
     start_orchestrator(stack, pg_dsn, tmp_path / "data", ports[1], tmp_path / "orch-2")
-    time.sleep(0.6)  # the breaker's cool-down: the next turn is its probe
+    # the breaker's cool-down over: the next turn is its probe
+    wait_until(breaker_cooled(gw), 10, "the breaker's cool-down")
 
     said, path, _ = call.say(path, "Do you open on Saturdays?")  # turn 6: the call continues
     assert FALLBACK_APOLOGY not in said, said
@@ -280,7 +343,7 @@ def test_call_end_during_outage_reaches_the_orchestrator_after_restart(
 
 
 def test_orchestrator_killed_with_a_turn_in_flight(
-    pg_dsn: str, tmp_path: Path, ports: tuple[int, int], hanging_llm: str
+    pg_dsn: str, tmp_path: Path, ports: tuple[int, int], hanging_llm: HangingLLM
 ) -> None:
     """The orchestrator dies while it is answering (its model call in flight): the caller still
     gets valid TwiML (the fallback) within the turn budget, the half-done turn is stored
@@ -289,7 +352,11 @@ def test_orchestrator_killed_with_a_turn_in_flight(
     gw_port, orch_port = ports
     data_dir = tmp_path / "data"
     data_dir.mkdir()
-    llm = {"OPENAI_API_KEY": "sk-chaos-test", "OPENAI_BASE_URL": hanging_llm, "LLM_TIMEOUT_S": "30"}
+    llm = {
+        "OPENAI_API_KEY": "sk-chaos-test",
+        "OPENAI_BASE_URL": hanging_llm.url,
+        "LLM_TIMEOUT_S": "30",
+    }
     with ExitStack() as stack:
         orch = start_orchestrator(stack, pg_dsn, data_dir, orch_port, tmp_path / "o1", **llm)
         public = f"http://127.0.0.1:{gw_port}"
@@ -303,6 +370,7 @@ def test_orchestrator_killed_with_a_turn_in_flight(
             "TWILIO_AUTH_TOKEN": TOKEN,
             "PUBLIC_BASE_URL": public,
             "TURN_TIMEOUT_S": str(TURN_TIMEOUT_S),
+            "LOG_FORMAT": "json",  # breaker_cooled reads its lines
             "ORCHESTRATOR_BREAKER_RESET_S": "0.5",
         }
         gw = stack.enter_context(
@@ -317,7 +385,8 @@ def test_orchestrator_killed_with_a_turn_in_flight(
             )
         )
         worker.start()
-        time.sleep(1.0)  # the turn is now waiting on the model inside the orchestrator
+        # the turn is now waiting on the model inside the orchestrator (its request arrived)
+        assert hanging_llm.asked.wait(TURN_TIMEOUT_S), "the turn never reached the model"
         assert worker.is_alive()
         orch.proc.kill()
         orch.proc.wait(10)
@@ -326,7 +395,7 @@ def test_orchestrator_killed_with_a_turn_in_flight(
         assert FALLBACK_APOLOGY in said and elapsed < TURN_TIMEOUT_S + 1.0, (said, elapsed)
 
         start_orchestrator(stack, pg_dsn, data_dir, orch_port, tmp_path / "o2")  # offline LLM
-        time.sleep(0.6)
+        wait_until(breaker_cooled(gw), 10, "the breaker's cool-down")
         said, path, _ = call.say(path, "Book me a table, please")
         assert FALLBACK_APOLOGY not in said, said
 

@@ -464,10 +464,16 @@ async def test_make_call_refused_is_a_provider_error(
 async def test_end_call_hangs_up_and_an_ended_call_is_not_an_error(
     driver: VonageDriver, api: responses.RequestsMock
 ) -> None:
-    api.put(f"{API}/{CALL_UUID}", status=204)
+    hangup = api.put(f"{API}/{CALL_UUID}", status=204)
     await driver.end_call(CALL_UUID)
-    api.put(f"{API}/gone", status=404, json={"title": "Not Found"})
-    await driver.end_call("gone")
+    assert hangup.call_count == 1  # the hang-up was sent, to this call's URL
+    assert json.loads(api.calls[0].request.body) == {"action": "hangup"}
+    sent_auth = api.calls[0].request.headers["Authorization"]  # the SDK sends bytes
+    assert (sent_auth.decode() if isinstance(sent_auth, bytes) else sent_auth).startswith("Bearer ")
+    gone = api.put(f"{API}/gone", status=404, json={"title": "Not Found"})
+    await driver.end_call("gone")  # no error: the call had ended already
+    assert gone.call_count == 1
+    assert json.loads(api.calls[1].request.body) == {"action": "hangup"}
 
 
 async def test_validate_configuration_names_missing_variables(flow: RecordingFlow) -> None:

@@ -190,12 +190,25 @@ def test_a_malformed_rate_names_the_variable(data_dir: Path, value: str) -> None
         get_settings(_env_file=None, data_dir=data_dir, rate_limit_management=value)
 
 
-async def test_an_unreachable_counter_store_fails_open() -> None:
+async def test_an_unreachable_counter_store_fails_open(caplog: pytest.LogCaptureFixture) -> None:
     """Redis down must not become a management outage (nor dead air): allowed, and logged."""
+    import logging
+
     from shared.ratelimit import RateLimiter
 
+    caplog.set_level(logging.WARNING, logger="shared.ratelimit")
     limiter = RateLimiter("1/minute", "redis://127.0.0.1:9/0", "fail-open")
     for _ in range(3):
         decision = await limiter.hit("ip:192.0.2.1")
         assert decision.allowed
     await limiter.aclose()
+    logged = [
+        r
+        for r in caplog.records
+        if r.name == "shared.ratelimit"
+        and r.getMessage().startswith("rate limit store unavailable")
+    ]
+    assert len(logged) == 3, [r.getMessage() for r in caplog.records]
+    assert all(r.levelno == logging.WARNING for r in logged)
+    assert all(getattr(r, "namespace", None) == "fail-open" for r in logged)
+    assert all(getattr(r, "error", "") for r in logged)  # the kind of failure is named
