@@ -130,14 +130,17 @@ async def conversation_rows(db: asyncpg.Connection, ids: list[str]) -> list[asyn
 
 
 async def number_anywhere(db: asyncpg.Connection, number: str) -> int:
-    """Rows in which the number's digits still appear, in any column, any form."""
-    pattern = "%" + "%".join(digits(number)[1:]) + "%"  # the national digits, any punctuation
+    """Rows in which the number still appears, in any column, in any written form: its national
+    digits in order with at most a little punctuation between them (`(333) 123-4567`,
+    `3331234567`). Not any row that merely holds those digits among many others (timestamps,
+    ids and timings of other tests' rows share the database)."""
+    pattern = "[^0-9a-z]{0,3}".join(digits(number)[1:])
     return int(
         await db.fetchval(
             "SELECT (SELECT count(*) FROM conversations WHERE concat(caller, callee, summary,"
-            " metadata::text) LIKE $1)"
-            " + (SELECT count(*) FROM calls WHERE concat(caller, callee, metadata::text) LIKE $1)"
-            " + (SELECT count(*) FROM messages WHERE concat(content, metadata::text) LIKE $1)",
+            " metadata::text) ~ $1)"
+            " + (SELECT count(*) FROM calls WHERE concat(caller, callee, metadata::text) ~ $1)"
+            " + (SELECT count(*) FROM messages WHERE concat(content, metadata::text) ~ $1)",
             pattern,
         )
     )
