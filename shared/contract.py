@@ -27,7 +27,7 @@ MAX_ID_CHARS = 128
 
 # Call, conversation, turn and event ids: what every route and event accepts.
 ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
-ID_RE = re.compile(rf"[A-Za-z0-9._:@+\-]{{1,{MAX_ID_CHARS}}}")  # for fullmatch
+ID_RE = re.compile(ID_PATTERN[1:-2] + rf"{{1,{MAX_ID_CHARS}}}")  # for fullmatch
 
 Identifier = Annotated[
     str,

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from realtime_gateway.read_model import viewer_event
 from shared.events import CallEvent
+from shared.pubsub import listen
 from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -273,31 +274,14 @@ class RedisEventBus:
             self.hub.deliver(event.call_id, text)
 
     async def _listen(self) -> None:
-        backoff = 0.2
-        while True:
-            pubsub = self._r.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._channel)
-                self._ready.set()
-                backoff = 0.2
-                while True:
-                    msg = await pubsub.get_message(timeout=30.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    try:
-                        data = json.loads(msg["data"])
-                        self.hub.deliver(str(data["call_id"]), str(data["event"]))
-                    except (ValueError, KeyError, TypeError):
-                        log.warning("malformed event on the Redis channel ignored")
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("Redis event subscription lost; retrying", exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listen(self._r, self._channel, self._on_message, self._ready, "Redis event")
+
+    def _on_message(self, raw: Any) -> None:
+        try:
+            data = json.loads(raw)
+            self.hub.deliver(str(data["call_id"]), str(data["event"]))
+        except (ValueError, KeyError, TypeError):
+            log.warning("malformed event on the Redis channel ignored")
 
     def stats(self) -> dict[str, Any]:
         return _stats(self)

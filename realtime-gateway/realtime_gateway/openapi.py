@@ -17,11 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from realtime_gateway import __version__
+from shared.contract import CALL_STATUSES, ID_PATTERN
 
 REF = "#/components/schemas/{model}"
 JSON = "application/json"
 FORM = "application/x-www-form-urlencoded"
-ID_PATTERN = r"^[A-Za-z0-9._:@+\-]+$"
 
 ERROR = {
     "type": "object",
@@ -46,16 +46,7 @@ TWILIO_FORM = {
         "To": {"type": "string", "maxLength": 64},
         "CallStatus": {
             "type": "string",
-            "enum": [
-                "queued",
-                "ringing",
-                "in-progress",
-                "completed",
-                "busy",
-                "failed",
-                "no-answer",
-                "canceled",
-            ],
+            "enum": list(CALL_STATUSES),
         },
         "Direction": {"type": "string", "enum": ["inbound", "outbound-api", "outbound-dial"]},
         "SpeechResult": {"type": "string", "maxLength": 500},

@@ -16,6 +16,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from realtime_gateway.streaming import StreamRegistry
+from shared.pubsub import listen
 from shared.tasks import cancel_and_wait
 
 if TYPE_CHECKING:
@@ -61,27 +62,7 @@ class StreamControl:
 
     async def _listen(self) -> None:
         assert self._r is not None
-        backoff = 0.2
-        while True:
-            pubsub = self._r.pubsub(ignore_subscribe_messages=True)
-            try:
-                await pubsub.subscribe(self._channel)
-                self._ready.set()
-                backoff = 0.2
-                while True:
-                    msg = await pubsub.get_message(timeout=30.0)
-                    if msg is None or msg.get("type") != "message":
-                        continue
-                    await self._act(msg["data"])
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("stream control subscription lost; retrying", exc_info=True)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-            finally:
-                with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]
+        await listen(self._r, self._channel, self._act, self._ready, "stream control")
 
     async def _act(self, raw: bytes | str) -> None:
         try:

@@ -252,6 +252,17 @@ def unset_variables(pairs: list[tuple[str, object]]) -> list[str]:
     return [name for name, value in pairs if not value]
 
 
+def unset_with_public_url(
+    pairs: list[tuple[str, object]], public_base: str, webhook_variable: str
+) -> list[str]:
+    """`unset_variables`, and the public URL when there is none (a provider that signs the
+    URLs it calls cannot be verified without it)."""
+    missing = unset_variables(pairs)
+    if not public_base:
+        missing.append(f"PUBLIC_BASE_URL (or {webhook_variable})")
+    return missing
+
+
 def number_or(value: str | None, default: int) -> int:
     """A turn or silence counter from a provider field: `default` when absent or malformed."""
     try:

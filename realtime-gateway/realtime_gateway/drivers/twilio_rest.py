@@ -15,7 +15,7 @@ from realtime_gateway.vocabulary import (
     ConfigReport,
     ProviderConfigError,
     ProviderError,
-    unset_variables,
+    unset_with_public_url,
 )
 from shared.logging import scrub_text
 from shared.phone import to_e164
@@ -65,16 +65,15 @@ class TwilioRest:
 
     def missing(self, public_base: str) -> list[str]:
         s = self.settings
-        missing = unset_variables(
+        return unset_with_public_url(
             [
                 ("TWILIO_ACCOUNT_SID", s.twilio_account_sid),
                 ("TWILIO_AUTH_TOKEN", s.twilio_auth_token),
                 ("TWILIO_PHONE_NUMBER", s.twilio_phone_number),
-            ]
+            ],
+            public_base,
+            "TWILIO_WEBHOOK_URL",
         )
-        if not public_base:
-            missing.append("PUBLIC_BASE_URL (or TWILIO_WEBHOOK_URL)")
-        return missing
 
     async def validate(self, public_base: str, check_reachability: bool) -> ConfigReport:
         missing = self.missing(public_base)

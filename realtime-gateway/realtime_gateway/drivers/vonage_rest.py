@@ -22,7 +22,7 @@ from realtime_gateway.vocabulary import (
     ConfigReport,
     ProviderConfigError,
     ProviderError,
-    unset_variables,
+    unset_with_public_url,
 )
 from shared.logging import scrub_text
 from shared.phone import digits_only, to_e164
@@ -94,17 +94,16 @@ class VonageRest:
 
     def missing(self, public_base: str) -> list[str]:
         s = self.settings
-        missing = unset_variables(
+        return unset_with_public_url(
             [
                 ("VONAGE_APPLICATION_ID", s.vonage_application_id),
                 ("VONAGE_PRIVATE_KEY", s.vonage_private_key),
                 ("VONAGE_PHONE_NUMBER", s.vonage_phone_number),
                 ("VONAGE_SIGNATURE_SECRET", s.vonage_signature_secret),
-            ]
+            ],
+            public_base,
+            "VONAGE_WEBHOOK_URL",
         )
-        if not public_base:
-            missing.append("PUBLIC_BASE_URL (or VONAGE_WEBHOOK_URL)")
-        return missing
 
     async def validate(self, public_base: str, check_reachability: bool) -> ConfigReport:
         missing = self.missing(public_base)
