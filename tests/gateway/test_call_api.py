@@ -123,7 +123,7 @@ async def test_initiate_dials_records_the_call_and_emits_call_started(
         (sent,) = dials(bridge)
         assert sent["to"] == CALLEE
         assert sent["callback_url"] == f"{PUBLIC}/voice/webhook/generic-http"
-        # an operator reads the call whole (a viewer reads it masked: tests/gateway/test_read_model.py)
+        # an operator reads the call whole (a viewer reads it masked: test_read_model.py)
         status = (
             await gw.client.get("/voice/calls/gh-1/status", headers=as_role("operator"))
         ).json()
