@@ -38,10 +38,14 @@ class DraftingModel(FakeOpenAI):
         self.arrived = 0
         self.everyone_asked = asyncio.Event()
         self.sentences: list[str] = []
+        self.drafted_for: dict[str, str] = {}  # the caller's words -> the sentence drafted for them
 
     async def _answer(self, request: httpx.Request) -> httpx.Response:  # type: ignore[override]
         sentence = f"Reply {uuid.uuid4().hex[:10]} to you."
         self.sentences.append(sentence)
+        said = [m for m in json.loads(request.content)["messages"] if m["role"] == "user"]
+        if said:
+            self.drafted_for[str(said[-1]["content"])] = sentence
         self.reply(sentence)
         self.arrived += 1
         if self.arrived >= self.together:
@@ -177,11 +181,12 @@ async def test_streamed_concurrent_duplicates_with_other_words_store_one_questio
     service_headers: dict[str, str],
     db: asyncpg.Connection,
 ) -> None:
-    """The streamed path stores the question as the turn begins and the reply as it ends, so
-    the two may come from different versions (issue 20's report); what must hold: one question,
-    the first stored, never rewritten, and both callers get the one stored reply."""
+    """The streamed path stores the question as the turn begins and the reply as it ends:
+    the version whose question was stored first also stores the reply (the other waits for it),
+    so the question on record and the reply on record belong together; both callers get the one
+    stored reply."""
     app, router = model_app
-    DraftingModel(router, together=2)
+    model = DraftingModel(router, together=2)
     cid = await start_call(app, service_headers)
     replies = await asyncio.gather(
         *(post_turn(app, service_headers, cid, t, streamed=True) for t in TWO_VERSIONS)
@@ -190,6 +195,7 @@ async def test_streamed_concurrent_duplicates_with_other_words_store_one_questio
     assert len(rows["user"]) == 1 and rows["user"][0] in TWO_VERSIONS, rows
     assert replies[0]["reply"] == replies[1]["reply"] == rows["assistant"][0]
     assert sorted(r["replayed"] for r in replies) == [False, True]
+    assert rows["assistant"][0] == model.drafted_for[rows["user"][0]], (rows, model.drafted_for)
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["json", "sse"])

@@ -32,6 +32,9 @@ from shared.redaction import StreamRedactor, redact_secrets
 
 log = logging.getLogger(__name__)
 
+# A streamed duplicate of a turn with other words waits this long for the first version's reply.
+DUPLICATE_REPLY_WAIT_S = 2.0
+
 _T = TypeVar("_T")
 
 
@@ -210,9 +213,29 @@ class ConversationService:
             await asyncio.shield(asked)
             yield redact_secrets(draft.text)
         assert draft is not None, "a streaming responder must end with its ReplyDraft"
-        await asyncio.shield(asked)
+        won = await asyncio.shield(asked)
         timer.lap("respond")
+        if not won and (stored := await self._first_versions_reply(begun)) is not None:
+            yield _reply(begun.conversation, stored, timer.done(), replayed=True)
+            return
         yield await self._finish_turn(begun, draft, timer, question_stored=True)
+
+    async def _first_versions_reply(self, turn: TurnInputs) -> Message | None:
+        """For a duplicate whose question was not stored: when the stored question has other
+        words (a revised transcript raced the first), the reply to those words, once the first
+        version stores it — so a question and its reply always belong together. None (store
+        ours) when the words are the same, or when no reply comes within
+        `DUPLICATE_REPLY_WAIT_S` (the first version was cut short: a barge-in)."""
+        conversation_id, turn_id = turn.conversation.id, turn.turn_id
+        if await self.conversations.get_question(conversation_id, turn_id) == turn.message:
+            return None
+        deadline = time.monotonic() + DUPLICATE_REPLY_WAIT_S
+        while time.monotonic() < deadline:
+            stored = await self.conversations.get_reply(conversation_id, turn_id)
+            if stored is not None:
+                return stored
+            await asyncio.sleep(0.02)
+        return None
 
     async def _begin_turn(
         self,

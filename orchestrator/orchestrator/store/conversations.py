@@ -36,6 +36,9 @@ _SELECT_REPLY = (
     f"SELECT {_MESSAGE_COLUMNS} FROM messages "  # noqa: S608
     "WHERE conversation_id = $1 AND turn_id = $2 AND role = 'assistant'"
 )
+_SELECT_QUESTION = (
+    "SELECT content FROM messages WHERE conversation_id = $1 AND turn_id = $2 AND role = 'user'"
+)
 _INSERT_MESSAGE = (
     "INSERT INTO messages (conversation_id, turn_id, role, content, actions, timings, metadata) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING "
@@ -348,6 +351,11 @@ class ConversationStore:
         return [Conversation.from_row(r) for r in rows]
 
     # -- messages -----------------------------------------------------------------------------
+
+    async def get_question(self, conversation_id: str, turn_id: str) -> str | None:
+        """The caller's words stored for a turn, if any."""
+        text = await self._pool.fetchval(_SELECT_QUESTION, conversation_id, turn_id)
+        return str(text) if text is not None else None
 
     async def get_reply(self, conversation_id: str, turn_id: str) -> Message | None:
         row = await self._pool.fetchrow(_SELECT_REPLY, conversation_id, turn_id)
