@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -104,6 +105,37 @@ async def _frames(websocket: WebSocket, sink: Sink) -> Any:
         yield frame
 
 
+async def _serve(
+    websocket: WebSocket,
+    rt: GatewayRuntime,
+    sink: Sink,
+    open_session: Callable[[dict[str, Any]], Awaitable[StreamSession | None]],
+    on_frame: Callable[[StreamSession, dict[str, Any]], Awaitable[bool]],
+) -> None:
+    """One accepted socket's life, for every streaming wire format: the first good frame opens
+    the session (`open_session`, None: refused with an error frame, the socket stays open), the
+    others go to `on_frame` (False: the client ended the call); the session is closed, and
+    forgotten by this instance, however the socket ends."""
+    session: StreamSession | None = None
+    try:
+        async for frame in _frames(websocket, sink):
+            if session is None:
+                session = await open_session(frame)
+                if session is not None:
+                    rt.flow.streams.add(session)
+            elif not await on_frame(session, frame):
+                break
+    finally:
+        if session is not None:
+            rt.flow.streams.discard(session)
+            await session.close()
+
+
+async def _refuse(websocket: WebSocket, exc: Exception) -> None:
+    log.warning("stream upgrade refused", extra={"reason": str(exc)[:200]})
+    await websocket.close(CLOSE_POLICY_VIOLATION)
+
+
 # ---- ConversationRelay -----------------------------------------------------------------------
 
 
@@ -113,26 +145,22 @@ async def twilio(websocket: WebSocket) -> None:
         driver = await rt.drivers.get("twilio")
         await driver.verify_request(_webhook_request(websocket, ws_url(websocket, rt.settings)))
     except (SignatureError, ProviderConfigError, LookupError) as exc:
-        log.warning("relay upgrade refused", extra={"reason": str(exc)[:200]})
-        await websocket.close(CLOSE_POLICY_VIOLATION)
+        await _refuse(websocket, exc)
         return
     await websocket.accept()
     sink = twilio_relay.RelaySink(websocket)
-    session: StreamSession | None = None
-    try:
-        async for frame in _frames(websocket, sink):
-            if session is None:
-                if frame.get("type") != "setup" or not ID_RE.fullmatch(str(frame.get("callSid"))):
-                    await sink.error("the first frame must be setup, with a callSid")
-                    continue
-                session = await _session(rt, websocket, _relay_call(frame), sink, driver)
-                rt.flow.streams.add(session)
-                continue
-            await twilio_relay.on_frame(session, frame)
-    finally:
-        if session is not None:
-            rt.flow.streams.discard(session)
-            await session.close()
+
+    async def open_session(frame: dict[str, Any]) -> StreamSession | None:
+        if frame.get("type") != "setup" or not ID_RE.fullmatch(str(frame.get("callSid"))):
+            await sink.error("the first frame must be setup, with a callSid")
+            return None
+        return await _session(rt, websocket, _relay_call(frame), sink, driver)
+
+    async def on_frame(session: StreamSession, frame: dict[str, Any]) -> bool:
+        await twilio_relay.on_frame(session, frame)
+        return True
+
+    await _serve(websocket, rt, sink, open_session, on_frame)
 
 
 def _relay_call(setup: dict[str, Any]) -> CallInfo:
@@ -164,32 +192,24 @@ async def generic(websocket: WebSocket) -> None:
             websocket, ws_url(websocket, rt.settings), driver, rt.jwt_secret
         )
     except (SignatureError, TokenError, ProviderConfigError, LookupError) as exc:
-        log.warning("stream upgrade refused", extra={"reason": str(exc)[:200]})
-        await websocket.close(CLOSE_POLICY_VIOLATION)
+        await _refuse(websocket, exc)
         return
     await websocket.accept()
     sink = generic_stream.GenericSink(websocket)
-    session: StreamSession | None = None
-    try:
-        async for frame in _frames(websocket, sink):
-            if session is None:
-                call = generic_stream.start_call(frame, token_call)
-                if call is None:
-                    await sink.error("the first frame must be start (with a valid call_id)")
-                    continue
-                greeting = await rt.flow.start(call)
-                session = await _session(rt, websocket, call, sink, driver)
-                rt.flow.streams.add(session)
-                await sink.started(call.call_id)
-                if greeting.text:
-                    await sink.text(greeting.text, True)
-                continue
-            if not await generic_stream.on_frame(session, frame):
-                break
-    finally:
-        if session is not None:
-            rt.flow.streams.discard(session)
-            await session.close()
+
+    async def open_session(frame: dict[str, Any]) -> StreamSession | None:
+        call = generic_stream.start_call(frame, token_call)
+        if call is None:
+            await sink.error("the first frame must be start (with a valid call_id)")
+            return None
+        greeting = await rt.flow.start(call)
+        session = await _session(rt, websocket, call, sink, driver)
+        await sink.started(call.call_id)
+        if greeting.text:
+            await sink.text(greeting.text, True)
+        return session
+
+    await _serve(websocket, rt, sink, open_session, generic_stream.on_frame)
     with _closing():
         await websocket.close()
 
