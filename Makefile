@@ -8,7 +8,7 @@ DATA_DIR ?= $(CURDIR)/.data
 export DATA_DIR
 ROLE ?= admin
 
-.PHONY: help install lock run dev test lint fmt token bench bench-smoke bench-graph clean
+.PHONY: help install lock run dev test lint fmt token bench bench-smoke bench-graph mutate clean
 
 help:
 	@echo "make run     - create the environment, install, start both services (Ctrl-C stops both)"
@@ -16,6 +16,7 @@ help:
 	@echo "make dev     - like run, with auto-reload"
 	@echo "make lint    - ruff + mypy;  make fmt - format"
 	@echo "make token ROLE=admin - print a management JWT for local use"
+	@echo "make mutate - mutation testing of the protection modules (docs/mutation-report.md); MODULES=\"auth redaction\" for some"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md); make bench-graph - the agent graph alone"
 
 $(BIN)/python:
@@ -59,6 +60,11 @@ lint: install
 fmt: install
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# Mutation testing (cosmic-ray) of the modules that hold a protection, each against its own tests;
+# not part of `make test` or CI. Writes docs/mutation-report.md. MODULES="redaction addresses" for some.
+mutate: install
+	$(BIN)/python -m scripts.mutate $(MODULES)
 
 token: install
 	@$(BIN)/python -m scripts.token --role $(ROLE)

@@ -1,0 +1,417 @@
+"""`make mutate`: mutation testing of the modules that hold a protection (cosmic-ray).
+
+Each module is mutated against its own tests only (MODULES below), so a run stays short.
+
+Where the mutants live: the three projects are installed in editable mode, so a test process
+started in /work/main always imports /work/main's files, and cosmic-ray mutates the file it is
+given in place. To leave the working tree untouched (and any test run beside this one unharmed),
+every worker gets its own copy of the tree (tracked and new files, no .venv/.git/.data) and runs
+pytest there: pytest's `pythonpath` setting puts the copy's `orchestrator/`,
+`realtime-gateway/` and `.` first on sys.path, ahead of the editable finders (they come after
+the path finder), and PYTHONPATH does the same for any subprocess a test starts. A check before
+the first mutant proves the copy's file is the one imported. cosmic-ray does the rest: `init`
+lists the mutants into a session database per module, each worker applies one with
+`mutate_and_test` (which restores the file after the test run) and the results go back into that
+database; `cr-report <db>` reads it too.
+
+    python -m scripts.mutate                     # every module, report to docs/mutation-report.md
+    python -m scripts.mutate redaction addresses # some (the report keeps the others' last run)
+    python -m scripts.mutate --list              # the modules and their tests
+    MUTATE_JOBS=2 ...                            # workers (default: the CPU count, at most 4)
+
+Survivors judged equivalent are listed in EQUIVALENT (module, line, operator, reason); every
+other survivor is reported as a missing test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cosmic_ray.commands.init import init as cr_init
+from cosmic_ray.mutating import mutate_and_test
+from cosmic_ray.work_db import WorkDB, use_db
+from cosmic_ray.work_item import MutationSpec, TestOutcome, WorkerOutcome, WorkResult
+
+ROOT = Path(__file__).resolve().parents[1]
+STATE = ROOT / ".data" / "mutate"
+REPORT = ROOT / "docs" / "mutation-report.md"
+# cosmic-ray makes every alternative at each site (`+` becomes each of 11 other operators, each
+# number n+1 and n-1): 844 mutants for redaction.py alone. One per site and operator family (the
+# first in cosmic-ray's order) keeps a run short and still asks whether the site is tested;
+# MUTATE_ALL=1 runs every alternative.
+ONE_PER_SITE = os.environ.get("MUTATE_ALL") != "1"
+TIMEOUT_S = 300.0  # per mutant; a hung test run counts as killed (cosmic-ray's rule)
+
+
+@dataclass(frozen=True)
+class Module:
+    name: str
+    path: str  # relative to the repository root
+    tests: tuple[str, ...]
+    # Only these functions/methods (cosmic-ray's definition name), when set.
+    only: tuple[str, ...] = field(default=())
+
+
+MODULES: tuple[Module, ...] = (
+    Module(
+        "signatures",
+        "realtime-gateway/realtime_gateway/signatures.py",
+        (
+            "tests/gateway/test_signature_edges.py",
+            "tests/gateway/test_twilio_driver.py",
+            "tests/gateway/test_vonage_driver.py",
+            "tests/gateway/test_generic_stream.py",
+            "tests/gateway/test_public_url.py",
+        ),
+    ),
+    Module(
+        "idempotency",
+        "realtime-gateway/realtime_gateway/idempotency.py",
+        (
+            "tests/gateway/test_call_store.py",
+            "tests/gateway/test_twilio_driver.py",
+            "tests/gateway/test_call_api.py",
+            "tests/gateway/test_orchestrator_failures.py",
+        ),
+    ),
+    Module(
+        "calls-turns",
+        "realtime-gateway/realtime_gateway/calls.py",
+        (
+            "tests/gateway/test_call_store.py",
+            "tests/gateway/test_call_api.py",
+            "tests/gateway/test_twilio_driver.py",
+        ),
+        only=("begin_turn", "first_time"),
+    ),
+    Module(
+        "auth",
+        "shared/auth.py",
+        (
+            "tests/shared/test_service_token.py",
+            "tests/security/test_auth.py",
+            "tests/security/test_forwarded_for_and_query_tokens.py",
+        ),
+    ),
+    Module(
+        "ratelimit",
+        "shared/ratelimit.py",
+        (
+            "tests/security/test_rate_limit.py",
+            "tests/security/test_forwarded_for_and_query_tokens.py",
+            "tests/gateway/test_degraded_and_ws_limits.py",
+        ),
+    ),
+    Module(
+        "redaction",
+        "shared/redaction.py",
+        ("tests/shared/test_redaction.py",),
+    ),
+    Module(
+        "addresses",
+        "orchestrator/orchestrator/agents/addresses.py",
+        ("tests/orchestrator/test_addresses.py", "tests/orchestrator/test_tool_network_guard.py"),
+    ),
+)
+BY_NAME = {m.name: m for m in MODULES}
+
+# Survivors judged equivalent: (module name, line, operator) -> why no test can tell them apart.
+# A survivor not listed here is reported as a missing test.
+EQUIVALENT: dict[tuple[str, int, str], str] = {}
+
+
+def _copy_tree(dest: Path) -> None:
+    """The working tree as git sees it (tracked + untracked-not-ignored files), into dest."""
+    git = ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+    files = subprocess.run(  # noqa: S603
+        git,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    ).stdout.split(b"\0")
+    for raw in files:
+        if not raw:
+            continue
+        rel = raw.decode()
+        src = ROOT / rel
+        if not src.is_file():  # deleted in the working tree
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
+# Written into each copy as sitecustomize.py, so every Python process a test run starts loads it.
+# Why PYTHONPATH alone is not enough: pytest puts tests/ first on sys.path, so in tests/shared/
+# the name `shared` is the test folder (it has an __init__.py) and `shared.redaction` is then
+# found by the editable finder, i.e. in /work/main. This finder, first on sys.meta_path, serves
+# the module under mutation from the copy whatever `shared` turned out to be.
+_PIN = """
+import importlib.util, os, sys
+
+class _Pin:
+    name, path = os.environ["MUTATE_PIN"].split("=", 1)
+
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname != cls.name:
+            return None
+        return importlib.util.spec_from_file_location(fullname, cls.path)
+
+if os.environ.get("MUTATE_PIN"):
+    sys.meta_path.insert(0, _Pin)
+"""
+
+_PROBE = """
+import importlib, os
+
+def test_mutated_file_is_imported():
+    name, path = os.environ["MUTATE_PIN"].split("=", 1)
+    assert importlib.import_module(name).__file__ == path
+"""
+
+
+def _dotted(module: Module) -> str:
+    dotted = module.path.removesuffix(".py")
+    for prefix in ("orchestrator/", "realtime-gateway/"):
+        dotted = dotted.removeprefix(prefix)
+    return dotted.replace("/", ".")
+
+
+def _pythonpath(copy: Path) -> str:
+    return os.pathsep.join(str(copy / p) for p in ("orchestrator", "realtime-gateway", "."))
+
+
+def _test_command(copy: Path, module: Module) -> str:
+    # `env -C` runs pytest in the copy (cosmic-ray starts the command with no cwd of its own).
+    args = [
+        "env",
+        "-C",
+        str(copy),
+        f"PYTHONPATH={_pythonpath(copy)}",
+        f"MUTATE_PIN={_dotted(module)}={copy / module.path}",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-o",
+        "addopts=--strict-markers",
+        *module.tests,
+    ]
+    return shlex.join(args)
+
+
+def _check_import(copy: Path, module: Module) -> None:
+    """The copy's file, not /work/main's, is what a test in the copy imports."""
+    probe = copy / Path(module.tests[0]).parent / "test_zz_mutate_probe.py"
+    probe.write_text(_PROBE)
+    command = shlex.split(_test_command(copy, module))
+    command[-len(module.tests) :] = [str(probe.relative_to(copy))]
+    done = subprocess.run(command, capture_output=True, text=True)  # noqa: S603
+    probe.unlink()
+    if done.returncode != 0:
+        sys.stdout.write(done.stdout[-3000:])
+        raise SystemExit(f"{module.name}: the tests would not import the copy's file")
+
+
+def run_module(module: Module, jobs: int, workdir: Path) -> Path:
+    db_path = STATE / f"{module.name}.sqlite"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for i in range(jobs):
+        copy = workdir / f"{module.name}-{i}"
+        _copy_tree(copy)
+        (copy / "sitecustomize.py").write_text(_PIN)
+        copies.append(copy)
+    _check_import(copies[0], module)
+
+    # The baseline: the tests must pass unmutated, or every mutant would count as killed.
+    started = time.monotonic()
+    base = subprocess.run(  # noqa: S603
+        shlex.split(_test_command(copies[0], module)), capture_output=True
+    )
+    baseline_s = time.monotonic() - started
+    if base.returncode != 0:
+        sys.stdout.write(base.stdout.decode()[-4000:])
+        raise SystemExit(f"{module.name}: its tests fail unmutated")
+
+    with use_db(str(db_path), WorkDB.Mode.create) as db:
+        cr_init([copies[0] / module.path], db, {})
+        pending = list(db.pending_work_items)
+        todo = []
+        seen = set()
+        for item in sorted(pending, key=lambda i: (i.mutations[0].operator_name, i.job_id)):
+            (spec,) = item.mutations
+            site = (spec.operator_name.split("_")[0], spec.start_pos, spec.end_pos)
+            redundant = ONE_PER_SITE and site in seen
+            seen.add(site)
+            if redundant or (module.only and spec.definition_name not in module.only):
+                db.set_result(item.job_id, WorkResult(worker_outcome=WorkerOutcome.SKIPPED))
+            else:
+                todo.append(item)
+        print(
+            f"[{module.name}] {len(todo)} mutants ({len(pending) - len(todo)} skipped: "
+            f"out of scope or another at the same site), baseline {baseline_s:.1f}s, "
+            f"{jobs} workers",
+            flush=True,
+        )
+
+        free = list(copies)
+
+        def one(item):  # each worker holds one copy for the length of one mutant
+            copy = free.pop()
+            try:
+                (spec,) = item.mutations
+                local = MutationSpec(
+                    module_path=copy / module.path,
+                    operator_name=spec.operator_name,
+                    occurrence=spec.occurrence,
+                    start_pos=spec.start_pos,
+                    end_pos=spec.end_pos,
+                    operator_args=spec.operator_args,
+                    definition_name=spec.definition_name,
+                )
+                return item, mutate_and_test([local], _test_command(copy, module), TIMEOUT_S)
+            finally:
+                free.append(copy)
+
+        done = 0
+        with ThreadPoolExecutor(max_workers=jobs) as pool:
+            for item, result in pool.map(one, todo):
+                db.set_result(item.job_id, result)
+                done += 1
+                if result.test_outcome == TestOutcome.SURVIVED:
+                    (spec,) = item.mutations
+                    where = f"line {spec.start_pos[0]} {spec.operator_name}"
+                    print(f"[{module.name}] survived: {where}", flush=True)
+                if done % 20 == 0:
+                    print(f"[{module.name}] {done}/{len(todo)}", flush=True)
+    # The copies must still hold the original file: a mutation left applied is a bug.
+    for copy in copies:
+        if (copy / module.path).read_bytes() != (ROOT / module.path).read_bytes():
+            raise SystemExit(f"{module.name}: a mutation was left applied in {copy}")
+    meta = {"seconds": round(time.monotonic() - started, 1), "baseline_s": round(baseline_s, 1)}
+    (STATE / f"{module.name}.json").write_text(json.dumps(meta))
+    return db_path
+
+
+def write_report() -> None:
+    rows = []
+    details = []
+    for module in MODULES:
+        db_path = STATE / f"{module.name}.sqlite"
+        if not db_path.exists():
+            rows.append(f"| `{module.name}` | `{module.path}` | not run | | | | |")
+            continue
+        meta_path = STATE / f"{module.name}.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        killed = survived_missing = equivalent = other = 0
+        surv_lines = []
+        with use_db(str(db_path), WorkDB.Mode.open) as db:
+            for item, result in db.completed_work_items:
+                if result.worker_outcome == WorkerOutcome.SKIPPED:
+                    continue
+                (spec,) = item.mutations
+                if result.worker_outcome != WorkerOutcome.NORMAL:
+                    other += 1
+                    continue
+                if result.test_outcome != TestOutcome.SURVIVED:
+                    killed += 1
+                    continue
+                line = spec.start_pos[0]
+                reason = EQUIVALENT.get((module.name, line, spec.operator_name))
+                if reason:
+                    equivalent += 1
+                else:
+                    survived_missing += 1
+                verdict = f"equivalent: {reason}" if reason else "**missing test**"
+                diff = "\n".join(
+                    ln
+                    for ln in (result.diff or "").splitlines()
+                    if ln[:1] in "+-" and ln[:3] not in ("+++", "---")
+                )
+                surv_lines.append(
+                    f"- line {line}, `{spec.operator_name}` in `{spec.definition_name}`: "
+                    f"{verdict}\n\n  ```diff\n"
+                    + "\n".join(f"  {d}" for d in diff.splitlines())
+                    + "\n  ```"
+                )
+            pending = db.num_work_items - db.num_results
+        scored = killed + survived_missing
+        score = f"{100 * killed / scored:.1f} %" if scored else "-"
+        state = "complete" if pending == 0 else f"{pending} not run"
+        rows.append(
+            f"| `{module.name}` | `{module.path}` | {score} | {killed} | {survived_missing} "
+            f"| {equivalent} | {other} | {meta.get('seconds', '?')} s, {state} |"
+        )
+        tests = ", ".join(f"`{t}`" for t in module.tests)
+        scope = f" (only `{'`, `'.join(module.only)}`)" if module.only else ""
+        details.append(
+            f"### `{module.name}`{scope}\n\nTests: {tests}\n\n"
+            + ("\n".join(surv_lines) if surv_lines else "No survivors.")
+            + "\n"
+        )
+    text = (
+        "# Mutation report\n\n"
+        "Generated by `make mutate` (`scripts/mutate.py`, cosmic-ray, every core operator);\n"
+        "do not edit by hand. Score = killed / (killed + survivors not judged equivalent).\n"
+        + (
+            "One mutant per site and operator family (`MUTATE_ALL=1` for all). "
+            if ONE_PER_SITE
+            else ""
+        )
+        + "A mutant whose "
+        f"tests hang past {TIMEOUT_S:.0f} s counts as killed. One module: "
+        "`make mutate MODULES=redaction`.\n\n"
+        "| module | file | score | killed | survived (missing test) | equivalent | "
+        "error/no test | run |\n|---|---|---|---|---|---|---|---|\n"
+        + "\n".join(rows)
+        + "\n\n## Survivors\n\n"
+        + "\n".join(details)
+    )
+    REPORT.parent.mkdir(parents=True, exist_ok=True)
+    REPORT.write_text(text)
+    print(f"report: {REPORT.relative_to(ROOT)}")
+
+
+def main() -> None:
+    # A stop (timeout, Ctrl-C) unwinds: the mutation is restored and the copies removed.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("modules", nargs="*", help="module names (default: all)")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--report-only", action="store_true")
+    args = parser.parse_args()
+    if args.list:
+        for m in MODULES:
+            print(f"{m.name}: {m.path} <- {' '.join(m.tests)}")
+        return
+    unknown = [n for n in args.modules if n not in BY_NAME]
+    if unknown:
+        raise SystemExit(f"unknown module(s) {unknown}; known: {list(BY_NAME)}")
+    if not args.report_only:
+        jobs = int(os.environ.get("MUTATE_JOBS") or min(4, os.cpu_count() or 1))
+        with tempfile.TemporaryDirectory(prefix="vao-mutate-") as tmp:
+            for name in args.modules or list(BY_NAME):
+                run_module(BY_NAME[name], jobs, Path(tmp))
+                write_report()
+    write_report()
+
+
+if __name__ == "__main__":
+    main()
