@@ -154,12 +154,6 @@ class StreamSession:
         log.info("reply interrupted", extra={"turn_id": turn_id, "heard_chars": len(said)})
         await self.flow.interrupted(self.call.call_id, turn_id, said)
 
-    async def wait(self) -> None:
-        """Wait for the reply being streamed (tests; a clean close)."""
-        if self._reply is not None:
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reply
-
     async def close(self) -> None:
         if self._reply is not None and not self._reply.done():
             self._reply.cancel()
@@ -273,12 +267,6 @@ class StreamRegistry:
     def discard(self, session: StreamSession) -> None:
         if self._sessions.get(session.call.call_id) is session:
             del self._sessions[session.call.call_id]
-
-    def get(self, call_id: str) -> StreamSession | None:
-        return self._sessions.get(call_id)
-
-    def __len__(self) -> int:
-        return len(self._sessions)
 
     async def end(self, call_id: str, reason: str = "completed") -> bool:
         """End a streamed call held here: the reply stops, the provider is told to hang up."""

@@ -71,6 +71,8 @@ async def test_a_signed_bridge_streams_a_call_and_bad_frames_do_not_end_it(
             assert json.loads(await ws.recv())["type"] == "error"
             await ws.send(json.dumps({"type": "dance"}))
             assert json.loads(await ws.recv())["error"]["code"] == "bad_frame"
+            await ws.send(json.dumps({"type": "prompt", "text": "x" * 20_000}))  # over the bound
+            assert "larger than" in json.loads(await ws.recv())["error"]["message"]
             await ws.send(json.dumps({"type": "prompt", "text": "What are your opening hours?"}))
             reply = await frames_until(ws, last_text)
             said = "".join(f["token"] for f in reply if f["type"] == "text")

@@ -125,8 +125,9 @@ class RelaySink:
             await self._send({"type": "end", "handoffData": handoff_data})
 
 
-async def on_frame(session: StreamSession, frame: dict[str, Any]) -> None:
-    """One frame from Twilio after `setup`."""
+async def on_frame(session: StreamSession, frame: dict[str, Any]) -> bool:
+    """One frame from Twilio after `setup`; always True (Twilio ends a session by closing the
+    socket, never with a frame)."""
     kind = frame.get("type")
     if kind == "prompt":
         if frame.get("last", True) is not False:  # partial prompts are only previews
@@ -142,3 +143,4 @@ async def on_frame(session: StreamSession, frame: dict[str, Any]) -> None:
         log.warning("ConversationRelay reported an error", extra={"reason": str(frame)[:200]})
     elif kind not in ("setup", "info", "configUpdated"):
         await session.sink.error(f"unknown frame type {kind!r}")
+    return True

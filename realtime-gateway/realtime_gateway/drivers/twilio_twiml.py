@@ -108,31 +108,3 @@ def render_actions(
             _add_prompt(gather, prompt)
         prompts.clear()
     return response
-
-
-def render_goodbye(text: str, language: str | None = None) -> VoiceResponse:
-    response = VoiceResponse()
-    _add_prompt(response, Action.say(text, language))
-    response.hangup()
-    return response
-
-
-def render_prompt_and_listen(
-    text: str, gather_url: str, language: str | None = None
-) -> VoiceResponse:
-    return render_actions(
-        [Action.say(text, language), Action.gather(language=language)], gather_url
-    )
-
-
-def empty_response() -> VoiceResponse:
-    return VoiceResponse()
-
-
-def render_voicemail(actions: Sequence[Action]) -> VoiceResponse:
-    """A machine answered: speak the agent's words (no listening, no transfer), hang up."""
-    response = VoiceResponse()
-    for action in actions:
-        _add_prompt(response, action)
-    response.hangup()
-    return response

@@ -161,10 +161,6 @@ def render_actions(
     return RenderedNcco(ncco, spoken_chars=spoken)
 
 
-def render_goodbye(text: str, language: str | None = None) -> RenderedNcco:
-    return render_actions([Action.say(text, language), Action.hangup()], "", None)
-
-
 def record_action(event_url: str) -> dict[str, Any]:
     return dump(
         Record(

@@ -13,6 +13,7 @@ goes on.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import uuid
@@ -156,11 +157,7 @@ async def twilio(websocket: WebSocket) -> None:
             return None
         return await _session(rt, websocket, _relay_call(frame), sink, driver)
 
-    async def on_frame(session: StreamSession, frame: dict[str, Any]) -> bool:
-        await twilio_relay.on_frame(session, frame)
-        return True
-
-    await _serve(websocket, rt, sink, open_session, on_frame)
+    await _serve(websocket, rt, sink, open_session, twilio_relay.on_frame)
 
 
 def _relay_call(setup: dict[str, Any]) -> CallInfo:
@@ -210,16 +207,8 @@ async def generic(websocket: WebSocket) -> None:
         return session
 
     await _serve(websocket, rt, sink, open_session, generic_stream.on_frame)
-    with _closing():
+    with contextlib.suppress(Exception):  # the client may have closed it already
         await websocket.close()
-
-
-class _closing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> bool:
-        return True  # the socket may already be closed by the client
 
 
 async def call_token(request: Request) -> JSONResponse:
