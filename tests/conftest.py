@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -45,17 +46,23 @@ def unavailable(what: str, exc: BaseException) -> None:
     pytest.skip(message)
 
 
+_S = TypeVar("_S", PostgresServer, RedisServer)
+
+
+def _session_server(kind: Callable[[], _S]) -> Iterator[_S]:
+    """The server `kind` finds or starts, stopped at the end (if started here); a clear failure
+    when there is none (under CI=true, or when it cannot be started)."""
+    try:
+        server = kind()
+    except ServerMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    yield server
+    server.stop()
+
+
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    try:
-        server = PostgresServer.find_or_start()
-    except ServerMissing as exc:
-        missing = str(exc)
-    else:
-        yield server
-        server.stop()
-        return
-    pytest.fail(missing, pytrace=False)
+    yield from _session_server(PostgresServer.find_or_start)
 
 
 @pytest.fixture(scope="session")
@@ -78,15 +85,7 @@ def pg_dsn(postgres_server: PostgresServer) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
-    try:
-        server = RedisServer.find_or_start()
-    except ServerMissing as exc:
-        missing = str(exc)
-    else:
-        yield server
-        server.stop()
-        return
-    pytest.fail(missing, pytrace=False)
+    yield from _session_server(RedisServer.find_or_start)
 
 
 @pytest.fixture
