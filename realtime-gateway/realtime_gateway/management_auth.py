@@ -22,6 +22,10 @@ from shared.ratelimit import request_token
 PUBLIC_PREFIXES = ("/voice/webhook/", "/voice/stream/", "/health/")
 # /metrics: Prometheus scrapes without a JWT; it exposes no personal data (shared/metrics.py).
 PUBLIC_PATHS = frozenset({"/health", "/voice/webhook", "/metrics"})
+# The console's page and files hold no data (what it shows comes through the API, with a token);
+# its `/console/api/` proxy is a management route like the others.
+CONSOLE_PATHS = frozenset({"/console", "/console/"})
+CONSOLE_FILES = "/console/static/"
 # `POST /voice/webhook/test` is a management route under the webhook prefix: it signs a request
 # with the provider's secret and drives the driver, so it needs an operator token and counts
 # against the management rate limit like every other management route.
@@ -58,6 +62,8 @@ def require_role(conn: HTTPConnection, minimum: Role, action: str) -> Principal:
 def is_public(path: str) -> bool:
     if path == SELFTEST_PATH or path.startswith(SELFTEST_PATH + "/"):
         return False
+    if path in CONSOLE_PATHS or path.startswith(CONSOLE_FILES):
+        return True
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
 

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 
 from realtime_gateway.openapi import openapi_json
-from realtime_gateway.routes import calls, health, providers, streams, webhooks, ws
+from realtime_gateway.routes import calls, console, health, providers, streams, webhooks, ws
 
 
 def build_routes() -> list[BaseRoute]:
@@ -34,4 +34,5 @@ def build_routes() -> list[BaseRoute]:
         WebSocketRoute("/voice/stream/twilio", streams.twilio),
         WebSocketRoute("/voice/stream/generic-http", streams.generic),
         WebSocketRoute("/ws", ws.events),
+        Mount("/console", routes=console.routes()),  # the operator console (issue 21)
     ]
