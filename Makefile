@@ -8,7 +8,7 @@ DATA_DIR ?= $(CURDIR)/.data
 export DATA_DIR
 ROLE ?= admin
 
-.PHONY: help install lock run dev test lint fmt token bench bench-smoke bench-graph mutate clean
+.PHONY: help install lock run dev test lint fmt token bench bench-smoke bench-graph mutate eval eval-record clean
 
 help:
 	@echo "make run     - create the environment, install, start both services (Ctrl-C stops both)"
@@ -16,6 +16,8 @@ help:
 	@echo "make dev     - like run, with auto-reload"
 	@echo "make lint    - ruff + mypy;  make fmt - format"
 	@echo "make token ROLE=admin - print a management JWT for local use"
+	@echo "make eval    - agent tests: run scenarios (SCENARIOS=evals/scenarios) against running services, else its own"
+	@echo "make eval-record CONVERSATION=<id> - export a stored call as a scenario"
 	@echo "make mutate - mutation testing of the protection modules (docs/mutation-report.md); MODULES=\"auth redaction\" for some"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md); make bench-graph - the agent graph alone"
 
@@ -29,9 +31,9 @@ $(UV): $(BIN)/python
 # with bytecode compiled: where PYTHONDONTWRITEBYTECODE is set (CI images, our Dockerfiles) Python
 # never caches it, and every service start would recompile every module it imports (measured on a
 # 2-core machine: gateway ready 3.1 s and orchestrator 8.2 s uncompiled).
-$(VENV)/.installed: $(UV) requirements-dev.lock shared/pyproject.toml realtime-gateway/pyproject.toml orchestrator/pyproject.toml
+$(VENV)/.installed: $(UV) requirements-dev.lock shared/pyproject.toml realtime-gateway/pyproject.toml orchestrator/pyproject.toml evals/pyproject.toml
 	$(UV) pip sync --python $(BIN)/python --compile-bytecode requirements-dev.lock
-	$(BIN)/python -m compileall -q -j 0 shared realtime-gateway/realtime_gateway orchestrator/orchestrator bench scripts > /dev/null
+	$(BIN)/python -m compileall -q -j 0 shared realtime-gateway/realtime_gateway orchestrator/orchestrator evals/agent_eval bench scripts > /dev/null
 	touch $@
 
 install: $(VENV)/.installed
@@ -55,7 +57,7 @@ test: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy shared realtime-gateway/realtime_gateway orchestrator/orchestrator
+	$(BIN)/mypy shared realtime-gateway/realtime_gateway orchestrator/orchestrator evals/agent_eval
 
 fmt: install
 	$(BIN)/ruff check --fix .
@@ -68,6 +70,17 @@ mutate: install
 
 token: install
 	@$(BIN)/python -m scripts.token --role $(ROLE)
+
+# Agent tests before deploy (evals/README.md): scenarios through the real gateway and orchestrator,
+# against running services (EVAL_GATEWAY_URL / EVAL_ORCHESTRATOR_URL, default make run's) or, when
+# none answer, services of its own on the embedded defaults. EVAL_ARGS="--repeat 5" and the like.
+SCENARIOS ?= evals/scenarios
+eval: install
+	$(BIN)/vao-eval run $(SCENARIOS) $(EVAL_ARGS)
+
+eval-record: install
+	@test -n "$(CONVERSATION)" || { echo "usage: make eval-record CONVERSATION=<conversation id>"; exit 2; }
+	$(BIN)/vao-eval record $(CONVERSATION) $(EVAL_ARGS)
 
 clean:
 	rm -rf $(VENV) .data .pytest_cache .mypy_cache .ruff_cache
