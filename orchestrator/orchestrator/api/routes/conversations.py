@@ -10,13 +10,15 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Depends, Header, Path
+from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from orchestrator.api.read_model import conversation_view
+from orchestrator.api.scenario_export import scenario_yaml
 from orchestrator.api.schemas import ConversationView
-from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep
+from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep, require_roles
 from orchestrator.metrics import count_error, observe_turn
+from shared.auth import Principal
 from shared.contract import (
     ID_PATTERN,
     IDEMPOTENCY_HEADER,
@@ -38,6 +40,8 @@ router = APIRouter(prefix="/conversations", tags=["conversations"])
 _ID = re.compile(ID_PATTERN)  # the contract's `Identifier`, for the turn id of a header
 ConversationId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
 TurnId = Annotated[str, Path(min_length=1, max_length=MAX_ID_CHARS, pattern=ID_PATTERN)]
+# What the caller said, whole: operators and admins (`orchestrator.api.read_model`).
+PersonalDataReaderDep = Annotated[Principal, Depends(require_roles("admin", "operator"))]
 
 
 @router.post("/{conversation_id}/start", response_model=TurnReply, response_model_exclude_none=True)
@@ -145,6 +149,28 @@ async def get_conversation(
     if conversation is None:
         raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
     return conversation_view(conversation, await store.messages(conversation_id), reader)
+
+
+@router.get(
+    "/{conversation_id}/scenario",
+    response_class=PlainTextResponse,
+    responses={200: {"content": {"application/yaml": {}}, "description": "the call as a scenario"}},
+)
+async def export_scenario(
+    conversation_id: ConversationId, store: StoreDep, _: PersonalDataReaderDep
+) -> PlainTextResponse:
+    """The call as an evaluation scenario for `make eval` (YAML): its turns, the agent's replies
+    as expectations (`orchestrator.api.scenario_export`). Operators and admins only: it holds
+    what the caller said."""
+    conversation = await store.get(conversation_id)
+    if conversation is None:
+        raise ApiError(404, "conversation_not_found", f"no conversation {conversation_id!r}")
+    text = scenario_yaml(conversation, await store.messages(conversation_id))
+    return PlainTextResponse(
+        text,
+        media_type="application/yaml",
+        headers={"Content-Disposition": f'attachment; filename="{conversation_id}.yaml"'},
+    )
 
 
 def resolve_turn_id(conversation_id: str, body_turn_id: str | None, header: str | None) -> str:
