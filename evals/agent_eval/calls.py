@@ -73,14 +73,13 @@ async def _drive(
     if not await _step(greeting, path.start(), lines, None):
         return
     if call.simulated is not None and model is not None:
-        ended = await _simulate(call.simulated, path, model, record, lines)
+        await _simulate(call.simulated, path, model, record, lines)
     else:
-        ended = await _play(call.turns, path, record, lines)
-    if not ended:
-        try:
-            await path.hang_up()
-        except DRIVE_ERRORS as exc:
-            record.error = f"hanging up: {exc}"
+        await _play(call.turns, path, record, lines)
+    try:  # the provider reports the call's end, whoever ended it
+        await path.hang_up()
+    except DRIVE_ERRORS as exc:
+        record.error = record.error or f"ending the call: {exc}"
 
 
 async def _step(turn: TurnRecord, reply: Awaitable[Reply], lines: Lines, said: str | None) -> bool:

@@ -145,7 +145,7 @@ def _target(args: argparse.Namespace, out: Console) -> Iterator[Target]:
         except (RuntimeError, TimeoutError) as exc:
             raise ServicesUnavailable(f"could not start the services: {exc}") from None
         yield Target.from_env(
-            env={**svc.secrets}, gateway_url=svc.gateway.url, orchestrator_url=svc.orchestrator.url
+            env={**svc.env}, gateway_url=svc.gateway.url, orchestrator_url=svc.orchestrator.url
         )
 
 

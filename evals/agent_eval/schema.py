@@ -355,6 +355,10 @@ def _turn(r: _Reader, value: Any, where: PathKey, provider: str, first: bool) ->
             raise r.fail((*where, "dtmf"), f"'{text}' is not keypad digits (0-9, * and #)")
     elif data["silence"] is not True:
         raise r.fail((*where, "silence"), "write 'silence: true'")
+    elif provider in STREAMING:
+        raise r.fail(
+            (*where, "silence"), f"{provider} has no silent turn (the provider handles it)"
+        )
     interrupt = None
     if "interrupt_after_ms" in data:
         at = (*where, "interrupt_after_ms")

@@ -4,8 +4,9 @@ none are running, and for the end-to-end tests (which import this module).
 `own_services` starts the orchestrator, then the gateway, on free ports with the embedded
 defaults (a fresh `DATA_DIR`: embedded Postgres and Chroma, the demo agent, the offline responder
 unless a model key is set) and a secret of their own for every provider the eval can sign for,
-so every provider path works against them: the generic-http HMAC, Twilio's auth token, Vonage's
-signature secret, with `PUBLIC_BASE_URL` the gateway's own URL (what Twilio signatures cover).
+so every provider path works against them: the generic-http HMAC and the JWT secret made under
+`DATA_DIR` as `make run` makes them, Twilio's auth token and Vonage's signature secret, with
+`PUBLIC_BASE_URL` the gateway's own URL (what Twilio signatures cover).
 """
 
 from __future__ import annotations
@@ -98,27 +99,30 @@ def run_service(
 
 @dataclass(frozen=True)
 class OwnServices:
-    """Services started here, and the secrets they were started with."""
+    """Services started here, and the environment they were started with."""
 
     gateway: Service
     orchestrator: Service
     data_dir: Path
-    secrets: Mapping[str, str]
+    env: Mapping[str, str]
 
 
 def own_environment(data_dir: Path, gateway_url: str) -> dict[str, str]:
-    """Embedded defaults (as `make run` on a fresh clone) plus a secret per provider."""
+    """`make run`'s defaults on a fresh clone (the JWT and generic-http secrets made under
+    DATA_DIR), plus a secret for each provider `make run` leaves unconfigured."""
     return {
         "DATA_DIR": str(data_dir),
         "DATABASE_URL": "",  # the embedded Postgres: the demo agent is made on it
         "DEMO": "",
         "REDIS_URL": "",
         "APP_ENV": "development",
-        "JWT_SECRET": secrets.token_urlsafe(32),
-        "GENERIC_HTTP_SECRET": secrets.token_urlsafe(32),
+        "JWT_SECRET": "",
+        "GENERIC_HTTP_SECRET": "",
         "TWILIO_AUTH_TOKEN": secrets.token_hex(16),
         "TWILIO_ACCOUNT_SID": "AC" + secrets.token_hex(16),
         "VONAGE_SIGNATURE_SECRET": secrets.token_urlsafe(32),
+        # the caller id of a Vonage transfer: without one the gateway cannot render a transfer
+        "VONAGE_PHONE_NUMBER": "+15550100000",
         "PUBLIC_BASE_URL": gateway_url,
         "VOICE_PROVIDER": "generic-http",
         "LOG_FORMAT": "json",
