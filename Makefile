@@ -14,6 +14,7 @@ help:
 	@echo "make run     - create the environment, install, start both services (Ctrl-C stops both)"
 	@echo "make test    - run the test suite (Postgres/Redis on 127.0.0.1 if up, else its own)"
 	@echo "make dev     - like run, with auto-reload"
+	@echo "make call AGENT=<id> - talk to an agent from the terminal through the running gateway (console: /console)"
 	@echo "make lint    - ruff + mypy;  make fmt - format"
 	@echo "make token ROLE=admin - print a management JWT for local use"
 	@echo "make eval    - agent tests: run scenarios (SCENARIOS=evals/scenarios) against running services, else its own"
@@ -50,6 +51,14 @@ run: install
 
 dev: install
 	$(BIN)/python -m scripts.run --reload
+
+# A test call from the terminal (realtime_gateway/terminal_phone.py, also `vao-call`) to AGENT (the
+# default agent if unset), through the running gateway (GATEWAY_URL, default make run's), with an
+# operator token made here for the hour.
+.PHONY: call
+call: install
+	@VAO_TOKEN="$$($(BIN)/python -m scripts.token --role operator --sub make-call --ttl 3600)" \
+	  $(BIN)/python -m realtime_gateway.terminal_phone $(if $(AGENT),--agent $(AGENT))
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
