@@ -86,13 +86,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         scenarios = load_scenarios(args.paths)
     except (InvalidScenarios, SourceError, FileNotFoundError) as exc:
-        Console(stderr=True).print(f"refused: {exc}", highlight=False, markup=False)
+        print(f"refused:\n{exc}", file=sys.stderr)
         return EXIT_INVALID
     try:
         with _target(args, out) as target:
             runs = asyncio.run(run_scenarios(scenarios, target, _options(args)))
     except ServicesUnavailable as exc:
-        Console(stderr=True).print(str(exc), highlight=False, markup=False)
+        print(str(exc), file=sys.stderr)
         return EXIT_UNREACHABLE
     return report(runs, args, out)
 

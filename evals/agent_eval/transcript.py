@@ -75,8 +75,11 @@ class CallRecord:
 
     @property
     def status(self) -> Status:
-        statuses = [t.status for t in self.turns] + [_status(self.checks, self.error)]
-        return _worst(statuses)
+        """Of what was checked: a turn without expectations neither passes nor skips a call."""
+        statuses = [t.status for t in self.turns if t.checks or t.error]
+        if self.checks or self.error:
+            statuses.append(_status(self.checks, self.error))
+        return _worst(statuses) if statuses else "pass"
 
 
 @dataclass
@@ -92,6 +95,13 @@ class ScenarioRun:
         if self.error:
             return "fail"
         return _worst([c.status for c in self.calls]) if self.calls else "fail"
+
+    @property
+    def skipped(self) -> int:
+        """Checks not made (a rubric or a simulated caller without a model key)."""
+        checks = [c for call in self.calls for t in call.turns for c in t.checks]
+        checks += [c for call in self.calls for c in call.checks]
+        return sum(1 for c in checks if c.status == "skip")
 
     @property
     def latencies_ms(self) -> list[float]:

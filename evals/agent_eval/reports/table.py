@@ -34,15 +34,16 @@ def print_failures(runs: Sequence[ScenarioRun], console: Console) -> None:
     for run in runs:
         where = f"{run.scenario.name}" + (f" (run {run.repeat + 1})" if run.repeat else "")
         if run.error:
-            console.print(f"[bold red]FAIL[/] {escape(where)}: {escape(run.error)}")
+            console.print(f"[bold red]FAIL[/] {escape(where)}: {escape(run.error)}", soft_wrap=True)
         for call, turn, check in run.failures():
-            console.print(_failure(run, where, call, turn, check), highlight=False)
+            console.print(_failure(run, where, call, turn, check), highlight=False, soft_wrap=True)
         for call, turn, check in _skips(run):
             place = _place(run, call, turn)
             console.print(
                 f"[yellow]skip[/] {escape(where)} {escape(place)}: {check.name}: "
                 f"{escape(check.detail)}",
                 highlight=False,
+                soft_wrap=True,
             )
 
 
