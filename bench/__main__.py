@@ -846,6 +846,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of paced concurrency levels to run instead of the plan's (e.g. 200)",
     )
     parser.add_argument(
+        "--relay-levels",
+        default="",
+        help="comma list of relay concurrency levels (ours) instead of the plan's (e.g. 20)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the services at the top load (see logs dir)"
     )
     args = parser.parse_args(argv)
@@ -864,6 +869,12 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError:
             parser.error(f"--levels: not a comma list of integers: {args.levels!r}")
         plan = dataclasses.replace(plan, levels=levels)
+    if args.relay_levels:
+        try:
+            relay = tuple(int(x) for x in args.relay_levels.split(",") if x.strip())
+        except ValueError:
+            parser.error(f"--relay-levels: not a comma list of integers: {args.relay_levels!r}")
+        plan = dataclasses.replace(plan, relay_levels=relay)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = args.json.parent / f"{args.json.stem}-logs"
     shutil.rmtree(logs, ignore_errors=True)

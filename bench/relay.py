@@ -445,13 +445,15 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         try:
             for level in plan.relay_levels:
                 print(f"[bench] relay ours @{level}", file=sys.stderr, flush=True)
-                r = measured(
-                    ours,
-                    lambda level=level: _figures(
-                        client(gw.url, level, f"r{level}", ws_url=ws_url, voice_webhook=True)
-                    ),
-                    "prompts",
-                )
+                top = level == plan.relay_levels[-1]
+                with bench.profiling(ours, f"relay-{level}", when=top):
+                    r = measured(
+                        ours,
+                        lambda level=level: _figures(
+                            client(gw.url, level, f"r{level}", ws_url=ws_url, voice_webhook=True)
+                        ),
+                        "prompts",
+                    )
                 block["relay"][str(level)] = r
         finally:
             bench.stop(gw)

@@ -69,16 +69,28 @@ async def call_llm(
 ) -> LLMResult:
     from langchain_core.messages import AIMessage, AIMessageChunk
 
+    from orchestrator.llm.chat_model import PhoneChatOpenAI
+
     policy = policy or RetryPolicy()
-    runnable: Any = llm.bind_tools(tools) if tools else llm
     started = time.perf_counter()
     errors: list[str] = []
     streamed = 0
+
+    async def counted(text: str) -> None:
+        nonlocal streamed
+        streamed += len(text)
+        await on_token(text)  # type: ignore[misc]
+
+    lean = on_token is not None and isinstance(llm, PhoneChatOpenAI) and llm.streams_lean()
+    runnable: Any = None if lean else (llm.bind_tools(tools) if tools else llm)
     for attempt in range(1, policy.max_retries + 2):
         try:
             if on_token is None:
                 message = await runnable.ainvoke(list(messages))
                 assert isinstance(message, AIMessage)
+            elif lean:  # completion_stream.py: one parse a token
+                assert isinstance(llm, PhoneChatOpenAI)
+                message = await llm.stream_message(list(messages), tools=tools, on_token=counted)
             else:
                 full: AIMessageChunk | None = None
                 async for chunk in runnable.astream(list(messages)):

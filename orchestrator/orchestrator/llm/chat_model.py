@@ -47,6 +47,7 @@ SDK's `create` was ~17 % of the process's samples, the largest single share of a
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,8 +55,9 @@ import httpx
 import openai
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun
 from langchain_core.language_models import LanguageModelInput
-from langchain_core.messages import BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.outputs import ChatResult
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import (
     _add_gateway_metadata,
@@ -68,11 +70,16 @@ from openai._utils._json import openapi_dumps
 from openai.types.chat import ChatCompletion
 from pydantic import PrivateAttr
 
+from orchestrator.llm.completion_stream import CompletionFold
+from orchestrator.llm.completion_stream import chunks as completion_chunks
+
 # Moved out of the transformed body; each is sent as langchain-openai built it.
 UNTRANSFORMED_KEYS = ("messages", "tools")
 # `create()` arguments that are not body fields: a request with any of them keeps the SDK's path.
 PER_CALL_OPTIONS = ("extra_headers", "extra_query", "timeout")
 CHAT_PATH = "/chat/completions"
+RAW_RESPONSE = (b"X-Stainless-Raw-Response", b"true")
+_PER_REQUEST = (b"content-length", RAW_RESPONSE[0].lower())
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +92,9 @@ class SentRequest:
 
     @classmethod
     def of(cls, request: httpx.Request) -> SentRequest:
-        headers = [(k, v) for k, v in request.headers.raw if k.lower() != b"content-length"]
+        """Minus the body's length and the SDK's raw-response marker (sent by its raw-response
+        calls, not by its streams: `_replay` adds it back where the SDK would send it)."""
+        headers = [(k, v) for k, v in request.headers.raw if k.lower() not in _PER_REQUEST]
         return cls(request.url, headers, dict(request.extensions))
 
 
@@ -167,15 +176,75 @@ class PhoneChatOpenAI(ChatOpenAI):
             kwargs_.setdefault("refusal", message.get("refusal"))
         return result
 
-    async def _replay(self, sent: SentRequest, payload: dict[str, Any]) -> httpx.Response:
+    def streams_lean(self) -> bool:
+        """True when a streamed completion can be read by `stream_message`: a chat-completions
+        request with no structured output, no response headers or gateway metadata wanted, and
+        no callbacks or tracing that would expect langchain's per-chunk events."""
+        from langchain_core.tracers.context import _tracing_v2_is_enabled
+
+        return not (
+            self.callbacks
+            or self.include_response_headers
+            or self._uses_gateway
+            or self._use_responses_api(self.model_kwargs)
+            or _tracing_v2_is_enabled()
+        )
+
+    async def stream_message(
+        self,
+        messages: list[BaseMessage],
+        *,
+        tools: list[dict[str, Any]] | None,
+        on_token: Callable[[str], Awaitable[None]],
+    ) -> AIMessage:
+        """One streamed completion, each piece of text awaited into `on_token` as it arrives;
+        the whole answer returned as the `AIMessage` langchain's `astream` would merge
+        (`completion_stream.py`). Closing early (cancellation) closes the upstream request."""
+        kwargs: dict[str, Any] = {"stream": True}
+        if tools:
+            kwargs["tools"] = [convert_to_openai_tool(tool) for tool in tools]
+        if self._should_stream_usage(None, **kwargs):
+            kwargs["stream_options"] = {"include_usage": True}
+        payload = self._get_request_payload(messages, **kwargs)
+        fold = CompletionFold()
+        try:
+            response = await self._open_stream(payload)
+            try:
+                async for chunk in completion_chunks(response):
+                    if text := fold.add(chunk):
+                        await on_token(text)
+            finally:
+                await response.aclose()
+        except openai.BadRequestError as e:
+            _handle_openai_bad_request(e)
+        except openai.APIError as e:
+            _handle_openai_api_error(e)
+        return fold.message()  # type: ignore[no-any-return]
+
+    async def _open_stream(self, payload: dict[str, Any]) -> httpx.Response:
+        """The streamed response, its body not yet read: the SDK's request replayed when one was
+        learnt, else the SDK's own (and learnt from)."""
+        sent, own = self._sent, _own_options(payload)
+        if sent is not None and own:
+            return await self._replay(sent, payload, stream=True)
+        stream = await self.async_client.create(**payload)  # the SDK's stream, never iterated
+        response: httpx.Response = stream.response
+        if sent is None and own and replayable(self.root_async_client):
+            self._sent = SentRequest.of(response.request)
+        return response
+
+    async def _replay(
+        self, sent: SentRequest, payload: dict[str, Any], *, stream: bool = False
+    ) -> httpx.Response:
         """POST `payload` as the SDK would (its body merge and JSON encoder, the request it
-        sent before), read to the end; failures raised as the SDK raises them."""
+        sent before), read to the end unless `stream`; failures raised as the SDK raises them
+        (an error status is always read, for its message)."""
         body = {k: v for k, v in payload.items() if k != "extra_body"}
         body.update(payload.get("extra_body") or {})
         request = httpx.Request(
             "POST",
             sent.url,
-            headers=sent.headers,
+            headers=sent.headers if stream else [*sent.headers, RAW_RESPONSE],
             content=openapi_dumps(body),
             extensions=sent.extensions,
         )
@@ -185,10 +254,11 @@ class PhoneChatOpenAI(ChatOpenAI):
         try:
             response = await transport.handle_async_request(request)
             response.request = request
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
+            if not stream or response.status_code >= 400:
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except httpx.TimeoutException as err:
             raise openai.APITimeoutError(request=request) from err
         except Exception as err:
@@ -210,9 +280,14 @@ class PhoneChatOpenAI(ChatOpenAI):
 
 
 def _plain(payload: dict[str, Any]) -> bool:
-    """A request whose headers, query and timeout are the client's own: one to learn the SDK's
-    request from, and one that replaying it can send."""
-    return not payload.get("stream") and not any(key in payload for key in PER_CALL_OPTIONS)
+    """A request not streamed whose headers, query and timeout are the client's own: one to
+    learn the SDK's request from, and one that replaying it can send."""
+    return not payload.get("stream") and _own_options(payload)
+
+
+def _own_options(payload: dict[str, Any]) -> bool:
+    """No per-call headers, query or timeout: the client's own request, with this body."""
+    return not any(key in payload for key in PER_CALL_OPTIONS)
 
 
 def _completion_json(response: httpx.Response) -> dict[str, Any] | None:
