@@ -94,6 +94,7 @@ async def _step(turn: TurnRecord, reply: Awaitable[Reply], lines: Lines, said: s
     if said is not None:
         lines.append(("caller", said))
     lines.append(("agent", turn.reply.text))
+    turn.said_by = len(lines)
     return True
 
 
@@ -179,7 +180,7 @@ async def _check(
             memories=before,
         )
         if expect.rubric:
-            upto = lines[: _agent_line(lines, turn.reply)]
+            upto = lines[: turn.said_by]
             turn.checks.append(await _judge(ctx.model, expect.rubric, upto, last_reply=True))
     last = next((t.reply for t in reversed(record.turns) if t.reply is not None), None)
     memories: list[str] = []
@@ -191,15 +192,6 @@ async def _check(
         rubric = f"The caller's goal was met: {call.simulated.goal}"
     if rubric:
         record.checks.append(await _judge(ctx.model, rubric, lines, last_reply=False))
-
-
-def _agent_line(lines: Lines, reply: Reply) -> int:
-    """How many transcript lines lead up to and include this reply."""
-    count = 0
-    for i, (who, text) in enumerate(lines):
-        if who == "agent" and text == reply.text:
-            count = i + 1
-    return count or len(lines)
 
 
 async def _judge(model: Model | None, rubric: str, lines: Lines, *, last_reply: bool) -> Check:

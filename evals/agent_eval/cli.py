@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -77,6 +78,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         args_in.insert(0, "run")
     args = parser().parse_args(args_in)
     out = Console()
+    # SIGTERM as Ctrl-C: services started here are stopped either way (no orphans)
+    signal.signal(signal.SIGTERM, _interrupt)
+    try:
+        return _command(args, out)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _command(args: argparse.Namespace, out: Console) -> int:
     if args.command == "record":
         target = Target.from_env(gateway_url=args.gateway, orchestrator_url=args.orchestrator)
         return record(target, args.conversation_id, args.output, out)

@@ -12,14 +12,13 @@ turn N-1 was answered whole is known too.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, WebSocketException
 
-from agent_eval.errors import REPLY_TIMEOUT_S, PathError
+from agent_eval.errors import REPLY_TIMEOUT_S, PathError, close_socket
 
 SENT, FAILED = "message.sent", "error.occurred"
 
@@ -93,8 +92,4 @@ class EventWatch:
         return found
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await close_socket(self.ws, self._task)

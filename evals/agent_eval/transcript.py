@@ -57,6 +57,7 @@ class TurnRecord:
     reply: Reply | None = None
     turn_id: str | None = None  # the conversation's turn id, when known
     checks: list[Check] = field(default_factory=list)
+    said_by: int = 0  # transcript lines up to this reply (what a rubric about it reads)
     error: str | None = None
 
     @property

@@ -5,7 +5,6 @@ order, read by one task into a queue, so a turn can wait for the next frame with
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import Any
@@ -13,7 +12,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from agent_eval.providers.base import REPLY_TIMEOUT_S, PathError
+from agent_eval.errors import REPLY_TIMEOUT_S, PathError, close_socket
 
 
 class SocketClosed(PathError):
@@ -60,11 +59,7 @@ class FrameReader:
         return frame
 
     async def close(self) -> None:
-        with contextlib.suppress(Exception):
-            await self.ws.close()
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._task
+        await close_socket(self.ws, self._task)
 
     @property
     def closed(self) -> bool:

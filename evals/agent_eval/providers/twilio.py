@@ -23,11 +23,12 @@ VOICE_PATH = "/voice/webhook/twilio"
 
 class TwilioCall(ProviderCall):
     relay_expected: bool | None = False  # webhook turns: a <Gather> must come back
+    twiml: TwimlReply | None = None  # the last TwiML the gateway answered
 
     def new_call_id(self) -> str:
         return "CA" + uuid.uuid4().hex
 
-    def _form(self, **extra: str) -> dict[str, str]:
+    def form(self, **extra: str) -> dict[str, str]:
         return {
             "AccountSid": "AC" + "0" * 32,
             "ApiVersion": "2010-04-01",
@@ -62,8 +63,8 @@ class TwilioCall(ProviderCall):
     async def start(self) -> Reply:
         query = urlencode({"agent_id": self.setup.agent_id})
         url = f"{self.target.public_base}{VOICE_PATH}?{query}"
-        twiml, reply = await self.post(url, self._form(CallStatus="ringing"))
-        self._twiml = twiml
+        twiml, reply = await self.post(url, self.form(CallStatus="ringing"))
+        self.twiml = twiml
         if twiml.relay is not None and self.relay_expected is False:
             raise PathError(
                 "the gateway answered ConversationRelay: the agent talks in relay mode; use "
@@ -73,7 +74,8 @@ class TwilioCall(ProviderCall):
         return reply
 
     async def turn(self, turn: CallerTurn) -> Reply:
-        if not self._twiml.gather_url:
+        url = self.twiml.gather_url if self.twiml is not None else None
+        if not url:
             raise PathError("the last TwiML did not listen (<Gather>): nothing to answer")
         self.turns += 1
         fields: dict[str, Any] = {"CallStatus": "in-progress"}
@@ -81,16 +83,16 @@ class TwilioCall(ProviderCall):
             fields.update(SpeechResult=turn.text, Confidence="0.92")
         elif turn.action == "dtmf":
             fields["Digits"] = turn.text
-        url = self._twiml.gather_url
-        twiml, reply = await self.post(url, self._form(**fields))
-        self._twiml = twiml
+        twiml, reply = await self.post(url, self.form(**fields))
+        self.twiml = twiml
         reply.turn_id = parse_qs(urlsplit(url).query).get("turn", [str(self.turns)])[0]
         return reply
 
     async def hang_up(self) -> None:
-        if getattr(self, "_twiml", None) is not None and self._twiml.dial_url:
-            await self.post(self._twiml.dial_url, self._form(DialCallStatus="completed"))
+        dial_url = self.twiml.dial_url if self.twiml is not None else None
+        if dial_url:  # the transfer: the person answered, and the call went on with them
+            await self.post(dial_url, self.form(DialCallStatus="completed"))
         await self.post(
             f"{self.target.public_base}{VOICE_PATH}/status",
-            self._form(CallStatus="completed", CallDuration="30"),
+            self.form(CallStatus="completed", CallDuration="30"),
         )

@@ -33,7 +33,7 @@ class TwilioRelayCall(StreamCall):
 
     async def start(self) -> Reply:
         reply = await self.webhooks.start()
-        relay = self.webhooks._twiml.relay
+        relay = self.webhooks.twiml.relay if self.webhooks.twiml is not None else None
         if relay is None:
             raise PathError(
                 "the gateway answered <Gather>, not ConversationRelay: the agent talks in "
@@ -88,11 +88,11 @@ class TwilioRelayCall(StreamCall):
         handoff = str(frame.get("handoffData") or "")
         twiml, _ = await self.webhooks.post(
             self.relay.action_url,
-            self.webhooks._form(
+            self.webhooks.form(
                 CallStatus="in-progress", SessionStatus="ended", HandoffData=handoff
             ),
         )
-        self.webhooks._twiml = twiml
+        self.webhooks.twiml = twiml
         if twiml.actions:
             return twiml.actions
         data = json.loads(handoff) if handoff.startswith("{") else {}
