@@ -44,7 +44,13 @@ from pathlib import Path
 from cosmic_ray.commands.init import init as cr_init
 from cosmic_ray.mutating import mutate_and_test
 from cosmic_ray.work_db import WorkDB, use_db
-from cosmic_ray.work_item import MutationSpec, TestOutcome, WorkerOutcome, WorkResult
+from cosmic_ray.work_item import (
+    MutationSpec,
+    TestOutcome,
+    WorkerOutcome,
+    WorkItem,
+    WorkResult,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 STATE = ROOT / ".data" / "mutate"
@@ -126,16 +132,25 @@ BY_NAME = {m.name: m for m in MODULES}
 # A survivor not listed here is reported as a missing test.
 _ONLY_SPEED = "a short cut only: every size past 19 digits is not a card (no network is longer)"
 EQUIVALENT: dict[tuple[str, int, str] | tuple[str, int, str, str], str] = {
-    ("redaction", 128, "core/NumberReplacer"): (
+    ("redaction", 128, "core/NumberReplacer", "> 8"): (
         "`d > 8` for `d > 9`: d was doubled, so it is even and never 9"
     ),
-    ("redaction", 154, "core/NumberReplacer"): (
+    ("redaction", 154, "core/NumberReplacer", "> 20"): (
         "`size > 20` for `size > 19`: size 20 is then tried, and no card network has 20 digits"
     ),
     ("redaction", 155, "core/ReplaceBreakWithContinue"): _ONLY_SPEED,
     ("redaction", 158, "core/ReplaceComparisonOperator_GtE_Eq"): _ONLY_SPEED,
     ("redaction", 159, "core/ReplaceBreakWithContinue"): _ONLY_SPEED,
-    ("redaction", 182, "core/NumberReplacer"): (
+    ("redaction", 156, "core/NumberReplacer", ">= 12"): (
+        "`size >= 12` for `size >= 13`: no card network's number is shorter than 13 digits, "
+        "so `is_card_number` refuses 12 anyway"
+    ),
+    ("redaction", 158, "core/NumberReplacer", ">= 20"): _ONLY_SPEED,
+    ("redaction", 405, "core/NumberReplacer", ">= 2"): (
+        "what is held always has a digit or digit word in it (nothing is held before one), so "
+        "with two words one of the last two is one of them and the number is not over either way"
+    ),
+    ("redaction", 182, "core/NumberReplacer", ">= 12"): (
         "`total >= 12` for `total >= 13`: `_find_card` only tries 13 digits and more"
     ),
     ("auth", 79, "core/ReplaceBinaryOperator_BitOr_Add"): (
@@ -144,6 +159,25 @@ EQUIVALENT: dict[tuple[str, int, str] | tuple[str, int, str, str], str] = {
     ("auth", 52, "core/ReplaceTrueWithFalse", "slots=False"): (
         "slots only change how `Principal` is stored: frozen, it refuses every assignment "
         "either way, and nothing reads its `__dict__` or takes a weak reference to it"
+    ),
+    **{
+        ("addresses", line, "core/ReplaceComparisonOperator_Is_Eq"): (
+            "`classify` returns one of the three `AddressClass` members, whose values differ: "
+            "`==` and `is` agree on every one"
+        )
+        for line in (91, 97, 99)
+    },
+    ("addresses", 54, "core/NumberReplacer", '"%", 2'): (
+        "the first piece of a split is the text before the first `%`, whatever the maxsplit"
+    ),
+    ("ratelimit", 58, "core/ReplaceTrueWithFalse", "slots=False"): (
+        "slots only change how `Decision` is stored: frozen, it refuses every assignment "
+        "either way, and nothing reads its `__dict__` or takes a weak reference to it"
+    ),
+    ("ratelimit", 86, "core/NumberReplacer", "-1, stats.remaining"): (
+        "`max(-1, remaining)`: `limits` never counts more hits than the limit under one key "
+        "(a hit past it is refused, not stored, and the key holds the limit), so remaining is "
+        "never below 0"
     ),
     ("calls-turns", 118, "core/NumberReplacer"): (
         "the `CallStore` protocol's default: never called (each store has its own default)"
@@ -327,7 +361,14 @@ def run_module(module: Module, jobs: int, workdir: Path) -> Path:
         seen = set()
         annotations = _annotation_spans(ROOT / module.path)
         in_annotations = 0
-        for item in sorted(pending, key=lambda i: (i.mutations[0].operator_name, i.job_id)):
+
+        # In the file's order, so the mutant kept at a site is the same on every run (job ids
+        # are random): the first occurrence cosmic-ray makes there.
+        def order(item: WorkItem) -> tuple[str, tuple[int, int], int]:
+            (spec,) = item.mutations
+            return (spec.operator_name, tuple(spec.start_pos), spec.occurrence)
+
+        for item in sorted(pending, key=order):
             (spec,) = item.mutations
             site = (spec.operator_name.split("_")[0], spec.start_pos, spec.end_pos)
             redundant = ONE_PER_SITE and site in seen

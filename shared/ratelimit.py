@@ -86,8 +86,9 @@ class RateLimiter:
         return Decision(allowed, self.item.amount, max(0, stats.remaining), retry)
 
     async def aclose(self) -> None:
-        reset = getattr(self._storage, "storage", None)
-        close = getattr(reset, "aclose", None)
+        # `limits` keeps its Redis client on the storage's bridge (an in-process store has none)
+        client = getattr(getattr(self._storage, "bridge", None), "storage", None)
+        close = getattr(client, "aclose", None)
         if close is not None:
             try:
                 await close()

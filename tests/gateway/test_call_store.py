@@ -153,6 +153,22 @@ async def test_an_ended_call_never_comes_back_to_life(store: CallStore) -> None:
     assert [c.call_id for c in await store.list_recent(status="active")] == []
 
 
+async def test_a_turn_after_the_ended_marker_expired_still_finds_the_call_ended(
+    store: CallStore,
+) -> None:
+    """The record outlives the ended marker (in process, records are bounded by count, not
+    time): its own `ended_at` still says the call is over."""
+    await store.create(LiveCall("old-end", "twilio"))
+    assert await store.mark_ended("old-end", "completed")
+    if isinstance(store, MemoryCallStore):
+        store._ended = type(store._ended)()  # the day-long marker has expired
+    else:
+        assert isinstance(store, RedisCallStore)
+        await store._r.delete(f"{store._p}ended:old-end")
+    step = await store.begin_turn(LiveCall("old-end", "twilio"), "turn:old-end:9")
+    assert step.ended is True and step.call is not None and step.call.ended
+
+
 async def test_begin_turn_tracks_a_new_call_and_counts_each_turn_once(store: CallStore) -> None:
     first = await store.begin_turn(LiveCall("t1", "vonage", caller="+15550001111"), "turn:t1:1")
     assert (first.created, first.first, first.ended) == (True, True, False)

@@ -42,6 +42,7 @@ PUBLIC, INTERNAL, FORBIDDEN = AddressClass.PUBLIC, AddressClass.INTERNAL, Addres
         ("::ffff:127.0.0.1", INTERNAL),
         ("::127.0.0.1", INTERNAL),  # IPv4-compatible
         ("::10.0.0.1", INTERNAL),
+        ("::2", FORBIDDEN),  # IPv4-compatible 0.0.0.2 (`is_global` calls the IPv6 form global)
         ("::ffff:0:7f00:1", INTERNAL),  # IPv4-translated
         ("64:ff9b::127.0.0.1", INTERNAL),  # NAT64 with an embedded private v4
         ("64:ff9b::a00:1", INTERNAL),
@@ -50,6 +51,11 @@ PUBLIC, INTERNAL, FORBIDDEN = AddressClass.PUBLIC, AddressClass.INTERNAL, Addres
         ("2002:a00:1::1", INTERNAL),  # 6to4 of 10.0.0.1
         ("2002:7f00:1::", INTERNAL),  # 6to4 of 127.0.0.1
         ("2002:c0a8:101::1", INTERNAL),  # 6to4 of 192.168.1.1
+        # Teredo: judged by its client (the last 32 bits, inverted), not its server
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", PUBLIC),  # server 65.54.227.120, client 8.8.8.8
+        ("2001:0:a00:1:8000:63bf:f7f7:f7f7", PUBLIC),  # server 10.0.0.1, client 8.8.8.8
+        ("2001:0:4136:e378:8000:63bf:f5ff:fffe", INTERNAL),  # client 10.0.0.1
+        ("2001:0:4136:e378:8000:63bf:5601:5601", FORBIDDEN),  # client 169.254.169.254
         # never: link-local / metadata, unspecified, multicast, reserved
         ("169.254.169.254", FORBIDDEN),
         ("169.254.0.1", FORBIDDEN),
