@@ -23,6 +23,7 @@ import httpx
 from pydantic import BaseModel, ValidationError
 
 from realtime_gateway.circuit_breaker import CircuitBreaker
+from shared import sse
 from shared.auth import ServiceTokenSource
 from shared.contract import (
     IDEMPOTENCY_HEADER,
@@ -93,27 +94,26 @@ class OrchestratorClient:
         `TurnReply`. Raises `OrchestratorUnavailable` (before or during the stream). Closing the
         iterator (barge-in) closes the request at once, and the orchestrator closes the model's.
         No retry: a stream already heard in part cannot be replayed."""
-        headers = {
-            "Authorization": f"Bearer {self._tokens.token()}",
-            "Accept": "text/event-stream",
-            "Content-Type": "application/json",
-            IDEMPOTENCY_HEADER: idempotency_key(call_id, turn_id),
-        }
-        rid = request_id_var.get()
-        if rid:
-            headers[REQUEST_ID_HEADER] = rid
-        url = f"/conversations/{_seg(call_id)}/messages"
-        timeout = httpx.Timeout(self._budget_s, connect=self._connect_s)
+        headers = self._headers(idempotency_key(call_id, turn_id))
+        headers.append((b"Accept", b"text/event-stream"))
+        # Straight to the pooled transport, as `_send`; each read waits at most the budget.
+        request = httpx.Request(
+            "POST",
+            httpx.URL(f"{self._base}/conversations/{_seg(call_id)}/messages"),
+            headers=headers,
+            content=body.model_dump_json().encode(),
+            extensions={"timeout": _timeouts(self._connect_s, self._budget_s)},
+        )
         try:
-            async with self._http.stream(
-                "POST", url, content=body.model_dump_json(), headers=headers, timeout=timeout
-            ) as r:
+            r = await self._transport.handle_async_request(request)
+            r.request = request
+            try:
                 if r.status_code >= 400:
                     await r.aread()
                     raise OrchestratorUnavailable(
                         f"orchestrator refused the streamed turn ({r.status_code})", r.status_code
                     )
-                async for event, data in _sse(r.aiter_lines()):
+                async for event, data in sse.events(r.aiter_raw()):
                     if event == "token":
                         yield str(json.loads(data).get("text") or "")
                     elif event == "reply":
@@ -123,6 +123,8 @@ class OrchestratorClient:
                         raise OrchestratorUnavailable(
                             f"orchestrator failed mid-reply: {data[:200]}"
                         )
+            finally:
+                await r.aclose()
         except httpx.HTTPError as exc:
             raise OrchestratorUnavailable(
                 f"orchestrator stream failed: {type(exc).__name__}"
@@ -178,15 +180,7 @@ class OrchestratorClient:
     async def _attempts(
         self, path: str, body: BaseModel, model: type[M], idempotency: str | None
     ) -> M:
-        headers = [
-            (b"Authorization", f"Bearer {self._tokens.token()}".encode()),
-            (b"Content-Type", b"application/json"),
-        ]
-        rid = request_id_var.get()
-        if rid:
-            headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
-        if idempotency:
-            headers.append((IDEMPOTENCY_HEADER.encode(), idempotency.encode()))
+        headers = self._headers(idempotency)
         content = body.model_dump_json().encode()
         url = httpx.URL(self._base + path)
         deadline = time.monotonic() + self._budget_s
@@ -245,6 +239,19 @@ class OrchestratorClient:
                 raise OrchestratorUnavailable("orchestrator sent a malformed reply") from exc
         raise last or OrchestratorUnavailable(f"orchestrator timed out after {self._budget_s}s")
 
+    def _headers(self, idempotency: str | None) -> list[tuple[bytes, bytes]]:
+        """Every request's: the service token, JSON, the request id, the idempotency key."""
+        headers = [
+            (b"Authorization", f"Bearer {self._tokens.token()}".encode()),
+            (b"Content-Type", b"application/json"),
+        ]
+        rid = request_id_var.get()
+        if rid:
+            headers.append((REQUEST_ID_HEADER.encode(), rid.encode()))
+        if idempotency:
+            headers.append((IDEMPOTENCY_HEADER.encode(), idempotency.encode()))
+        return headers
+
     async def _send(
         self, url: httpx.URL, headers: list[tuple[bytes, bytes]], content: bytes, remaining: float
     ) -> httpx.Response:
@@ -256,14 +263,7 @@ class OrchestratorClient:
             url,
             headers=headers,
             content=content,
-            extensions={
-                "timeout": {
-                    "connect": connect,
-                    "read": remaining,
-                    "write": remaining,
-                    "pool": remaining,
-                }
-            },
+            extensions={"timeout": _timeouts(connect, remaining)},
         )
         response = await self._transport.handle_async_request(request)
         response.request = request
@@ -274,20 +274,9 @@ class OrchestratorClient:
         return response
 
 
-async def _sse(lines: AsyncIterator[str]) -> AsyncIterator[tuple[str, str]]:
-    """(event, data) for each server-sent event."""
-    event, data = "message", list[str]()
-    async for line in lines:
-        if not line:
-            if data:
-                yield event, "\n".join(data)
-            event, data = "message", []
-        elif line.startswith("event:"):
-            event = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-    if data:
-        yield event, "\n".join(data)
+def _timeouts(connect: float, each: float) -> dict[str, float]:
+    """httpx's per-request timeouts: connect, and `each` for every read, write and pool wait."""
+    return {"connect": connect, "read": each, "write": each, "pool": each}
 
 
 def _seg(value: str) -> str:

@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import openai
 
+from shared import sse
+
 DONE = b"[DONE]"
 
 
@@ -110,26 +112,20 @@ async def chunks(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
     Raises `openai.APIError` for an `error` object in the stream (as the SDK does), and the
     SDK's timeout/connection errors for a read that fails."""
     request = response.request
-    pending = b""
     try:
-        async for raw in response.aiter_raw():
-            pending += raw
-            if b"\n" not in raw:
+        async for line in sse.lines(response.aiter_raw()):
+            if not line.startswith(b"data:"):
+                continue  # blank separators, `event:`/`id:`/`:` comment lines
+            data = line[5:].strip()
+            if data == DONE:
+                return
+            if not data:
                 continue
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue  # blank separators, `event:`/`id:`/`:` comment lines
-                data = line[5:].strip()
-                if data == DONE:
-                    return
-                if not data:
-                    continue
-                chunk = json.loads(data)
-                if isinstance(chunk, dict):
-                    if chunk.get("error"):
-                        raise _stream_error(chunk, request)
-                    yield chunk
+            chunk = json.loads(data)
+            if isinstance(chunk, dict):
+                if chunk.get("error"):
+                    raise _stream_error(chunk, request)
+                yield chunk
     except httpx.TimeoutException as err:
         raise openai.APITimeoutError(request=request) from err
     except httpx.TransportError as err:
