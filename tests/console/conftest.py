@@ -3,8 +3,9 @@ the model an OpenAI-compatible fake streaming slowly (`bench/fake_llm.py`: a fir
 150 ms, then one every 120 ms), the generic-http bridge's REST API faked at the HTTP level (a
 local server that records the dials), and Debian's headless Chromium driven by Playwright.
 
-Everything is session-scoped and shared by the console tests; each test signs in with a token
-of its own subject (its own management rate-limit budget) and makes its own calls and agents.
+The services are session-scoped, the browser this folder's, both shared by the console tests;
+each test signs in with a token of its own subject (its own management rate-limit budget) and
+makes its own calls and agents.
 Every page records the URLs it requested: a test fails if one leaves the machine.
 """
 
@@ -159,8 +160,11 @@ def services(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
         bridge.server.shutdown()
 
 
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
+@pytest.fixture(scope="package")
+def browser(services: Services) -> Iterator[Any]:
+    """Chromium for this folder's tests only: Playwright's sync API holds an event loop as the
+    thread's running one while it lives, so the session's `asyncio.run` fixtures (made first:
+    `services`) and the async tests of other folders (after this one's teardown) keep working."""
     os.environ.setdefault("PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD", "1")
     from playwright.sync_api import sync_playwright
 

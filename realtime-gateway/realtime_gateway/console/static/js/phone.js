@@ -185,11 +185,15 @@ export class TestPhone {
   }
 
   hangUp() {
-    if (!this.socket) return;
+    const socket = this.socket;
+    if (!socket) return;
     this.bargeIn();
-    this.socket.send(JSON.stringify({ type: "end" }));
+    socket.send(JSON.stringify({ type: "end" }));
+    this.socket = null;
+    this.finishReply();
+    this.inCall(false);
     this.status("Call ended (you hung up)");
-    this.socket.close();
+    socket.close();
   }
 
   /** Speak what is complete of the reply (whole sentences; everything once it is done). */

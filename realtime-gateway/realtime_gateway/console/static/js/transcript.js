@@ -93,7 +93,7 @@ export class TranscriptView {
       turn.withheld = data.personal_data === "withheld";
     } else if (ev.type === "message.sent") {
       const turn = this.turn(data.turn_id);
-      turn.agent = data.text ?? turn.agent;
+      turn.agent = "text" in data ? data.text : turn.agent; // null: withheld from this reader
       turn.actions = data.actions || turn.actions;
       turn.timings = { ...(data.latency_ms !== undefined ? { round_trip: data.latency_ms } : {}), ...(data.timings_ms || {}) };
       turn.withheld = data.personal_data === "withheld";
