@@ -69,6 +69,7 @@ def where_to_go(gw_port: int, orch_port: int) -> str:
         f"  gateway       {gw}   webhooks /voice/webhook/<provider>, events ws://127.0.0.1:"
         f"{gw_port}/ws?token=…",
         f"  orchestrator  {orch}   agents, conversations, knowledge",
+        f"  console       {gw}/console   sign in with a token (below); make call: a test call",
         f"  OpenAPI       {orch}/docs (try it) · {gw}/openapi.json (with a token)",
         '  token         make token ROLE=admin   e.g. curl -H "Authorization: Bearer $(make -s '
         f'token)" {gw}/voice/calls',

@@ -38,6 +38,7 @@ from websockets.asyncio.client import ClientConnection
 DEFAULT_GATEWAY = f"http://127.0.0.1:{os.environ.get('GATEWAY_PORT') or 3000}"
 DESCRIPTION = "A test call to an agent from the terminal, through the running gateway."
 HELP = "Type what the caller says. /dtmf 123 keys digits; /hangup, Ctrl-D or Ctrl-C ends the call."
+PROMPT_DELAY_S = 0.15
 _DTMF = re.compile(r"/dtmf\s+([0-9*#]+)")
 
 
@@ -115,6 +116,7 @@ class Phone:
     end_reason: str = ""
     lines: asyncio.Queue[str | None] = field(default_factory=asyncio.Queue)
     _buffer: bytes = b""
+    _prompt: asyncio.TimerHandle | None = None
 
     def say(self, text: str = "", end: str = "\n") -> None:
         self.out.write(text + end)
@@ -141,15 +143,17 @@ class Phone:
                     for task in tasks:
                         task.cancel()
                     await asyncio.gather(*tasks, return_exceptions=True)
-                if self.end_reason.startswith("you"):
-                    with contextlib.suppress(websockets.ConnectionClosed):
-                        await ws.send(json.dumps({"type": "end"}))
+                # The caller's side hangs up, also after the agent's transfer or hang-up (there
+                # is no one to transfer a test call to): the gateway ends the call there.
+                with contextlib.suppress(websockets.ConnectionClosed):
+                    await ws.send(json.dumps({"type": "end"}))
         except (OSError, websockets.InvalidHandshake, TimeoutError) as exc:
             self.say(f"vao-call: the call's socket did not open: {exc}")
             return 1
         finally:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signal.SIGINT)
+        self._cancel_prompt()
         self.say(f"\ncall ended ({self.end_reason or 'the gateway closed it'})")
         return 0
 
@@ -231,10 +235,13 @@ class Phone:
         elif kind == "text":
             self._token(str(frame.get("token") or ""), bool(frame.get("last")))
         elif kind == "action":
+            self._cancel_prompt()
             self.say(f"  [action: {describe(frame.get('action') or {})}]")
+            self._prompt_soon()
         elif kind == "error":
             self.say(f"  [error: {(frame.get('error') or {}).get('message')}]")
         elif kind == "end":
+            self._cancel_prompt()
             self.end_reason = f"the agent ended it: {frame.get('reason')}"
             return True
         return False
@@ -252,7 +259,18 @@ class Phone:
             reply.done = True
             first, total = reply.first_at - reply.asked_at, time.perf_counter() - reply.asked_at
             self.say(f"\n  [first word {milliseconds(first)} · reply {milliseconds(total)}]")
-            self.say("you> ", end="")
+            self._prompt_soon()
+
+    def _prompt_soon(self) -> None:
+        """`you> `, unless the reply's actions (sent right after it) or the call's end come
+        first: they are printed before it, or instead of it."""
+        self._cancel_prompt()
+        self._prompt = asyncio.get_running_loop().call_later(PROMPT_DELAY_S, self.say, "you> ", "")
+
+    def _cancel_prompt(self) -> None:
+        if self._prompt is not None:
+            self._prompt.cancel()
+            self._prompt = None
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -85,6 +85,7 @@ class Services:
     orchestrator: Service
     llm: Service
     bridge: FakeBridge
+    gateway_env: dict[str, str]  # to start another gateway like it
 
     @property
     def console(self) -> str:
@@ -94,11 +95,11 @@ class Services:
         sub = sub or f"console-{role}-{uuid.uuid4().hex[:8]}"
         return mint_token(JWT_SECRET, sub=sub, role=role, ttl_s=ttl_s)
 
-    def webhook(self, event: dict[str, Any]) -> dict[str, Any]:
+    def webhook(self, event: dict[str, Any], gateway: str | None = None) -> dict[str, Any]:
         """Post one signed generic-http event, as a bridge does; its JSON answer."""
         body = json.dumps(event).encode()
         r = httpx.post(
-            f"{self.gateway.url}/voice/webhook/generic-http",
+            f"{gateway or self.gateway.url}/voice/webhook/generic-http",
             content=body,
             headers=sign(body),
             timeout=20,
@@ -155,7 +156,7 @@ def services(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 with run_service(
                     "gateway", "realtime_gateway.app:create_app", gw_env, data_dir, port
                 ) as gw:
-                    yield Services(gw, orch, llm, bridge)
+                    yield Services(gw, orch, llm, bridge, gw_env)
     finally:
         bridge.server.shutdown()
 
@@ -184,9 +185,9 @@ class Console:
     services: Services
     requested: list[str] = field(default_factory=list)
 
-    def sign_in(self, role: str = "operator", token: str | None = None) -> str:
-        token = token or self.services.token(role)
-        self.page.goto(self.services.console)
+    def sign_in(self, role: str = "operator", url: str | None = None) -> str:
+        token = self.services.token(role)
+        self.page.goto(url or self.services.console)
         self.page.get_by_label("Access token (management JWT)").fill(token)
         self.page.get_by_role("button", name="Sign in").click()
         self.page.locator("#connection[data-state=live]").wait_for(timeout=WAIT_MS)

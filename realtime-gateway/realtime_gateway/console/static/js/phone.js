@@ -110,10 +110,17 @@ export class TestPhone {
       case "error":
         this.error(frame.error ? frame.error.message : "error");
         break;
-      case "end":
+      case "end": {
+        // After the agent's transfer or hang-up the caller's side hangs up too (a test call has
+        // no one to transfer to): the gateway ends the call.
+        const socket = this.socket;
         this.status(`Call ended (${frame.reason})`);
-        if (this.socket) this.socket.close();
+        if (socket) {
+          socket.send(JSON.stringify({ type: "end" }));
+          socket.close();
+        }
         break;
+      }
       default:
         break;
     }
