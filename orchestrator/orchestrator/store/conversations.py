@@ -44,6 +44,37 @@ _INSERT_MESSAGE = (
     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING "
 )
 
+# A call start in one statement: the call row unless it exists, then its conversation (RETURNING
+# nothing when the conversation exists: a duplicate start). The conversation's foreign key to
+# the call is checked at the statement's end, so the CTE's call row satisfies it.
+_INSERT_START = """
+WITH new_call AS (
+    INSERT INTO calls (call_id, provider, direction, caller, callee, metadata)
+    VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO NOTHING
+)
+INSERT INTO conversations (id, call_id, agent_id, caller, callee, provider, metadata)
+VALUES ($7, $1, $8, $4, $5, $2, $6) ON CONFLICT (id) DO NOTHING
+RETURNING *
+"""
+
+# A call end in one statement: the conversation ended once (no row when it had ended already),
+# its messages gone if its caller was forgotten while the call was live, its call closed.
+_END = """
+WITH ended AS (
+    UPDATE conversations SET status = 'ended', ended_at = now(), end_reason = $2
+    WHERE id = $1 AND status = 'active'
+    RETURNING *
+), purged AS (
+    DELETE FROM messages
+    WHERE conversation_id IN (SELECT id FROM ended WHERE forgotten_at IS NOT NULL)
+), closed AS (
+    UPDATE calls SET status = $3, ended_at = coalesce(ended_at, now()),
+        duration_s = coalesce($4, extract(epoch FROM now() - started_at))
+    WHERE call_id IN (SELECT call_id FROM ended)
+)
+SELECT * FROM ended
+"""
+
 # Both rows of a turn in one statement: the assistant row is inserted only if the user row was
 # (ON CONFLICT DO NOTHING waits for a concurrent duplicate to commit or roll back first).
 _INSERT_TURN = f"""
@@ -210,30 +241,20 @@ class ConversationStore:
         agent_id: str | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> tuple[Conversation, bool]:
-        """Create the call and its conversation unless they exist; `(conversation, created)`."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                "INSERT INTO calls (call_id, provider, direction, caller, callee, metadata) "
-                "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (call_id) DO NOTHING",
+        """Create the call and its conversation unless they exist; `(conversation, created)`.
+        One statement (`_INSERT_START`), atomic as a statement is: a call start is on the
+        caller's path and each round trip wakes two processes."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(
+                _INSERT_START,
                 call_id,
                 provider,
                 direction,
                 caller,
                 callee,
                 metadata or {},
-            )
-            row = await conn.fetchrow(
-                "INSERT INTO conversations "
-                "(id, call_id, agent_id, caller, callee, provider, metadata) "
-                "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (id) DO NOTHING "
-                "RETURNING *",
                 conversation_id,
-                call_id,
                 agent_id,
-                caller,
-                callee,
-                provider,
-                metadata or {},
             )
             if row is not None:
                 return Conversation.from_row(row), True
@@ -260,32 +281,17 @@ class ConversationStore:
         duration_s: float | None = None,
     ) -> tuple[Conversation | None, bool]:
         """Close the conversation and its call once; `(conversation, ended_now)`, or
-        `(None, False)` when there is no such conversation."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            row = await conn.fetchrow(
-                "UPDATE conversations SET status = 'ended', ended_at = now(), end_reason = $2 "
-                "WHERE id = $1 AND status = 'active' RETURNING *",
-                conversation_id,
-                reason,
-            )
+        `(None, False)` when there is no such conversation. One statement (`_END`): the
+        conversation, its messages if its caller was forgotten while the call was live, and its
+        call, together."""
+        async with self._pool.acquire() as conn:
+            row = await conn.fetchrow(_END, conversation_id, reason, status, duration_s)
             if row is None:
                 existing = await conn.fetchrow(
                     f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = $1",  # noqa: S608
                     conversation_id,
                 )
                 return (Conversation.from_row(existing), False) if existing else (None, False)
-            if row["forgotten_at"] is not None:
-                # Its caller was forgotten while the call was live: what its last turns stored
-                # goes too.
-                await conn.execute("DELETE FROM messages WHERE conversation_id = $1", row["id"])
-            await conn.execute(
-                "UPDATE calls SET status = $2, ended_at = coalesce(ended_at, now()), "
-                "duration_s = coalesce($3, extract(epoch FROM now() - started_at)) "
-                "WHERE call_id = $1",
-                row["call_id"],
-                status,
-                duration_s,
-            )
         return Conversation.from_row(row), True
 
     async def set_summary(self, conversation_id: str, summary: str) -> bool:
