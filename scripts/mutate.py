@@ -20,7 +20,10 @@ database; `cr-report <db>` reads it too.
     MUTATE_JOBS=2 ...                            # workers (default: the CPU count, at most 4)
 
 Survivors judged equivalent are listed in EQUIVALENT (module, line, operator, reason); every
-other survivor is reported as a missing test.
+other survivor is reported as a missing test. Mutants inside type annotations are not run and
+count as equivalent (every module here postpones annotations, so none is ever evaluated). A run
+of every module records its wall time, which the report shows (the target: under 30 minutes
+with MUTATE_JOBS=2 on a loaded 2-core machine).
 """
 
 from __future__ import annotations
@@ -185,10 +188,34 @@ EQUIVALENT: dict[tuple[str, int, str] | tuple[str, int, str, str], str] = {
 }
 
 
+# Survivors that are not equivalent but have no test, and why: still counted as survivors.
+NO_TEST: dict[tuple[str, int, str] | tuple[str, int, str, str], str] = {
+    ("calls-turns", 434, "core/NumberReplacer", "max( 2"): (
+        "a key kept 2 ms instead of 1 for a TTL under 2 ms: Redis cannot be read within a "
+        "millisecond without a race, and the value sent sits at a position in the Lua script's "
+        "arguments a test would have to hard-code (`first_time`'s is checked on `SET`)"
+    ),
+    ("redaction", 356, "core/NumberReplacer", "range( 3)"): (
+        "a third pass would also redact a 3-4 digit number said after a second date after a "
+        "card; a test of two passes would pin a result that redacting once more changes"
+    ),
+}
+
+
 def _equivalence(module: str, line: int, operator: str, diff: str) -> str | None:
     """The reason a survivor is equivalent, if EQUIVALENT lists it."""
+    return _lookup(EQUIVALENT, module, line, operator, diff)
+
+
+def _lookup(
+    table: dict[tuple[str, int, str] | tuple[str, int, str, str], str],
+    module: str,
+    line: int,
+    operator: str,
+    diff: str,
+) -> str | None:
     added = "\n".join(ln for ln in diff.splitlines() if ln.startswith("+"))
-    for key, reason in EQUIVALENT.items():
+    for key, reason in table.items():
         if key[:3] == (module, line, operator) and (len(key) == 3 or key[3] in added):
             return reason
     return None
@@ -482,6 +509,9 @@ def write_report() -> None:
                 else:
                     survived_missing += 1
                 verdict = f"equivalent: {reason}" if reason else "**missing test**"
+                why_not = _lookup(NO_TEST, module.name, line, spec.operator_name, diff)
+                if why_not and not reason:
+                    verdict += f" (none written: {why_not})"
                 surv_lines.append(
                     f"- line {line}, `{spec.operator_name}` in `{spec.definition_name}`: "
                     f"{verdict}\n\n  ```diff\n"

@@ -111,6 +111,25 @@ async def test_a_turn_key_is_forgotten_after_a_day(monkeypatch: pytest.MonkeyPat
     assert (await store.begin_turn(call, key)).first is True
 
 
+async def test_a_ttl_goes_to_redis_in_milliseconds_never_below_one(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What Redis is asked to keep a dedupe key for (the only place a 1 ms TTL shows)."""
+    store = RedisCallStore(aioredis.from_url(redis_url), prefix=f"vao:test-px:{time.time_ns()}:")
+    sent: list[int] = []
+    real_set = store._r.set
+
+    async def spy(*args: object, **kwargs: object) -> object:
+        sent.append(int(str(kwargs["px"])))
+        return await real_set(*args, **kwargs)
+
+    monkeypatch.setattr(store._r, "set", spy)
+    for i, ttl_s in enumerate((0, 0.0004, 0.0019, 1.5, SEEN_TTL_S)):
+        assert await store.first_time(f"px-{i}", ttl_s) is True
+    assert sent == [1, 1, 1, 1500, DAY_S * 1000]
+    await store.aclose()
+
+
 async def test_a_ttl_under_a_millisecond_still_marks_the_key(store: CallStore) -> None:
     """Redis refuses `PX 0`: the shortest TTL is one millisecond, never an error."""
     assert await store.first_time("idem-tiny", 0.0001) is True

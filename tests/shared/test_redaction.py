@@ -10,6 +10,7 @@ import pytest
 
 from shared.redaction import (
     StreamRedactor,
+    contains_secret,
     iban_valid,
     is_card_number,
     luhn_valid,
@@ -116,6 +117,69 @@ REDACTED: list[tuple[str, str]] = [
     ("de89 3704 0044 0532 0130 00 thanks", "[iban redacted] thanks"),
     ("DE89370400440532013000", "[iban redacted]"),
     ("my iban is fr14 2004 1010 0505 0001 3m02 606 ok", "my iban is [iban redacted] ok"),
+    # the edges of each rule (each case below fails if that edge moves)
+    ("card 41111111111111111 ok", "card [card number redacted]1 ok"),
+    ("4111 1111111111111", "[card number redacted]1"),  # ends inside a 13-digit group
+    ("4222 2222 2222 2999999999999", "[card number redacted]999999999999"),  # a digit into it
+    ("press 1, 4111 1111 1111 1111", "press 1, [card number redacted]"),
+    ("4111 1111 1111 1111 2024051799881", "[card number redacted] 2024051799881"),
+    ("card 4111111111111111 5 times", "card [card number redacted] 5 times"),
+    ("4222222222222222224", "[card number redacted]"),  # Visa 19 (its first 13 are a card too)
+    (
+        "four two two two two two two two two two two two two two two two two two four",
+        "[card number redacted]",
+    ),
+    (
+        "four one one one, one one one one, one one one one, one one double one",
+        "[card number redacted]",
+    ),
+    (
+        "four one one one, one one one one, one one one one, one triple one",
+        "[card number redacted]",
+    ),
+    ("4111 1111 1111 1111 1227 1234", "[card number redacted] [card details redacted]"),
+    ("4111 1111 1111 1111 555 123 4567", "[card number redacted] 555 123 4567"),  # a phone
+    ("4111 1111 1111 1111 12", "[card number redacted] 12"),  # two digits: not a code
+    ("4111 1111 1111 1111 paid on 1/05/2024", "[card number redacted] paid on 1/05/2024"),
+    ("pin 24681357", "pin [secret redacted]"),  # eight digits, the longest PIN
+    ("card number 1234 5678 9012", "card number [card number redacted]"),  # twelve: a card still
+    ("card number 1234 5678 9012 3456 789", "card number [card number redacted]"),  # nineteen
+    ("4111 1111 1111 1111 for 1/2 the price", "[card number redacted] for 1/2 the price"),
+    (  # five digits after a card: not a code
+        "4111 1111 1111 1111 and my zip is 90210",
+        "[card number redacted] and my zip is 90210",
+    ),
+    ("4111111111111111123 45 6789", "[card number redacted][ssn redacted]"),
+    (
+        "4111 1111 1111 1111 and the code is 1234",
+        "[card number redacted] and the code is [security code redacted]",
+    ),
+    ("4111 1111 1111 1111 expiry 1/27", "[card number redacted] expiry [card details redacted]"),
+    (
+        "4111 1111 1111 1111 expiry 12/2027",
+        "[card number redacted] expiry [card details redacted]",
+    ),
+    (
+        "card 4111 1111 1111 1111 expires 12/27 code 737",
+        "card [card number redacted] expires [card details redacted] code [security code redacted]",
+    ),
+    (
+        "GB82 WE ST12 3456 9876 5432 or DE89 3704 0044 0532 0130 00",
+        "[iban redacted] or [iban redacted]",
+    ),
+    ("order AB12, iban GB82 WEST 1234 5698 7654 32", "order AB12, iban [iban redacted]"),
+    (
+        "account DE12 9876 5432 101, iban GB82 WEST 1234 5698 7654 32",
+        "account DE12 9876 5432 101, iban [iban redacted]",
+    ),
+    (
+        "ref DE893704004405320130001, iban GB82 WEST 1234 5698 7654 32",
+        "ref DE893704004405320130001, iban [iban redacted]",
+    ),
+    (
+        "not GB00 WEST 1234 5698 7654 32 but GB82 WEST 1234 5698 7654 32",
+        "not GB00 WEST 1234 5698 7654 32 but [iban redacted]",
+    ),
 ]
 
 KEPT: list[str] = [
@@ -165,6 +229,20 @@ KEPT: list[str] = [
     "it's 666-12-3456",
     "1 2 3 4 5 6 7 8 9 10 11 12",
     "at2020 is a product code",
+    # the edges of each rule, one step outside
+    "triple one, double two, 6789",  # 3-2-4 spoken: only written groups look like an SSN
+    "order 123456789 shipped",
+    "901-23-4567",  # no SSN starts with 9
+    "pin 123",
+    "pin 123456789",
+    "ssn 12345678",
+    "cvv 12",
+    "the security code is 12345",
+    "ssn 1234567890",
+    "card number 12345678901",
+    "card number 12345678901234567890",
+    "model DE12 is on sale",
+    "code DE00 1234 5678 9012 3456 7.",  # one character short of a German IBAN
 ]
 
 _WORDS = {
@@ -218,6 +296,78 @@ def test_card_checks() -> None:
     assert is_card_number("4111111111111111") and is_card_number("378282246310005")
     assert not is_card_number("1234567890123452")  # Luhn-valid, but no network starts with 1
     assert iban_valid("GB82WEST12345698765432") and not iban_valid("GB82WEST12345698765433")
+
+
+# The IBAN lengths of the SWIFT IBAN registry, restated by length (a second, independent copy).
+IBAN_REGISTRY = {
+    15: "NO",
+    16: "BE",
+    18: "DK FI FK FO GL NL SD",
+    19: "MK SI",
+    20: "AT BA EE KZ LT LU MN XK",
+    21: "CH HR LI LV",
+    22: "BG BH CR DE GB GE IE ME RS VA",
+    23: "AE GI IL IQ OM SO TL",
+    24: "AD CZ ES MD PK RO SA SE SK TN VG",
+    25: "LY PT ST",
+    26: "IS TR",
+    27: "BI DJ FR GR IT MC MR SM",
+    28: "AL AZ BY CY DO GT HU LB NI PL SV",
+    29: "BR EG PS QA UA",
+    30: "JO KW MU YE",
+    31: "MT SC",
+    32: "LC",
+    33: "RU",
+}
+
+
+def _iban(country: str, length: int) -> str:
+    """A valid IBAN of that country and length: digits for the account, mod-97 check digits."""
+    bban = "".join(str((i * 7 + 3) % 10) for i in range(length - 4))
+    as_number = int(bban + "".join(str(ord(c) - 55) for c in country) + "00")
+    return f"{country}{98 - as_number % 97:02d}{bban}"
+
+
+def test_every_registry_country_iban_is_redacted_at_its_length() -> None:
+    countries = [(c, n) for n, cs in IBAN_REGISTRY.items() for c in cs.split()]
+    assert len(countries) == 88
+    for country, length in countries:
+        iban = _iban(country, length)
+        assert iban_valid(iban) and len(iban) == length
+        spaced = " ".join(iban[i : i + 4] for i in range(0, length, 4))
+        for form in (iban, spaced):
+            assert redact_secrets(f"iban {form} thanks") == "iban [iban redacted] thanks", form
+
+
+def test_contains_secret() -> None:
+    assert contains_secret("my pin is 1234") and contains_secret("GB82WEST12345698765432")
+    assert not contains_secret("order 1234 please") and not contains_secret("")
+
+
+@pytest.mark.parametrize(
+    ("pieces", "passed"),
+    [
+        # whole sentences go at once; what follows without a number goes too
+        (["Call 1. Or 2. Bye"], ["Call 1. Or 2. Bye"]),
+        (["Call 1. Bye"], ["Call 1. Bye"]),
+        # two words in a row without digits, then a space: the number is over
+        (["1234 and so "], ["1234 and so "]),
+        (["a b 12 c d "], ["a b 12 c d "]),
+        (["code 1234 ", "and more words "], ["", "code 1234 and more words "]),
+        # held while the number may go on, released redacted with its sentence
+        (["pin is 1234", " and so", " on "], ["", "", "pin is [secret redacted] and so on "]),
+        (["12 c d"], [""]),  # the last word may not be complete
+        (["12 3 c "], [""]),  # one word after a digit: the number may go on
+        (["my card is 4111 ", "1111 1111 1111 ", "ok"], ["", "", ""]),
+    ],
+)
+def test_a_stream_passes_text_on_as_soon_as_the_number_is_over(
+    pieces: list[str], passed: list[str]
+) -> None:
+    redactor = StreamRedactor()
+    assert [redactor.feed(p) for p in pieces] == passed
+    whole = "".join(pieces)
+    assert "".join(passed) + redactor.finish() == redact_secrets(whole)
 
 
 def test_a_streamed_reply_is_redacted_across_tokens() -> None:
