@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,17 @@ from tests.console.conftest import Console
 pytestmark = pytest.mark.slow
 
 FULL_REPLY = "Certainly. Our opening hours are nine to five, Monday to Friday."
+
+
+def _wait_streaming(page: Any, nth: int) -> None:
+    """Until the agent's `nth` reply is on screen in part, the rest still coming (aria-busy)."""
+    page.wait_for_function(
+        """(nth) => { const r = document.querySelectorAll('#phone-log .said.agent')[nth];
+                      return r && r.getAttribute('aria-busy') === 'true'
+                        && r.querySelector('.text').textContent.length > 0; }""",
+        arg=nth,
+        polling=20,
+    )
 
 
 def test_a_typed_conversation_with_a_streamed_reply_and_an_interruption(
@@ -42,12 +54,7 @@ def test_a_typed_conversation_with_a_streamed_reply_and_an_interruption(
     said.press("Enter")
     reply = log.locator(".said.agent").nth(1)
     # Tokens as they arrive: part of the reply is on screen while the rest is still coming.
-    page.wait_for_function(
-        """() => { const r = document.querySelectorAll('#phone-log .said.agent')[1];
-                   return r && r.getAttribute('aria-busy') === 'true'
-                     && r.querySelector('.text').textContent.length > 0; }""",
-        polling=20,
-    )
+    _wait_streaming(page, 1)
     partial = reply.locator(".text").inner_text()
     assert partial and partial != FULL_REPLY and FULL_REPLY.startswith(partial), partial
     reply.get_by_text(re.compile(r"first word \d+ ms · reply [\d.]+ m?s")).wait_for()
@@ -56,12 +63,7 @@ def test_a_typed_conversation_with_a_streamed_reply_and_an_interruption(
     said.fill("Tell me everything about your cakes")
     said.press("Enter")
     talking = log.locator(".said.agent").nth(2)
-    page.wait_for_function(
-        """() => { const r = document.querySelectorAll('#phone-log .said.agent')[2];
-                   return r && r.getAttribute('aria-busy') === 'true'
-                     && r.querySelector('.text').textContent.length > 0; }""",
-        polling=20,
-    )
+    _wait_streaming(page, 2)
     said.type("W")  # the caller starts talking over the agent: barge-in
     talking.get_by_text("interrupted").wait_for()
     heard = talking.locator(".text").inner_text()

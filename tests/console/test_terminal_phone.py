@@ -91,14 +91,20 @@ def terminal(services: Services) -> Iterator[Terminal]:
         os.close(fd)
 
 
-def _call_status(services: Services, call_id: str) -> dict[str, object]:
-    r = httpx.get(
-        f"{services.gateway.url}/voice/calls/{call_id}/status",
-        headers={"Authorization": f"Bearer {services.token('viewer')}"},
-    )
-    assert r.status_code == 200, r.text
-    status: dict[str, object] = r.json()
-    return status
+def _wait_call_ended(services: Services, call_id: str) -> None:
+    """Until the gateway has ended the call (its status has an `ended_at`)."""
+    token = services.token("viewer")
+    deadline = time.monotonic() + 10
+    while True:
+        r = httpx.get(
+            f"{services.gateway.url}/voice/calls/{call_id}/status",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert r.status_code == 200, r.text
+        if r.json().get("ended_at") is not None:
+            return
+        assert time.monotonic() < deadline, "the gateway never ended the call"
+        time.sleep(0.1)
 
 
 def test_a_whole_conversation_from_the_terminal_to_a_hang_up(
@@ -128,10 +134,7 @@ def test_a_whole_conversation_from_the_terminal_to_a_hang_up(
     terminal.expect(r"call ended \(you hung up: /hangup\)")
     assert terminal.exit_code() == 0
 
-    deadline = time.monotonic() + 10
-    while _call_status(services, call_id).get("ended_at") is None:
-        assert time.monotonic() < deadline, "the gateway never ended the call"
-        time.sleep(0.1)
+    _wait_call_ended(services, call_id)
     conversation = httpx.get(
         f"{services.orchestrator.url}/conversations/{call_id}",
         headers={"Authorization": f"Bearer {services.token('operator')}"},
@@ -150,10 +153,7 @@ def test_ctrl_c_ends_the_call_cleanly(terminal: Terminal, services: Services) ->
     terminal.type("\x03")  # Ctrl-C, as the terminal sends it
     terminal.expect(r"call ended \(you hung up: Ctrl-C\)")
     assert terminal.exit_code() == 0
-    deadline = time.monotonic() + 10
-    while _call_status(services, call_id).get("ended_at") is None:
-        assert time.monotonic() < deadline, "the gateway never ended the call"
-        time.sleep(0.1)
+    _wait_call_ended(services, call_id)
 
 
 def test_without_a_token_or_a_gateway_it_says_what_to_do(services: Services) -> None:

@@ -101,9 +101,7 @@ export class CallBook {
     $("#live-empty").hidden = live.length > 0;
     $("#live-table").parentElement.hidden = live.length === 0;
     clear($("#live-calls")).append(...live.map((call) => el("tr", { "data-call": call.call_id },
-      el("th", { scope: "row", title: call.call_id }, shortId(call.call_id)),
-      el("td", { "data-label": "Status" }, el("span", { class: `status s-${call.status}` }, call.status)),
-      el("td", { "data-label": "Caller" }, maskPhone(call.from)),
+      firstCells(call),
       el("td", { "data-label": "Provider" }, call.provider || "—"),
       el("td", { "data-label": "Agent" }, call.agent_id || "default"),
       el("td", { "data-label": "Duration", "data-ticks": String(call.startedMs) },
@@ -115,9 +113,7 @@ export class CallBook {
     $("#recent-empty").hidden = recent.length > 0;
     $("#recent-table").parentElement.hidden = recent.length === 0;
     clear($("#recent-calls")).append(...recent.map((call) => el("tr", { "data-call": call.call_id },
-      el("th", { scope: "row", title: call.call_id }, shortId(call.call_id)),
-      el("td", { "data-label": "Status" }, el("span", { class: `status s-${call.status}` }, call.status)),
-      el("td", { "data-label": "Caller" }, maskPhone(call.from)),
+      firstCells(call),
       el("td", { "data-label": "Started" }, formatTime(call.started_at)),
       call.ended
         ? el("td", { "data-label": "Duration" }, formatDuration(call.duration_s))
@@ -129,6 +125,15 @@ export class CallBook {
     )));
     restoreFocus(focused);
   }
+}
+
+/** The cells every call table starts with: the call, its status, the caller (masked). */
+function firstCells(call) {
+  return [
+    el("th", { scope: "row", title: call.call_id }, shortId(call.call_id)),
+    el("td", { "data-label": "Status" }, el("span", { class: `status s-${call.status}` }, call.status)),
+    el("td", { "data-label": "Caller" }, maskPhone(call.from)),
+  ];
 }
 
 // Rows are redrawn on every event: keep the keyboard's place (the same button of the same call).
