@@ -103,6 +103,7 @@ class StreamSession:
     last_prompt: str | None = None
     timings: list[StreamTimings] = field(default_factory=list)
     _reply: asyncio.Task[None] | None = None
+    _corrected: str | None = None  # the turn whose finished reply was cut to what was heard
     _turn_id: str | None = None
     _sent: list[str] = field(default_factory=list)
 
@@ -143,13 +144,24 @@ class StreamSession:
         return digest == self.last_prompt
 
     async def interrupt(self, heard: str | None) -> None:
-        """The caller talked over the reply: stop it now; keep what they heard of it."""
+        """The caller talked over the reply: stop it now; keep what they heard of it.
+
+        Also after the whole text went out: the voice speaks it for seconds after the last
+        frame (ConversationRelay's usual barge-in), and its `utteranceUntilInterrupt` is then
+        what the caller heard, shorter than what is stored. Without `heard` once the reply was
+        all sent there is nothing to correct (the caller may have heard all of it)."""
         task, turn_id = self._reply, self._turn_id
-        if task is None or task.done() or turn_id is None:
+        if task is None or turn_id is None:
             return
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        if task.done():
+            sent = "".join(self._sent)
+            if heard is None or heard.strip() == sent.strip() or self._corrected == turn_id:
+                return
+            self._corrected = turn_id  # one correction a turn: Twilio may repeat the event
+        else:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         said = heard if heard is not None else "".join(self._sent)
         log.info("reply interrupted", extra={"turn_id": turn_id, "heard_chars": len(said)})
         await self.flow.interrupted(self.call.call_id, turn_id, said)

@@ -278,6 +278,9 @@ class GatewayFlow(CallFlow):
         try:
             await self.orchestrator.interrupted(call_id, turn_id, heard)
         except OrchestratorUnavailable as exc:
+            if exc.status == 404:  # cut before the orchestrator had the turn: nothing to keep
+                log.info("interrupted before the turn reached the orchestrator")
+                return
             await self._error(call_id, "interrupt", exc, turn_id=turn_id)
 
     async def status(self, call: CallInfo, status: str, extra: Mapping[str, Any]) -> None:

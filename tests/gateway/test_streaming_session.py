@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 
+from realtime_gateway.events import CallEvent
 from realtime_gateway.prompts import say
 from realtime_gateway.streaming import StreamSession
 from realtime_gateway.vocabulary import CallInfo
@@ -71,3 +72,81 @@ async def test_an_orchestrator_that_dies_mid_reply_ends_it_with_an_apology(
         assert said.startswith("Our hours ") and said.endswith(say("apology"))
         assert sink.frames[-1] == ("", True)
         assert json.dumps(sink.frames).count(say("apology")) == 1
+
+
+def scripted_orchestrator(
+    interrupted: list[dict[str, object]], *, pause_s: float = 0.0, known_turn: bool = True
+) -> httpx.MockTransport:
+    """An orchestrator that streams "We open at nine. See you then." (a pause between pieces),
+    and records each `interrupted` it is told of (404 when it never had the turn)."""
+
+    async def pieces() -> AsyncIterator[bytes]:
+        for text in ("We open at nine. ", "See you then."):
+            yield f"event: token\ndata: {json.dumps({'text': text})}\n\n".encode()
+            await asyncio.sleep(pause_s)
+        reply = {"conversation_id": "c", "turn_id": "1", "reply": REPLY, "actions": []}
+        yield f"event: reply\ndata: {json.dumps(reply)}\n\n".encode()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/interrupted"):
+            interrupted.append(json.loads(request.content))
+            if not known_turn:
+                return httpx.Response(404, json={"error": {"code": "turn_not_found"}})
+            body = {"conversation_id": "c", "turn_id": "1", "reply": "", "interrupted": True}
+            return httpx.Response(200, json=body)
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=pieces())
+
+    return httpx.MockTransport(handler)
+
+
+REPLY = "We open at nine. See you then."
+
+
+async def test_an_interrupt_after_the_text_went_out_keeps_what_the_caller_heard(
+    data_dir: Path,
+) -> None:
+    """ConversationRelay's voice speaks for seconds after the last frame: an `interrupt` then
+    carries what was heard, shorter than the reply, and that is what must be kept — once."""
+    told: list[dict[str, object]] = []
+    async with gateway(settings_for(data_dir), scripted_orchestrator(told)) as gw:
+        sink = Recorder()
+        call = CallInfo(call_id=new_call_id(), provider="twilio")
+        session = StreamSession(gw.rt.flow, call, sink)
+        await session.prompt("When are you open?")
+        await asyncio.wait_for(sink.done.wait(), 5)
+        assert "".join(token for token, _ in sink.frames) == REPLY
+        await session.interrupt(None)  # nothing said of what was heard: nothing to correct
+        await session.interrupt(REPLY)  # heard it all: nothing to correct
+        assert told == []
+        await session.interrupt("We open at nine.")
+        await session.interrupt("We open at nine.")  # Twilio repeating itself
+        assert told == [{"heard": "We open at nine."}]
+
+
+async def test_an_interrupt_before_the_orchestrator_had_the_turn_is_no_error(
+    data_dir: Path,
+) -> None:
+    told: list[dict[str, object]] = []
+    transport = scripted_orchestrator(told, pause_s=1.0, known_turn=False)
+    async with gateway(settings_for(data_dir), transport) as gw:
+        sink = Recorder()
+        call = CallInfo(call_id=new_call_id(), provider="twilio")
+        session = StreamSession(gw.rt.flow, call, sink)
+        published: list[str] = []
+        bus = gw.rt.flow.bus
+        publish = bus.publish
+
+        async def recorded(event: CallEvent) -> None:
+            published.append(event.type)
+            await publish(event)
+
+        bus.publish = recorded  # type: ignore[method-assign]
+        await session.prompt("When are you open?")
+        for _ in range(250):
+            if sink.frames:
+                break
+            await asyncio.sleep(0.02)
+        await session.interrupt("We")
+        assert told == [{"heard": "We"}]
+        assert published, "the flow publishes through the recorder"
+        assert "error.occurred" not in published
