@@ -127,7 +127,7 @@ export class TestPhone {
   }
 
   startReply(sentAt) {
-    this.reply = { node: null, text: "", streaming: true, sentAt, firstAt: null };
+    this.reply = { node: null, text: "", streaming: true, sentAt, firstAt: null, heard: 0, cut: false };
     this.spokenUpTo = 0;
   }
 
@@ -167,12 +167,18 @@ export class TestPhone {
   /** The caller talks over the reply: stop it, keeping what was shown (heard) so far. */
   bargeIn() {
     const reply = this.reply;
-    if (!reply || !reply.streaming || !reply.node || !this.socket) return;
+    if (!reply || !reply.node || !this.socket || reply.cut) return;
+    // Still arriving, or (with "Speak replies") still being spoken: heard is what was shown, or
+    // what was spoken so far.
+    const speaking = Boolean(window.speechSynthesis?.speaking) && reply.heard < reply.text.length;
+    if (!reply.streaming && !speaking) return;
+    const heard = reply.streaming && !speaking ? reply.text : reply.text.slice(0, reply.heard);
     reply.streaming = false;
+    reply.cut = true;
     reply.node.removeAttribute("aria-busy");
     reply.node.append(el("span", { class: "tag" }, "interrupted"));
     window.speechSynthesis?.cancel();
-    this.socket.send(JSON.stringify({ type: "interrupt", heard: reply.text }));
+    this.socket.send(JSON.stringify({ type: "interrupt", heard }));
   }
 
   send(raw) {
@@ -209,8 +215,17 @@ export class TestPhone {
     const text = this.reply.text.slice(this.spokenUpTo);
     const cut = done ? text.length : Math.max(text.lastIndexOf(". "), text.lastIndexOf("? "), text.lastIndexOf("! ")) + 1;
     if (cut <= 0 || !text.slice(0, cut).trim()) return;
+    const reply = this.reply;
+    const offset = this.spokenUpTo;
     this.spokenUpTo += cut;
-    window.speechSynthesis.speak(new SpeechSynthesisUtterance(text.slice(0, cut)));
+    const utterance = new SpeechSynthesisUtterance(text.slice(0, cut));
+    utterance.addEventListener("boundary", (event) => {
+      reply.heard = Math.max(reply.heard, offset + event.charIndex);
+    });
+    utterance.addEventListener("end", () => {
+      reply.heard = Math.max(reply.heard, offset + cut);
+    });
+    window.speechSynthesis.speak(utterance);
   }
 
   toggleMic() {
