@@ -10,6 +10,7 @@ import hmac
 import json
 import time
 import uuid
+from types import SimpleNamespace
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import jwt
@@ -269,11 +270,18 @@ VG_URL = "https://gw.example.com/voice/webhook/vonage/event"
 VG_BODY = b'{"uuid":"abc","status":"answered"}'
 
 
+def signatures_clock() -> float:
+    """The clock `verify_vonage` reads (frozen in some tests)."""
+    from realtime_gateway import signatures
+
+    return signatures.time.time()
+
+
 def vonage_post(
     claims: dict[str, object] | None = None, *, auth: str | None = None
 ) -> WebhookRequest:
     full: dict[str, object] = {
-        "iat": time.time(),
+        "iat": signatures_clock(),
         "jti": str(uuid.uuid4()),
         "payload_hash": hashlib.sha256(VG_BODY).hexdigest(),
         "api_key": VG_KEY,
@@ -300,8 +308,31 @@ def test_vonage_accepts_a_good_token_and_returns_its_claims() -> None:
     verify_vonage(VG_SECRET, VG_KEY, vonage_post({"api_key": None}))  # a token without api_key
 
 
-def test_vonage_refusals_name_the_problem() -> None:
-    now = time.time()
+T = 1_800_000_000  # the frozen clock's reading
+
+
+@pytest.fixture
+def frozen_clock(monkeypatch: pytest.MonkeyPatch) -> int:
+    """Both clocks a Vonage check reads (ours for the token's age, PyJWT's for `iat` in the
+    future) stopped at T, so each limit is tested to the second on a machine of any speed."""
+    from datetime import datetime
+
+    import jwt.api_jwt
+
+    from realtime_gateway import signatures
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):  # type: ignore[no-untyped-def]
+            return datetime.fromtimestamp(T, tz)
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", Frozen)
+    monkeypatch.setattr(signatures, "time", SimpleNamespace(time=lambda: float(T)))
+    return T
+
+
+def test_vonage_refusals_name_the_problem(frozen_clock: int) -> None:
+    now = frozen_clock
     cases: list[tuple[str | None, WebhookRequest, int, str]] = [
         (None, vonage_post(), 403, "VONAGE_SIGNATURE_SECRET"),
         (VG_SECRET, vonage_post(auth=""), 401, "missing Vonage signature"),
@@ -316,6 +347,7 @@ def test_vonage_refusals_name_the_problem() -> None:
         (VG_SECRET, vonage_post({"jti": None}), 403, "MissingRequiredClaimError"),
         (VG_SECRET, vonage_post({"iat": now - 300.5}), 403, "stale Vonage signature"),
         (VG_SECRET, vonage_post({"iat": now + 31}), 403, "ImmatureSignatureError"),
+        (VG_SECRET, vonage_post({"iat": "soon"}), 403, "invalid Vonage signature"),
         (VG_SECRET, vonage_post({"jti": ""}), 403, "no usable jti"),
         (VG_SECRET, vonage_post({"jti": "j" * 201}), 403, "no usable jti"),
         (VG_SECRET, vonage_post({"jti": 7}), 403, "InvalidJTIError"),
@@ -328,8 +360,8 @@ def test_vonage_refusals_name_the_problem() -> None:
         err = refused(verify_vonage, secret, VG_KEY, request)
         assert err.status == status and words in str(err), (words, str(err))
     # at the limits: accepted
-    for claims in ({"iat": now - 298}, {"iat": now + 28}, {"jti": "j" * 200}, {"jti": "j"}):
-        verify_vonage(VG_SECRET, VG_KEY, vonage_post(claims))
+    for claims in ({"iat": now - 300}, {"iat": now + 30}, {"jti": "j" * 200}, {"jti": "j"}):
+        verify_vonage(VG_SECRET, VG_KEY, vonage_post({"iat": now, **claims}))
 
 
 def test_vonage_payload_hashes_of_a_get_and_a_post() -> None:

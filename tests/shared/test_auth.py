@@ -122,7 +122,7 @@ def test_a_minted_token_holds_what_was_asked() -> None:
     c = claims_of(token)
     assert jwt.get_unverified_header(token)["alg"] == "HS256"
     assert (c["sub"], c["role"], c["exp"] - c["iat"]) == ("ops", "operator", 3600)
-    assert abs(c["iat"] - time.time()) < 5 and "aud" not in c and "iss" not in c
+    assert abs(c["iat"] - time.time()) < 60 and "aud" not in c and "iss" not in c
     full = claims_of(
         mint_token(secret, "s", "viewer", ttl_s=90.9, audience="a", issuer="i", extra={"x": 1})
     )
