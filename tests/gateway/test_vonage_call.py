@@ -34,14 +34,15 @@ CALLER = "14155550100"
 API = "https://api.nexmo.com/v1/calls"
 
 
-def vg_settings(data_dir: Path) -> Any:
-    return settings_for(
-        data_dir,
-        vonage_application_id=APP_ID,
-        vonage_private_key=PRIVATE_PEM,
-        vonage_phone_number=OUR_NUMBER,
-        vonage_signature_secret=SECRET,
-    )
+def vg_settings(data_dir: Path, **overrides: Any) -> Any:
+    values: dict[str, Any] = {
+        "vonage_application_id": APP_ID,
+        "vonage_private_key": PRIVATE_PEM,
+        "vonage_phone_number": OUR_NUMBER,
+        "vonage_signature_secret": SECRET,
+        **overrides,
+    }
+    return settings_for(data_dir, **values)
 
 
 def token(payload: bytes, secret: str = SECRET, iat: float | None = None) -> str:
@@ -263,6 +264,22 @@ async def test_unanswered_outbound_call_still_ends_once(
         assert [e["type"] for e in events] == ["call.started", "call.ended"]
         status = (await gw.client.get(f"/voice/calls/{call}/status", headers=auth())).json()
         assert (status["status"], status["direction"]) == ("no-answer", "outbound")
+
+
+async def test_without_a_configured_number_a_transfer_calls_out_from_the_dialled_one(
+    data_dir: Path, orchestrator: httpx.ASGITransport, pg_dsn: str
+) -> None:
+    """Inbound-only setups often leave VONAGE_PHONE_NUMBER unset: the transfer still happens,
+    from the number the caller dialled (carried in our signed callback URLs from the answer)."""
+    dialled = await insert_routed_agent(pg_dsn, "+15557770001", "Front desk, how can I help?")
+    call = str(uuid.uuid4())
+    async with served(vg_settings(data_dir, vonage_phone_number=None), orchestrator) as gw:
+        params = {**answer_params(call), "to": dialled[1:]}
+        ncco = (await vonage_answer(gw, params)).json()
+        r = await vonage_post(gw, next_path(ncco), heard(call, "Can I talk to a real person?"))
+        ncco = r.json()
+        assert check_ncco(ncco)[-1] == "connect"
+        assert ncco[-1]["from"] == dialled[1:]
 
 
 async def test_transfer_connects_the_caller_from_our_number(

@@ -265,12 +265,14 @@ class VonageDriver(BaseDriver):
                 event.call_id, self._speaking_time(rendered), event.call.metadata
             )
             return Response(status_code=204)
+        ours = self._our_number(request, event)
+        carried = None if self.settings.vonage_phone_number else ours
         rendered = render_actions(
             reply.actions,
-            self._input_url(request, reply.next_turn, reply.silent),
-            self.settings.vonage_phone_number,
+            self._input_url(request, reply.next_turn, reply.silent, carried),
+            ours,
             transfer_url=self._signed_url(
-                "transfer", self._query(request, reply.next_turn), request
+                "transfer", self._query(request, reply.next_turn, carried), request
             ),
         )
         if isinstance(event, Started) and request.query.get("record") == "1":
@@ -289,19 +291,37 @@ class VonageDriver(BaseDriver):
             return Response(status_code=204)
         turn = max(1, number_or(request.query.get("turn"), 1))
         reply = self.flow.fallback(None, self.speech_limits)
-        rendered = render_actions(reply.actions, self._input_url(request, turn, 0), None)
+        rendered = render_actions(
+            reply.actions,
+            self._input_url(request, turn, 0, to_e164(request.query.get("ours"))),
+            None,
+        )
         return JSONResponse(rendered.ncco)
 
     @staticmethod
-    def _query(request: WebhookRequest, turn: int) -> dict[str, str | int]:
+    def _query(request: WebhookRequest, turn: int, ours: str | None = None) -> dict[str, str | int]:
         query: dict[str, str | int] = {"turn": turn}
         for key in ("direction", "agent_id"):  # carried along for a call we must re-track
             if request.query.get(key):
                 query[key] = request.query[key]
+        if ours:
+            query["ours"] = ours
         return query
 
-    def _input_url(self, request: WebhookRequest, turn: int, silent: int) -> str:
-        query = self._query(request, turn)
+    def _our_number(self, request: WebhookRequest, event: CallEvent) -> str | None:
+        """The number a transfer calls out from: `VONAGE_PHONE_NUMBER`, else this call's own
+        number — the one the caller dialled (inbound) or called from (outbound) — which the
+        answer webhook carries and our signed callback URLs then carry along (Vonage's input
+        webhooks do not say it). Without one a transfer could not be placed at all."""
+        if self.settings.vonage_phone_number:
+            return self.settings.vonage_phone_number
+        if carried := to_e164(request.query.get("ours")):
+            return carried
+        call = event.call
+        return call.callee if call.direction == "inbound" else call.caller
+
+    def _input_url(self, request: WebhookRequest, turn: int, silent: int, ours: str | None) -> str:
+        query = self._query(request, turn, ours)
         if silent:
             query["silent"] = silent
         return self._signed_url("input", query, request)
