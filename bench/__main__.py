@@ -863,18 +863,13 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, saturation_levels=())
     if args.no_churn:
         plan = dataclasses.replace(plan, churn=False)
-    if args.levels:
-        try:
-            levels = tuple(int(x) for x in args.levels.split(",") if x.strip())
-        except ValueError:
-            parser.error(f"--levels: not a comma list of integers: {args.levels!r}")
-        plan = dataclasses.replace(plan, levels=levels)
-    if args.relay_levels:
-        try:
-            relay = tuple(int(x) for x in args.relay_levels.split(",") if x.strip())
-        except ValueError:
-            parser.error(f"--relay-levels: not a comma list of integers: {args.relay_levels!r}")
-        plan = dataclasses.replace(plan, relay_levels=relay)
+    for flag, field in (("--levels", "levels"), ("--relay-levels", "relay_levels")):
+        if value := getattr(args, field):
+            try:
+                chosen = tuple(int(x) for x in value.split(",") if x.strip())
+            except ValueError:
+                parser.error(f"{flag}: not a comma list of integers: {value!r}")
+            plan = dataclasses.replace(plan, **{field: chosen})
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = args.json.parent / f"{args.json.stem}-logs"
     shutil.rmtree(logs, ignore_errors=True)
