@@ -467,7 +467,8 @@ def _total_line() -> str:
     total = json.loads(TOTAL.read_text())
     return (
         f"Last full run (every module): {total['seconds'] / 60:.1f} min wall time with "
-        f"{total['jobs']} workers on {total['cpus']} CPUs, finished {total['finished']}.\n\n"
+        f"{total['jobs']} workers (`MUTATE_JOBS`) on {total['cpus']} CPUs shared with other "
+        f"work, finished {total['finished']}; the run column is each module's own time.\n\n"
     )
 
 
@@ -485,7 +486,7 @@ def write_report() -> None:
         equivalent = meta.get("in_annotations", 0)
         surv_lines = []
         if equivalent:
-            surv_lines.append(f"- {equivalent} mutants not run, equivalent: {ANNOTATION_REASON}")
+            surv_lines.append(f"- {equivalent} mutant(s) not run, equivalent: {ANNOTATION_REASON}")
         with use_db(str(db_path), WorkDB.Mode.open) as db:
             for item, result in db.completed_work_items:
                 if result.worker_outcome == WorkerOutcome.SKIPPED:
@@ -545,7 +546,8 @@ def write_report() -> None:
         + "A mutant whose "
         f"tests hang past {TIMEOUT_S:.0f} s counts as killed. One module: "
         "`make mutate MODULES=redaction`.\n\n"
-        "| module | file | score | killed | survived (missing test) | equivalent | "
+        + _total_line()
+        + "| module | file | score | killed | survived (missing test) | equivalent | "
         "error/no test | run |\n|---|---|---|---|---|---|---|---|\n"
         + "\n".join(rows)
         + "\n\n## Survivors\n\n"
