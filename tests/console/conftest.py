@@ -152,6 +152,7 @@ def services(pg_dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                     "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}",
                     "STREAM_FIRST_TOKEN_TIMEOUT_S": "5",  # no holding line on a loaded machine
                     "TURN_TIMEOUT_S": "10",
+                    "SHUTDOWN_DRAIN_S": "0",  # nothing to drain at the end of the tests
                 }
                 with run_service(
                     "gateway", "realtime_gateway.app:create_app", gw_env, data_dir, port

@@ -134,3 +134,29 @@ def test_first_paint_is_under_a_second_and_nothing_leaves_the_machine(
     assert console.requested and not console.external_requests()
     hosts = {re.sub(r"^\w+://([^/]+)/.*$", r"\1", u) for u in console.requested}
     assert hosts == {console.services.gateway.url.split("//")[1]}, hosts
+
+
+def test_the_console_works_from_the_keyboard(console: Console) -> None:
+    page, services = console.page, console.services
+    page.goto(services.console)
+    page.keyboard.type(services.token("operator"))  # the token field has the focus
+    page.keyboard.press("Tab")
+    page.keyboard.press("Enter")  # the Sign in button
+    page.locator("#connection[data-state=live]").wait_for()
+    live = page.get_by_role("tab", name=re.compile("Live calls"))
+    live.focus()
+    page.keyboard.press("ArrowRight")
+    recent = page.get_by_role("tab", name="Recent calls")
+    assert recent.get_attribute("aria-selected") == "true"
+    assert page.evaluate("document.activeElement.id") == "tab-recent"
+    assert page.get_by_role("tabpanel", name="Recent calls").is_visible()
+    page.keyboard.press("End")
+    assert page.evaluate("document.activeElement.id") == "tab-provider"
+    page.keyboard.press("Home")
+    page.keyboard.press("ArrowLeft")  # wraps around
+    assert page.evaluate("document.activeElement.id") == "tab-provider"
+    page.get_by_role("tab", name="Place a call").click()
+    page.get_by_label("Number to call").focus()
+    page.keyboard.type("12345")
+    page.keyboard.press("Enter")  # submits the form
+    assert page.locator("#dial-number-error").inner_text().startswith("Start with +")

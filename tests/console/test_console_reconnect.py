@@ -23,7 +23,7 @@ def test_the_console_reconnects_by_itself_when_the_gateway_restarts(
     page, services = console.page, console.services
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = {**services.gateway_env, "PUBLIC_BASE_URL": url, "SHUTDOWN_DRAIN_S": "0"}
+    env = {**services.gateway_env, "PUBLIC_BASE_URL": url}
     connection = page.locator("#connection")
     with run_service("gateway-restarting", GATEWAY, env, tmp_path, port):
         console.sign_in("operator", url=f"{url}/console/")
