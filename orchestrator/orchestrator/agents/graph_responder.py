@@ -39,7 +39,7 @@ from orchestrator.memory.knowledge import KnowledgeBase
 from orchestrator.memory.retention import RetentionTask
 from orchestrator.store.conversations import GREETING_TURN_ID
 from orchestrator.store.records import Agent, Conversation
-from orchestrator.turns import ReplyDraft, TurnInputs
+from orchestrator.turns import ReplyDraft, ToolRun, TurnInputs
 from shared.contract import Action, TurnContext
 from shared.phone import to_e164
 from shared.redaction import redact_secrets
@@ -317,7 +317,8 @@ class GraphResponder:
                 "turn input flagged",
                 extra={"conversation_id": turn.conversation.id, "flags": inp.flags},
             )
-        return ReplyDraft(text, actions, timings)
+        ran = [ToolRun(o.call.name, o.call.args, o.ok) for o in state.get("outcomes") or []]
+        return ReplyDraft(text, actions, timings, ran)
 
     async def on_call_end(self, conversation: Conversation) -> None:
         caller = to_e164(conversation.caller)

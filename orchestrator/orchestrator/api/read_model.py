@@ -6,7 +6,8 @@ happen, how they went and how the agents perform, not who called or what they sa
 - **Personal data** (a caller's full number, what was said on a call, the call summary, what is
   remembered of a caller) is read by `admin` and `operator` only. A `viewer` reads a
   conversation's shape: status, agent, provider, times, end reason, each message's turn, role,
-  timings and action types, with the numbers masked (`+1555***0142`) and the words withheld.
+  timings, action types and the names of the tools each turn ran (and whether they succeeded),
+  with the numbers masked (`+1555***0142`) and the words (a tool's arguments too) withheld.
   Caller memory (`GET /callers/{phone}/memory`) is operator-only for the same reason.
 - **Secrets are write-only for every role**: an HTTP tool's header values (API keys, bearer
   tokens) are returned as `"***"`. Sending `"***"` back for a header the tool already has keeps
@@ -106,5 +107,9 @@ def conversation_view(
 
 def _without_words(message: MessageView) -> MessageView:
     return message.model_copy(
-        update={"content": None, "actions": [{"type": a.get("type")} for a in message.actions]}
+        update={
+            "content": None,
+            "actions": [{"type": a.get("type")} for a in message.actions],
+            "tools": [t.model_copy(update={"args": None}) for t in message.tools],
+        }
     )

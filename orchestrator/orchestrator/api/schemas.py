@@ -10,6 +10,14 @@ from pydantic import BaseModel
 from orchestrator.store.records import Conversation, Message
 
 
+class ToolRunView(BaseModel):
+    """A tool the reply's turn ran (in the order asked for), its arguments redacted."""
+
+    name: str
+    args: dict[str, Any] | None  # None: withheld from this reader (`api/read_model.py`)
+    ok: bool
+
+
 class MessageView(BaseModel):
     turn_id: str
     role: str
@@ -18,6 +26,7 @@ class MessageView(BaseModel):
     timings_ms: dict[str, float]
     created_at: datetime
     interrupted: bool = False  # the caller talked over this reply; `content` is what was heard
+    tools: list[ToolRunView] = []  # an assistant message: the tools its turn ran
 
     @classmethod
     def of(cls, message: Message) -> MessageView:
@@ -29,6 +38,7 @@ class MessageView(BaseModel):
             timings_ms=message.timings,
             created_at=message.created_at,
             interrupted=message.interrupted,
+            tools=[ToolRunView.model_validate(t) for t in message.tools],
         )
 
 

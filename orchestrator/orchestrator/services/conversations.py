@@ -8,7 +8,8 @@ Secrets (card numbers, security codes, PINs, SSNs, IBANs: `shared.redaction`) ar
 two choke points, so nothing past them holds one: the caller's words as they enter a turn
 (`_begin_turn`, before the agent graph, the model, the store and memory), and the agent's reply
 before it is stored or returned (`_finish_turn`, and the greeting in `start`: a model repeating
-a card back); a streamed reply goes through `StreamRedactor`. The call summary is made from the
+a card back), with the arguments of the tools the turn ran (stored in the reply's
+`metadata.tools`); a streamed reply goes through `StreamRedactor`. The call summary is made from the
 stored, redacted turns (and redacted again where it is written).
 """
 
@@ -25,7 +26,7 @@ from orchestrator.services.responder import Responder, StreamingResponder
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
 from orchestrator.store.records import Agent, Conversation, Message
-from orchestrator.turns import ReplyDraft, TurnInputs
+from orchestrator.turns import ReplyDraft, ToolRun, TurnInputs
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnReply
 from shared.errors import ApiError
 from shared.redaction import StreamRedactor, redact_secrets
@@ -295,6 +296,7 @@ class ConversationService:
                 text=draft.text,
                 actions=_dump(draft.actions),
                 timings={**draft.timings_ms, **timer.laps},
+                metadata=_reply_metadata(draft),
             )
         else:
             saved = await self.conversations.record_turn(
@@ -305,6 +307,7 @@ class ConversationService:
                 actions=_dump(draft.actions),
                 timings={**draft.timings_ms, **timer.laps},
                 user_metadata=_user_metadata(context),
+                reply_metadata=_reply_metadata(draft),
             )
         timer.lap("store_write")
         if not saved.inserted:
@@ -416,13 +419,33 @@ class StageTimer:
 
 
 def _redacted(draft: ReplyDraft) -> ReplyDraft:
-    """The reply with secrets redacted from its text and from what its actions say."""
+    """The reply with secrets redacted from its text, from what its actions say and from the
+    arguments of the tools it ran (the model fills those in from what the caller said)."""
     text = redact_secrets(draft.text)
     actions = [
         a.model_copy(update={"text": redact_secrets(a.text)}) if a.text else a
         for a in draft.actions
     ]
-    return ReplyDraft(text, actions, draft.timings_ms)
+    tools = [ToolRun(t.name, _redacted_value(t.args), t.ok) for t in draft.tools]
+    return ReplyDraft(text, actions, draft.timings_ms, tools)
+
+
+def _redacted_value(value: Any) -> Any:
+    """Every text in a tool's arguments (keys too, at any depth) redacted; numbers, flags and
+    nulls as they are."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {redact_secrets(str(k)): _redacted_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted_value(v) for v in value]
+    return value
+
+
+def _reply_metadata(draft: ReplyDraft) -> dict[str, Any]:
+    """What the stored reply records besides its words: the tools its turn ran (nothing for a
+    turn that ran none)."""
+    return {"tools": [t.stored() for t in draft.tools]} if draft.tools else {}
 
 
 def _dump(actions: list[Action]) -> list[dict[str, Any]]:

@@ -84,8 +84,8 @@ WITH user_row AS (
     ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING
     RETURNING conversation_id, turn_id
 )
-INSERT INTO messages (conversation_id, turn_id, role, content, actions, timings)
-SELECT conversation_id, turn_id, 'assistant', $5, $6, $7 FROM user_row
+INSERT INTO messages (conversation_id, turn_id, role, content, actions, timings, metadata)
+SELECT conversation_id, turn_id, 'assistant', $5, $6, $7, $8 FROM user_row
 ON CONFLICT ON CONSTRAINT messages_turn_role DO NOTHING
 RETURNING {_MESSAGE_COLUMNS}
 """  # noqa: S608 - column names only; values are parameters
@@ -441,10 +441,11 @@ class ConversationStore:
         actions: list[dict[str, Any]],
         timings: dict[str, float] | None = None,
         user_metadata: dict[str, Any] | None = None,
+        reply_metadata: dict[str, Any] | None = None,
     ) -> StoredReply:
         """Store the user message and our reply atomically (one statement, one round trip). If
         the user row already existed, a duplicate of this turn finished first: return its
-        reply, not ours."""
+        reply, not ours. `reply_metadata`: the reply's (the tools its turn ran)."""
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
                 _INSERT_TURN,
@@ -455,6 +456,7 @@ class ConversationStore:
                 reply_text,
                 actions,
                 timings or {},
+                reply_metadata or {},
             )
             if row is not None:
                 return StoredReply(Message.from_row(row), inserted=True)
@@ -465,7 +467,12 @@ class ConversationStore:
             # The question was stored alone: a streamed answer to it was cut short by a
             # barge-in and never recorded as heard. This answer is its reply.
             return await self.record_reply(
-                conversation_id, turn_id, text=reply_text, actions=actions, timings=timings
+                conversation_id,
+                turn_id,
+                text=reply_text,
+                actions=actions,
+                timings=timings,
+                metadata=reply_metadata,
             )
         return StoredReply(Message.from_row(existing), inserted=False)
 
@@ -491,6 +498,7 @@ class ConversationStore:
         text: str,
         actions: list[dict[str, Any]],
         timings: dict[str, float] | None = None,
+        metadata: dict[str, Any] | None = None,
     ) -> StoredReply:
         """Store the reply to a turn whose question is stored; if a reply is there already (a
         duplicate of the turn, or the reply recorded as heard after a barge-in), that one."""
@@ -503,7 +511,7 @@ class ConversationStore:
                 text,
                 actions,
                 timings or {},
-                {},
+                metadata or {},
             )
             if row is not None:
                 return StoredReply(Message.from_row(row), inserted=True)

@@ -126,6 +126,12 @@ class Message:
         """The caller talked over this reply; its content is what they heard of it."""
         return self.metadata.get("interrupted") is True
 
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        """The tools this reply's turn ran: `{"name", "args", "ok"}` each (redacted)."""
+        tools = self.metadata.get("tools")
+        return tools if isinstance(tools, list) else []
+
 
 @dataclass(frozen=True, slots=True)
 class StoredReply:
