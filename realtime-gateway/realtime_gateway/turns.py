@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import Any
 
 from realtime_gateway import metrics, prompts
@@ -69,6 +69,7 @@ class GatewayFlow(CallFlow):
         self.orchestrator = orchestrator
         self.end_retry_delays_s = end_retry_delays_s
         self._tasks: set[asyncio.Task[None]] = set()
+        self._timers: set[asyncio.Task[None]] = set()  # `keep`: cancelled at once on aclose
         self.accepting_calls = True  # False while draining for shutdown (shutdown.py)
         self.streams = StreamRegistry()  # the streamed calls this instance holds a socket for
 
@@ -366,6 +367,13 @@ class GatewayFlow(CallFlow):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    def keep(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background until it is done or the gateway stops (cancelled then,
+        with no grace: it waits on a timer, not on a peer)."""
+        task = asyncio.create_task(work)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
     @property
     def pending_tasks(self) -> int:
         return len(self._tasks)
@@ -394,6 +402,7 @@ class GatewayFlow(CallFlow):
 
     async def aclose(self, grace_s: float = 5.0) -> None:
         """Give background end-retries a moment, then cancel what is left."""
+        await asyncio.gather(*(cancel_and_wait(task) for task in set(self._timers)))
         if not self._tasks:
             return
         _done, pending = await asyncio.wait(set(self._tasks), timeout=grace_s)

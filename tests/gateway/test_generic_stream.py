@@ -139,3 +139,59 @@ async def test_minting_a_call_token_needs_an_operator(
             "/voice/calls/stream-tokens", json={"agent_id": "../x"}, headers=auth()
         )
         assert r.status_code == 422
+
+
+async def call_status(gw: Gateway, call_id: str) -> dict[str, Any]:
+    r = await gw.client.get(f"/voice/calls/{call_id}/status", headers=auth())
+    assert r.status_code == 200, r.text
+    body: dict[str, Any] = r.json()
+    return body
+
+
+async def ended_within(gw: Gateway, call_id: str, seconds: float) -> dict[str, Any] | None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        status = await call_status(gw, call_id)
+        if status["ended_at"] is not None:
+            return status
+        await asyncio.sleep(0.05)
+    return None
+
+
+async def test_the_agents_goodbye_ends_the_call(
+    data_dir: Path, orchestrator: httpx.ASGITransport
+) -> None:
+    """The socket is the call: when the agent hangs up, nobody else will end it."""
+    call_id = new_call_id()
+    async with served(stream_settings(data_dir), orchestrator) as gw:
+        async with socket(gw, signed_headers()) as ws:
+            await ws.send(json.dumps({"type": "start", "call_id": call_id}))
+            await frames_until(ws, last_text)
+            await ws.send(json.dumps({"type": "prompt", "text": "That's all, goodbye!"}))
+            frames = await frames_until(ws, lambda f: f["type"] == "end")
+            assert frames[-1] == {"type": "end", "reason": "hangup"}
+            ended = await ended_within(gw, call_id, 5.0)
+        assert ended is not None, "the call stayed in progress after the agent hung up"
+
+
+async def test_a_dropped_socket_ends_its_call_unless_the_client_comes_back(
+    data_dir: Path, orchestrator: httpx.ASGITransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from realtime_gateway.drivers import generic_stream
+
+    monkeypatch.setattr(generic_stream, "RECONNECT_GRACE_S", 0.5)
+    dropped, back = new_call_id(), new_call_id()
+    async with served(stream_settings(data_dir), orchestrator) as gw:
+        for call_id in (dropped, back):
+            async with socket(gw, signed_headers()) as ws:
+                await ws.send(json.dumps({"type": "start", "call_id": call_id}))
+                await frames_until(ws, last_text)
+            # closed without `end`
+        async with socket(gw, signed_headers()) as ws:  # `back` reconnects within the grace
+            await ws.send(json.dumps({"type": "start", "call_id": back}))
+            await frames_until(ws, lambda f: f["type"] == "started")
+            assert await ended_within(gw, dropped, 10.0) is not None
+            await asyncio.sleep(1.0)  # past the grace of back's first socket
+            assert (await call_status(gw, back))["ended_at"] is None
+            await ws.send(json.dumps({"type": "end"}))
+        assert await ended_within(gw, back, 5.0) is not None

@@ -11,6 +11,11 @@ send_digits, play, language), `{"type":"error","error":{"code","message"}}` (a b
 call goes on), `{"type":"end","reason"}` (`reconnect`: this instance is stopping; open the socket
 again and `start` the same call id, the conversation goes on).
 
+The socket is the call: the agent's hang-up or transfer ends it (`end` with that reason), and a
+socket that closes without `end` ends it `RECONNECT_GRACE_S` later unless the client opened a
+new socket for the same call id meanwhile (on any instance: each socket's id is kept on the
+live call, the last one wins).
+
 Authentication on the upgrade: the generic-http HMAC over `GET <path>?<query>` in
 `X-Gateway-Timestamp` / `X-Gateway-Signature` (a bridge), or `?token=<call token>` (a browser).
 """
@@ -18,6 +23,7 @@ Authentication on the upgrade: the generic-http HMAC over `GET <path>?<query>` i
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -32,6 +38,8 @@ from shared.contract import ID_RE, Action
 from shared.phone import to_e164
 
 PROVIDER = "generic-http"
+RECONNECT_GRACE_S = 30.0  # how long a dropped socket's call waits for the client to come back
+SOCKET_KEY = "stream_socket"  # the live call's metadata key naming its newest socket
 
 
 def signed_target(url: str) -> bytes:
@@ -83,10 +91,13 @@ def start_call(frame: dict[str, Any], token: Principal | None) -> CallInfo | Non
 
 
 class GenericSink:
-    """A `streaming.Sink` writing our frames."""
+    """A `streaming.Sink` writing our frames. `finish` ends the call (set once it has one): the
+    agent's hang-up or transfer ends it, since nobody else will."""
 
     def __init__(self, websocket: WebSocket) -> None:
         self.websocket = websocket
+        self.finish: Callable[[str], Awaitable[Any]] | None = None
+        self.ended = False  # the call is over from our side or the client's (no grace to wait)
 
     async def _send(self, frame: dict[str, Any]) -> None:
         await self.websocket.send_text(json.dumps(frame, separators=(",", ":")))
@@ -101,6 +112,9 @@ class GenericSink:
         await self._send({"type": "action", "action": action.model_dump(exclude_none=True)})
         if action.type in ("transfer", "hangup"):
             await self._send({"type": "end", "reason": action.type})
+            self.ended = True
+            if self.finish is not None:
+                await self.finish(action.type)
 
     async def error(self, message: str) -> None:
         await self._send({"type": "error", "error": {"code": "bad_frame", "message": message}})
@@ -109,6 +123,7 @@ class GenericSink:
         # the client reconnects (the load balancer picks a live instance) and sends `start`
         # with the same call id: the conversation goes on
         await self._send({"type": "end", "reason": "reconnect"})
+        self.ended = True  # the client comes back through another instance
 
 
 async def on_frame(session: StreamSession, frame: dict[str, Any]) -> bool:
@@ -132,6 +147,8 @@ async def on_frame(session: StreamSession, frame: dict[str, Any]) -> bool:
     elif kind == "end":
         await session.close()
         await session.flow.end(session.call.call_id, reason="hangup")
+        if isinstance(session.sink, GenericSink):
+            session.sink.ended = True
         return False
     else:
         await session.sink.error(f"unknown frame type {kind!r}")

@@ -13,7 +13,9 @@ goes on.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import json
 import logging
 import uuid
@@ -193,14 +195,19 @@ async def generic(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     sink = generic_stream.GenericSink(websocket)
+    socket_id = uuid.uuid4().hex
+    opened: list[str] = []
 
     async def open_session(frame: dict[str, Any]) -> StreamSession | None:
         call = generic_stream.start_call(frame, token_call)
         if call is None:
             await sink.error("the first frame must be start (with a valid call_id)")
             return None
+        call.metadata[generic_stream.SOCKET_KEY] = socket_id  # this socket is the call's newest
         greeting = await rt.flow.start(call)
         session = await _session(rt, websocket, call, sink, driver)
+        sink.finish = functools.partial(_end_call, rt, call.call_id)
+        opened.append(call.call_id)
         await sink.started(call.call_id)
         if greeting.text:
             await sink.text(greeting.text, True)
@@ -209,6 +216,23 @@ async def generic(websocket: WebSocket) -> None:
     await _serve(websocket, rt, sink, open_session, generic_stream.on_frame)
     with contextlib.suppress(Exception):  # the client may have closed it already
         await websocket.close()
+    if opened and not sink.ended:  # dropped: the call ends unless the client comes back
+        rt.flow.keep(_end_if_abandoned(rt, opened[0], socket_id))
+
+
+async def _end_call(rt: GatewayRuntime, call_id: str, reason: str) -> None:
+    await rt.flow.end(call_id, reason=reason)
+
+
+async def _end_if_abandoned(rt: GatewayRuntime, call_id: str, socket_id: str) -> None:
+    """End a call whose socket closed without `end`, after the grace, unless a newer socket
+    (a reconnect, on any instance) has taken the call meanwhile."""
+    await asyncio.sleep(generic_stream.RECONNECT_GRACE_S)
+    live = await rt.flow.get_call(call_id)
+    if live is None or live.metadata.get(generic_stream.SOCKET_KEY) != socket_id:
+        return
+    log.info("stream socket closed without end and not reopened: the call ends")
+    await rt.flow.end(call_id, reason="socket_closed")
 
 
 async def call_token(request: Request) -> JSONResponse:
