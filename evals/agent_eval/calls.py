@@ -1,6 +1,6 @@
 """One call of a scenario: placed on its provider path, its turns played (fixed lines, or a
 simulated caller's), then every expectation checked against what the caller got back and
-against the conversation record read afterwards (interruptions, turn ids).
+against the conversation record read afterwards (interruptions, the tools each turn ran).
 
 A failure to drive the call (the gateway refusing a request, a socket closing) is that turn's
 error: the call stops there and is reported failed, never skipped. `memory_written` waits (up to
@@ -145,9 +145,10 @@ async def _simulate(
 
 
 def _reads_record(call: Call) -> bool:
-    """Only `interrupted` needs the conversation record (the management API is rate limited)."""
+    """Only `interrupted` and `tool` need the conversation record, read once per call (the
+    management API is rate limited)."""
     expects = [call.greeting, *(t.expect for t in call.turns)]
-    return any(e.interrupted is not None for e in expects)
+    return bool(call.expect.tools) or any(e.interrupted is not None or e.tools for e in expects)
 
 
 def _recalls(call: Call) -> bool:
@@ -178,6 +179,7 @@ async def _check(
             latency_budget_ms=ctx.latency_ms,
             interrupted=interrupted,
             memories=before,
+            tools=message.get("tools") or [] if message is not None else None,
         )
         if expect.rubric:
             upto = lines[: turn.said_by]
@@ -186,7 +188,8 @@ async def _check(
     memories: list[str] = []
     if call.expect.memory_written:
         memories = await _memories_holding(ctx.api, ctx.setup.caller, call.expect.memory_written)
-    record.checks += check_call(call.expect, last, memories)
+    ran = [tool for message in stored.values() for tool in message.get("tools") or []]
+    record.checks += check_call(call.expect, last, memories, ran)
     rubric = call.expect.rubric
     if rubric is None and call.simulated is not None:
         rubric = f"The caller's goal was met: {call.simulated.goal}"

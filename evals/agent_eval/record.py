@@ -2,8 +2,8 @@
 becomes a scenario file in one command.
 
 The orchestrator writes the scenario (`GET /conversations/{id}/scenario`: the caller's turns,
-the agent's replies and actions as `equals` / `action` expectations, to loosen by hand); this
-checks it against the schema before writing it, so what is written always loads.
+the agent's replies, actions and tools as `equals` / `action` / `tool` expectations, to loosen
+by hand); this checks it against the schema before writing it, so what is written always loads.
 """
 
 from __future__ import annotations

@@ -54,6 +54,24 @@ class ActionExpect:
 
 
 @dataclass(frozen=True)
+class ToolExpect:
+    """A tool the agent must have run: by name, with at least these arguments (`args`, a
+    subset: text compared as spoken, case-insensitively), succeeding or not (`ok`)."""
+
+    name: str
+    args: Mapping[str, Any] | None = None
+    ok: bool | None = None
+
+    def describe(self) -> str:
+        out = self.name + (f"({describe_args(self.args)})" if self.args else "")
+        return out if self.ok is None else f"{out} {'ok' if self.ok else 'failed'}"
+
+
+def describe_args(args: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in args.items())
+
+
+@dataclass(frozen=True)
 class TurnExpect:
     """What one reply must (not) be. Empty: anything goes (the turn is only driven)."""
 
@@ -65,6 +83,7 @@ class TurnExpect:
     latency_ms: float | None = None
     interrupted: bool | None = None
     recalled: tuple[str, ...] = ()
+    tools: tuple[ToolExpect, ...] = ()  # `tool:` in the file
     rubric: str | None = None
     line: int = 0
 
@@ -99,6 +118,7 @@ class Simulated:
 class CallExpect:
     memory_written: tuple[str, ...] = ()
     action: ActionExpect | None = None  # how the call ended (its last action)
+    tools: tuple[ToolExpect, ...] = ()  # run in some turn of the call
     rubric: str | None = None
     line: int = 0
 
@@ -228,9 +248,11 @@ TURN_EXPECT_FIELDS = (
     "latency_ms",
     "interrupted",
     "recalled",
+    "tool",
     "rubric",
 )
-CALL_EXPECT_FIELDS = ("memory_written", "action", "rubric")
+CALL_EXPECT_FIELDS = ("memory_written", "action", "tool", "rubric")
+TOOL_FIELDS = ("name", "args", "ok")
 TURN_FIELDS = ("say", "dtmf", "silence", "interrupt_after_ms", "expect")
 CALL_FIELDS = ("greeting", "turns", "expect", "simulated")
 SCENARIO_FIELDS = (
@@ -410,6 +432,7 @@ def _turn_expect(r: _Reader, value: Any, where: PathKey) -> TurnExpect:
         if "interrupted" in data
         else None,
         recalled=opt_texts("recalled"),
+        tools=_tools(r, data["tool"], (*where, "tool")) if "tool" in data else (),
         rubric=r.text(data["rubric"], (*where, "rubric")) if "rubric" in data else None,
         line=r.line(where),
     )
@@ -422,8 +445,34 @@ def _call_expect(r: _Reader, value: Any, where: PathKey) -> CallExpect:
         if "memory_written" in data
         else (),
         action=_action(r, data["action"], (*where, "action")) if "action" in data else None,
+        tools=_tools(r, data["tool"], (*where, "tool")) if "tool" in data else (),
         rubric=r.text(data["rubric"], (*where, "rubric")) if "rubric" in data else None,
         line=r.line(where),
+    )
+
+
+def _tools(r: _Reader, value: Any, where: PathKey) -> tuple[ToolExpect, ...]:
+    """`tool: remember`, `tool: {name: remember, args: {fact: tea}, ok: true}`, or a list."""
+    if not isinstance(value, list):
+        return (_tool(r, value, where),)
+    if not value:
+        raise r.fail(where, "must not be an empty list")
+    return tuple(_tool(r, v, (*where, i)) for i, v in enumerate(value))
+
+
+def _tool(r: _Reader, value: Any, where: PathKey) -> ToolExpect:
+    if isinstance(value, str):
+        return ToolExpect(r.text(value, where))
+    data = r.mapping(value, where, TOOL_FIELDS, "a tool name, or {name, args, ok}")
+    if "name" not in data:
+        raise r.fail(where, "name: missing (the tool's name, e.g. remember)")
+    args = data.get("args")
+    if args is not None and not isinstance(args, dict):
+        raise r.fail((*where, "args"), f"must be a mapping of arguments, not {_kind(args)}")
+    return ToolExpect(
+        name=r.text(data["name"], (*where, "name")),
+        args=args,
+        ok=r.flag(data["ok"], (*where, "ok")) if "ok" in data else None,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from agent_eval.expectations import check_call, check_turn, word_diff
-from agent_eval.schema import ActionExpect, CallExpect, TurnExpect
+from agent_eval.schema import ActionExpect, CallExpect, ToolExpect, TurnExpect
 from agent_eval.transcript import Check, Reply
 
 HOURS = "Our opening hours are Monday to Friday from 7 am to 6 pm."
@@ -109,3 +109,63 @@ def test_memory_written_and_the_calls_last_action() -> None:
     failed = check_call(expect, reply(), ["The caller asked about hours."])
     assert [c.status for c in failed] == ["fail", "fail"]
     assert failed[1].actual == "The caller asked about hours."
+
+
+REMEMBERED = [
+    {"name": "remember", "args": {"fact": "I like  Tea", "tags": ["drinks"]}, "ok": True},
+    {"name": "transfer_call", "args": {}, "ok": False},
+]
+
+
+@pytest.mark.parametrize(
+    ("tool", "detail"),
+    [
+        (ToolExpect("end_call"), "end_call did not run"),
+        (ToolExpect("remember", {"fact": "I like coffee"}), "remember ran with other arguments"),
+        (ToolExpect("remember", {"fact": "I like tea", "when": "now"}), "other arguments"),
+        (ToolExpect("remember", {"tags": "drinks"}), "other arguments"),  # a list is not text
+        (ToolExpect("transfer_call", ok=True), "transfer_call failed"),
+        (ToolExpect("remember", ok=False), "remember succeeded"),
+    ],
+)
+def test_a_tool_expectation_fails_saying_which_tools_ran_with_which_arguments(
+    tool: ToolExpect, detail: str
+) -> None:
+    failed = only(check_turn(TurnExpect(tools=(tool,)), reply(), tools=REMEMBERED))
+    assert failed.status == "fail" and detail in failed.detail
+    assert failed.actual == (
+        "remember(fact='I like  Tea', tags=['drinks']) ok; transfer_call() failed"
+    )
+
+
+def test_a_tool_expectation_passes_on_name_argument_subset_and_outcome() -> None:
+    expect = TurnExpect(
+        tools=(
+            ToolExpect("remember"),
+            ToolExpect("remember", {"fact": "i like tea"}, ok=True),  # as spoken, any case
+            ToolExpect("remember", {"tags": ["Drinks"]}),
+            ToolExpect("transfer_call", ok=False),
+        )
+    )
+    checks = check_turn(expect, reply(), tools=REMEMBERED)
+    assert [c.status for c in checks] == ["pass"] * 4
+    assert checks[1].expected == "remember(fact='i like tea') ok"
+
+
+def test_a_tool_expectation_without_a_record_or_arguments_to_read_fails() -> None:
+    expect = TurnExpect(tools=(ToolExpect("remember", {"fact": "tea"}),))
+    none_ran = only(check_turn(expect, reply(), tools=[]))
+    assert none_ran.detail == "no tool ran" and none_ran.actual == "(no tool ran)"
+    unknown = only(check_turn(expect, reply(), tools=None))
+    assert unknown.status == "fail" and "no reply for this turn" in unknown.detail
+    withheld = [{"name": "remember", "args": None, "ok": True}]
+    hidden = only(check_turn(expect, reply(), tools=withheld))
+    assert hidden.status == "fail" and "withheld" in hidden.detail
+    named = TurnExpect(tools=(ToolExpect("remember"),))
+    assert only(check_turn(named, reply(), tools=withheld)).status == "pass"
+
+
+def test_a_call_tool_expectation_looks_at_every_turn() -> None:
+    expect = CallExpect(tools=(ToolExpect("transfer_call"), ToolExpect("end_call")))
+    checks = check_call(expect, reply(), [], REMEMBERED)
+    assert [(c.name, c.status) for c in checks] == [("call tool", "pass"), ("call tool", "fail")]

@@ -1,6 +1,7 @@
 """Scenarios run against the real services (one set for the session, started as `make eval`
 starts its own): the starter set passes offline, every provider path drives a whole call
 signed as its provider signs, a wrong expectation fails with a readable diff and exit 1,
+a tool expectation is checked against the tools the conversation record says each turn ran,
 rubrics are skipped (not passed) without a model key."""
 
 from __future__ import annotations
@@ -104,6 +105,41 @@ def test_a_wrong_expectation_fails_with_a_readable_diff_and_exit_1(
     suite = ET.parse(junit).getroot()  # noqa: S314 - our own file
     assert (suite.get("tests"), suite.get("failures")) == ("1", "1")
     assert "Good morning" in (suite.find("testcase/failure").text or "")  # type: ignore[union-attr]
+
+
+TOOLS = """\
+name: tools
+agent: demo-harbourside-bakery
+turns:
+  - say: Please remember that I like tea
+    expect:
+      tool: {name: remember, args: {fact: i like TEA}, ok: true}
+  - say: Thanks, goodbye
+    expect:
+      tool: [end_call, {name: transfer_call, args: {to: sales}}]
+expect:
+  tool: [remember, search_knowledge]
+"""
+
+
+def test_a_tool_expectation_passes_and_fails_saying_which_tools_ran(
+    eval_services: EvalServices, tmp_path: Path
+) -> None:
+    path = write(tmp_path, "tools.yaml", TOOLS)
+    done = eval_services.cli(
+        "run", path, "--no-start", "--junit", tmp_path / "j.xml", "--html", tmp_path / "r.html"
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    out = done.stdout
+    assert "turn 1" not in out  # remember ran with the fact, and succeeded
+    assert f"FAIL tools call 1, turn 2 ({path}:7)" in out, out
+    assert "expected: tool transfer_call(to='sales')" in out, out
+    assert "actual:   end_call(reason='caller_goodbye') ok" in out
+    assert "transfer_call did not run" in out
+    assert "expected: call tool search_knowledge" in out
+    assert "actual:   remember(fact='I like tea') ok; end_call(reason='caller_goodbye') ok" in out
+    failures = ET.parse(tmp_path / "j.xml").getroot().get("failures")  # noqa: S314
+    assert failures == "1"
 
 
 def test_a_rubric_without_a_model_key_is_skipped_with_its_reason_not_passed(

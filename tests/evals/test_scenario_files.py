@@ -61,6 +61,37 @@ turns:
             "turns[1].expect.action.transfer",
             "not an E.164 number",
         ),
+        (
+            GOOD + "  - say: hi\n    expect:\n      tool: {nmae: remember}\n",
+            9,
+            "turns[1].expect.tool.nmae",
+            "did you mean 'name'",
+        ),
+        (
+            GOOD + "  - say: hi\n    expect:\n      tool:\n        - remember\n"
+            "        - {ok: true}\n",
+            11,
+            "turns[1].expect.tool[1]",
+            "name: missing",
+        ),
+        (
+            GOOD + "  - say: hi\n    expect:\n      tool: {name: remember, args: tea}\n",
+            9,
+            "turns[1].expect.tool.args",
+            "must be a mapping of arguments",
+        ),
+        (
+            GOOD + "  - say: hi\n    expect:\n      tool: {name: end_call, ok: yes please}\n",
+            9,
+            "turns[1].expect.tool.ok",
+            "must be true or false",
+        ),
+        (
+            GOOD + "expect:\n  tool: []\n",
+            8,
+            "expect.tool",
+            "must not be an empty list",
+        ),
         (GOOD.replace("agent: demo-harbourside-bakery\n", ""), 1, "", "agent: missing"),
         (
             GOOD.replace("provider", "x") + "provider: skype\n",

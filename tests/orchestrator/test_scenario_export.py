@@ -1,6 +1,6 @@
-"""`GET /conversations/{id}/scenario`: a stored call as a `make eval` scenario, on the real app
-and Postgres; what it writes loads in the eval's own schema (agent_eval), so an export always
-runs."""
+"""`GET /conversations/{id}/scenario`: a stored call as a `make eval` scenario (replies, actions
+and the tools each turn ran as expectations), on the real app and Postgres; what it writes
+loads in the eval's own schema (agent_eval), so an export always runs."""
 
 from __future__ import annotations
 
@@ -60,10 +60,21 @@ async def test_a_call_exports_as_a_scenario_with_its_replies_expected(
             "silence": True,
             "expect": {"equals": data["turns"][2]["expect"]["equals"], "action": "gather"},
         },
-        {"say": "Thanks, goodbye", "expect": {"equals": bye["reply"], "action": "hangup"}},
+        {
+            "say": "Thanks, goodbye",
+            "expect": {
+                "equals": bye["reply"],
+                "action": "hangup",
+                # the tools the turn ran, as they ran
+                "tool": [{"name": "end_call", "args": {"reason": "caller_goodbye"}, "ok": True}],
+            },
+        },
     ]
     scenario = parse(loads(r.text, "exported.yaml"))  # the eval's schema takes it as it is
     assert [t.action for t in scenario.calls[0].turns] == ["say", "dtmf", "silence", "say"]
+    assert [t.describe() for t in scenario.calls[0].turns[3].expect.tools] == [
+        "end_call(reason='caller_goodbye') ok"
+    ]
 
 
 async def test_only_operators_and_admins_export_and_an_unknown_call_is_a_404(

@@ -3,8 +3,9 @@ went wrong in production becomes a regression test in one command (`make eval-re
 
 The scenario is YAML in the schema `make eval` reads (evals/README.md): the agent, the provider
 path the call took, the caller's turns as they were stored (words, keypad digits, silence), and
-the agent's replies as expectations: each reply word for word (`equals`) and what it did next
-(`action`: listen, transfer to a number, hang up), to loosen by hand where wording may change.
+the agent's replies as expectations: each reply word for word (`equals`), what it did next
+(`action`: listen, transfer to a number, hang up) and the tools its turn ran (`tool`: name,
+redacted arguments, outcome), to loosen by hand where wording may change.
 What it leaves out, and why:
 - the caller's number (personal data; the replay calls from a fresh number, so what earlier
   calls left in memory is not there: a "Welcome back" greeting will differ);
@@ -50,7 +51,19 @@ def _expectation(reply: Message | None) -> dict[str, Any]:
     if reply.content.strip():
         expect["equals"] = reply.content
     expect["action"] = action_expectation(reply.actions)
+    if reply.tools:
+        expect["tool"] = [_tool_expectation(tool) for tool in reply.tools]
     return expect
+
+
+def _tool_expectation(tool: dict[str, Any]) -> dict[str, Any]:
+    """A tool the turn ran, as the scenario's `tool` writes it (arguments only when it had
+    some)."""
+    out: dict[str, Any] = {"name": tool.get("name")}
+    if tool.get("args"):
+        out["args"] = tool["args"]
+    out["ok"] = bool(tool.get("ok"))
+    return out
 
 
 def _caller_turn(question: Message) -> dict[str, Any]:
