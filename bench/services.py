@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 import psutil
@@ -162,8 +163,8 @@ def _run_worker(spec: dict[str, Any], timeout_s: float, module: str, out: Path) 
 
 
 def _with_database(dsn: str, database: str) -> str:
-    base, _, _ = dsn.rpartition("/")
-    return f"{base}/{database}"
+    """`dsn` naming another database (TCP or Unix-socket forms, the query string kept)."""
+    return urlunsplit(urlsplit(dsn)._replace(path=f"/{database}"))
 
 
 def create_database(admin_dsn: str) -> str | None:
@@ -189,7 +190,7 @@ def create_database(admin_dsn: str) -> str | None:
 def drop_database(admin_dsn: str, dsn: str) -> None:
     import asyncpg
 
-    name = dsn.rpartition("/")[2]
+    name = urlsplit(dsn).path.strip("/")
 
     async def drop() -> None:
         conn = await asyncpg.connect(admin_dsn, timeout=5)

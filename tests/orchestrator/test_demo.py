@@ -18,19 +18,21 @@ import chromadb
 import pytest
 
 from orchestrator.demo import DEMO_AGENT_ID, DEMO_PHONE_NUMBER, DEMO_TRANSFER_NUMBER
-from tests.conftest import TEST_DATABASE_URL, _with_database, unavailable
+from tests.conftest import unavailable
+from tests.live_servers import PostgresServer, with_database
 from tests.orchestrator.conftest import ChromaServer, RunningApp, make_settings, run_app
 
 CALLER = "+15550001111"
 
 
 @pytest.fixture
-def fresh_dsn() -> Iterator[str]:
-    """An empty database of this test's own, dropped afterwards."""
+def fresh_dsn(postgres_server: PostgresServer) -> Iterator[str]:
+    """An empty database of this test's own (on the session's server), dropped afterwards."""
     name = f"vao_demo_{uuid.uuid4().hex[:10]}"
+    admin_dsn = postgres_server.admin_dsn
 
     async def admin(sql: str) -> None:
-        conn = await asyncpg.connect(TEST_DATABASE_URL, timeout=5)
+        conn = await asyncpg.connect(admin_dsn, timeout=5)
         try:
             await conn.execute(sql)
         finally:
@@ -39,8 +41,8 @@ def fresh_dsn() -> Iterator[str]:
     try:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-        unavailable(f"Postgres at {TEST_DATABASE_URL}", exc)
-    yield _with_database(TEST_DATABASE_URL, name)
+        unavailable(f"Postgres at {admin_dsn}", exc)
+    yield with_database(admin_dsn, name)
     asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
