@@ -150,3 +150,32 @@ async def test_an_interrupt_before_the_orchestrator_had_the_turn_is_no_error(
         assert told == [{"heard": "We"}]
         assert published, "the flow publishes through the recorder"
         assert "error.occurred" not in published
+
+
+async def test_a_streamed_turn_the_orchestrator_refuses_is_reported_with_its_status(
+    data_dir: Path,
+) -> None:
+    """A 4xx to the streamed turn is a refusal (its status in the error event), not a stream
+    that happened to end early; the caller hears the apology."""
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(409, json={"error": {"code": "conversation_ended"}})
+
+    async with gateway(settings_for(data_dir), httpx.MockTransport(handler)) as gw:
+        sink = Recorder()
+        session = StreamSession(
+            gw.rt.flow, CallInfo(call_id=new_call_id(), provider="twilio"), sink
+        )
+        errors: list[str] = []
+        publish = gw.rt.flow.bus.publish
+
+        async def recorded(event: CallEvent) -> None:
+            if event.type == "error.occurred":
+                errors.append(str(event.data.get("message")))
+            await publish(event)
+
+        gw.rt.flow.bus.publish = recorded  # type: ignore[method-assign]
+        await session.prompt("When are you open?")
+        await asyncio.wait_for(sink.done.wait(), 5)
+        assert "".join(token for token, _ in sink.frames).strip() == say("apology")
+        assert any("refused the streamed turn (409)" in e for e in errors), errors
