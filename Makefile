@@ -7,6 +7,7 @@ UV := $(BIN)/uv
 DATA_DIR ?= $(CURDIR)/.data
 export DATA_DIR
 ROLE ?= admin
+CHROMIUM := /usr/bin/chromium
 
 .PHONY: help install lock run dev test lint fmt token bench bench-smoke bench-graph mutate eval eval-record clean
 
@@ -60,8 +61,19 @@ call: install
 	@VAO_TOKEN="$$($(BIN)/python -m scripts.token --role operator --sub make-call --ttl 3600)" \
 	  $(BIN)/python -m realtime_gateway.terminal_phone $(if $(AGENT),--agent $(AGENT))
 
-test: install
+test: install $(CHROMIUM)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The console's and the eval report's browser tests drive Debian's headless Chromium: installed
+# here when it is missing (apt, as root or with passwordless sudo), so a fresh machine needs
+# nothing but `make test`; never a browser download of Playwright's own. Where apt cannot run,
+# those tests fail saying how to install it.
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; elif sudo -n true 2>/dev/null; then SUDO="sudo -n"; \
+	else echo "make test: $(CHROMIUM) is missing and apt needs root: apt-get install chromium"; exit 0; fi; \
+	echo "make test: installing Debian's chromium for the browser tests"; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq \
+	  --no-install-recommends chromium >/dev/null || echo "make test: apt-get install chromium failed"
 
 lint: install
 	$(BIN)/ruff check .
