@@ -115,9 +115,16 @@ class CallStore(Protocol):
         life); True when this call created it."""
         ...
 
-    async def begin_turn(self, call: LiveCall, turn_key: str, ttl_s: float = 86_400) -> TurnStep:
+    async def begin_turn(
+        self,
+        call: LiveCall,
+        turn_key: str,
+        ttl_s: float = 86_400,
+        metadata: dict[str, Any] | None = None,
+    ) -> TurnStep:
         """One step for a caller's turn: create `call` if it is new (and has not ended), mark
-        `turn_key` seen, count the turn the first time, and return the call as stored."""
+        `turn_key` seen, count the turn the first time, set `metadata` keys on the stored call
+        (e.g. a streamed prompt's digest), and return the call as stored."""
         ...
 
     async def apply_status(
@@ -224,12 +231,20 @@ class MemoryCallStore:
             self._calls.popitem(last=False)
         return True
 
-    async def begin_turn(self, call: LiveCall, turn_key: str, ttl_s: float = 86_400) -> TurnStep:
+    async def begin_turn(
+        self,
+        call: LiveCall,
+        turn_key: str,
+        ttl_s: float = 86_400,
+        metadata: dict[str, Any] | None = None,
+    ) -> TurnStep:
         created = await self.create(call)
         first = self._seen.add_if_absent(turn_key, ttl_s)
         stored = self._calls.get(call.call_id)
         if first and stored is not None:
             stored.turns += 1
+        if metadata and stored is not None:
+            stored.metadata.update(metadata)
         ended = call.call_id in self._ended or (stored is not None and stored.ended)
         return TurnStep(call=stored, created=created, first=first, ended=ended)
 
@@ -321,7 +336,8 @@ end
 
 _CREATE_LUA = _CREATE_FN + "return create_call()"
 
-# + KEYS[4] the turn's seen key; ARGV[6] its ttl in ms; fields from ARGV[7]
+# + KEYS[4] the turn's seen key; ARGV[6] its ttl in ms; ARGV[7] n metadata pairs, then the
+# metadata pairs, then the call's fields
 _BEGIN_TURN_LUA = (
     _CREATE_FN
     + """
@@ -330,6 +346,12 @@ local first = 0
 if redis.call('SET', KEYS[4], '1', 'NX', 'PX', tonumber(ARGV[6])) then
   first = 1
   if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'turns', 1) end
+end
+local meta_n = tonumber(ARGV[7])
+if meta_n > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
+  local pairs_ = {}
+  for i = 8, 7 + 2 * meta_n do pairs_[#pairs_ + 1] = ARGV[i] end
+  redis.call('HSET', KEYS[1], unpack(pairs_))
 end
 return {created, first, redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[1])}
 """
@@ -390,6 +412,22 @@ return 1
 """
 
 
+# KEYS[1] call hash; ARGV metadata field/value pairs: set only on a call that exists
+_MERGE_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV))
+return 1
+"""
+
+
+def _meta_pairs(metadata: dict[str, Any]) -> list[str | float | int]:
+    """Metadata as the call hash holds it: a `meta:<key>` field per key, its value as JSON."""
+    pairs: list[str | float | int] = []
+    for k, v in metadata.items():
+        pairs += [f"meta:{k}", json.dumps(v)]
+    return pairs
+
+
 class RedisCallStore:
     """Call state in Redis (hash per call + a sorted set of recent call ids)."""
 
@@ -403,6 +441,7 @@ class RedisCallStore:
         self._apply_status = client.register_script(_APPLY_STATUS_LUA)
         self._status = client.register_script(_STATUS_LUA)
         self._end = client.register_script(_END_LUA)
+        self._merge = client.register_script(_MERGE_LUA)
 
     def _key(self, call_id: str) -> str:
         return f"{self._p}call:{call_id}"
@@ -427,11 +466,19 @@ class RedisCallStore:
         )
         return bool(created)
 
-    async def begin_turn(self, call: LiveCall, turn_key: str, ttl_s: float = 86_400) -> TurnStep:
+    async def begin_turn(
+        self,
+        call: LiveCall,
+        turn_key: str,
+        ttl_s: float = 86_400,
+        metadata: dict[str, Any] | None = None,
+    ) -> TurnStep:
+        meta = _meta_pairs(metadata or {})
+        extra: list[str | float | int] = [max(1, int(ttl_s * 1000)), len(meta) // 2, *meta]
         _ROUND_TRIPS.inc()
         created, first, ended, raw = await self._begin_turn(
             keys=[*self._create_keys(call.call_id), f"{self._p}seen:{turn_key}"],
-            args=self._create_args(call, [max(1, int(ttl_s * 1000))]),
+            args=self._create_args(call, extra),
         )
         stored = _from_pairs(raw)
         ended = bool(ended) or (stored is not None and stored.ended)
@@ -443,15 +490,12 @@ class RedisCallStore:
         if status not in STATUS_ORDER:
             return StatusStep(call=await self.get(call.call_id), created=False, changed=False)
         call.status = status
-        meta: list[str | float | int] = []
-        for k, v in metadata.items():
-            meta += [f"meta:{k}", json.dumps(v)]
         extra: list[str | float | int] = [
             status,
             STATUS_ORDER[status],
             _TERMINAL_RANK,
             len(metadata),
-            *meta,
+            *_meta_pairs(metadata),
         ]
         _ROUND_TRIPS.inc()
         created, changed, raw = await self._apply_status(
@@ -490,16 +534,13 @@ class RedisCallStore:
         return bool(done)
 
     async def merge_metadata(self, call_id: str, updates: dict[str, Any]) -> bool:
-        """One hash field per metadata key (`meta:<key>`), so concurrent updates don't clobber."""
-        key = self._key(call_id)
+        """One hash field per metadata key (`meta:<key>`), so concurrent updates don't clobber;
+        one round trip (a call that is gone is not brought back as a hash of metadata)."""
         if not updates:
             return False
         _ROUND_TRIPS.inc()
-        if not await self._r.exists(key):
-            return False
-        _ROUND_TRIPS.inc()
-        await self._r.hset(key, mapping={f"meta:{k}": json.dumps(v) for k, v in updates.items()})
-        return True
+        done = await self._merge(keys=[self._key(call_id)], args=_meta_pairs(updates))
+        return bool(done)
 
     async def first_time(self, key: str, ttl_s: float) -> bool:
         _ROUND_TRIPS.inc()

@@ -132,8 +132,9 @@ class StreamSession:
         )
         self._turn_id, self._sent = turn_id, []
         self.last_prompt = None
-        await self.flow.remember_prompt(self.call.call_id, digest)
-        self._reply = asyncio.create_task(self._answer(heard), name=f"reply-{self.call.call_id}")
+        self._reply = asyncio.create_task(
+            self._answer(heard, digest), name=f"reply-{self.call.call_id}"
+        )
 
     def _replayed(self, digest: str) -> bool:
         if self.last_prompt is None:
@@ -172,12 +173,12 @@ class StreamSession:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reply
 
-    async def _answer(self, heard: CallerInput) -> None:
+    async def _answer(self, heard: CallerInput, digest: str) -> None:
         call_id_var.set(self.call.call_id)
         started = time.perf_counter()
         timing = StreamTimings()
         self.timings.append(timing)
-        stream = self.flow.stream(self.call, heard, timing)
+        stream = self.flow.stream(self.call, heard, timing, prompt_digest=digest)
         try:
             reply = await self._pump(stream, started, timing)
         except Exception:

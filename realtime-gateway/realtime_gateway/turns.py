@@ -129,12 +129,16 @@ class GatewayFlow(CallFlow):
             },
         )
 
-    async def _open_turn(self, call: CallInfo, heard: CallerInput) -> tuple[LiveCall, bool]:
-        """The turn's one call-store step (`begin_turn`) and its `message.received`; the
-        call as known, and whether it has ended."""
+    async def _open_turn(
+        self, call: CallInfo, heard: CallerInput, metadata: dict[str, Any] | None = None
+    ) -> tuple[LiveCall, bool]:
+        """The turn's one call-store step (`begin_turn`, which also sets `metadata` on the
+        call) and its `message.received`; the call as known, and whether it has ended."""
         call_id = call.call_id
         call_id_var.set(call_id)
-        step = await self.calls.begin_turn(LiveCall.of(call), turn_key(call_id, heard.turn_id))
+        step = await self.calls.begin_turn(
+            LiveCall.of(call), turn_key(call_id, heard.turn_id), metadata=metadata
+        )
         live = step.call
         if step.created and live is not None:
             # First seen at a turn (e.g. after a restart without Redis): announce it and open
@@ -231,13 +235,20 @@ class GatewayFlow(CallFlow):
         return FlowReply(actions=actions, text=reply.reply, turn_id=heard.turn_id)
 
     async def stream(
-        self, call: CallInfo, heard: CallerInput, timing: StreamTimings | None = None
+        self,
+        call: CallInfo,
+        heard: CallerInput,
+        timing: StreamTimings | None = None,
+        prompt_digest: str | None = None,
     ) -> AsyncIterator[str | FlowReply]:
         """One streamed turn: the reply's text pieces as the orchestrator writes them, then the
         whole reply (`FlowReply`: its actions, `fallback=True` when it failed). Closing the
         iterator (barge-in) closes the orchestrator's request at once. Announces the turn on
-        `/ws` like `turn`, with the stream's own timings."""
-        known, ended = await self._open_turn(call, heard)
+        `/ws` like `turn`, with the stream's own timings. `prompt_digest` (the prompt's words,
+        hashed) is kept on the live call in the turn's one call-store step, as `last_prompt`:
+        a socket that reconnects recognises a replay of it (`streaming.StreamSession`)."""
+        remembered = None if prompt_digest is None else {"last_prompt": prompt_digest}
+        known, ended = await self._open_turn(call, heard, remembered)
         if ended:
             yield FlowReply(actions=[Action.hangup("call already ended")], turn_id=heard.turn_id)
             return
@@ -268,11 +279,6 @@ class GatewayFlow(CallFlow):
             yield self._apology(known, heard.turn_id)
         finally:
             await pieces.aclose()  # type: ignore[attr-defined]
-
-    async def remember_prompt(self, call_id: str, digest: str) -> None:
-        """The last streamed prompt's digest, on the live call: a socket that reconnects
-        recognises a replay of it (`streaming.StreamSession`)."""
-        await self.calls.merge_metadata(call_id, {"last_prompt": digest})
 
     async def interrupted(self, call_id: str, turn_id: str, heard: str) -> None:
         """The caller talked over the reply to `turn_id`: the orchestrator keeps what was heard."""

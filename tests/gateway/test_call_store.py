@@ -191,3 +191,24 @@ async def test_apply_status_tracks_an_unknown_call_and_moves_forward_only(
     assert (step.created, step.changed) == (False, False)  # late, out of order
     step = await store.apply_status(LiveCall("s1", "twilio"), "completed", {})
     assert step.changed and step.call is not None and step.call.status == "completed"
+
+
+async def test_begin_turn_sets_metadata_on_the_call_in_the_same_step(store: CallStore) -> None:
+    """A streamed turn keeps its prompt's digest on the live call in its one call-store step:
+    on a new call, and on a known one (its other metadata kept)."""
+    meta = {"last_prompt": "d1"}
+    new = await store.begin_turn(LiveCall("m1", "twilio"), "turn:m1:1", metadata=meta)
+    assert new.created and new.call is not None and new.call.metadata["last_prompt"] == "d1"
+    await store.merge_metadata("m1", {"language": "fr-FR"})
+    known = await store.begin_turn(
+        LiveCall("m1", "twilio"), "turn:m1:2", metadata={"last_prompt": "d2"}
+    )
+    assert known.call is not None and known.call.turns == 2
+    assert known.call.metadata == {"last_prompt": "d2", "language": "fr-FR"}
+    stored = await store.get("m1")
+    assert stored is not None and stored.metadata["last_prompt"] == "d2"
+
+
+async def test_merge_metadata_on_a_call_that_is_gone_creates_nothing(store: CallStore) -> None:
+    assert await store.merge_metadata("gone-meta", {"answered_by": "human"}) is False
+    assert await store.get("gone-meta") is None
