@@ -851,6 +851,22 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of relay concurrency levels (ours) instead of the plan's (e.g. 20)",
     )
     parser.add_argument(
+        "--relay-gather-levels",
+        default=None,
+        help="comma list of <Gather>-mode levels in the relay scenario ('' for none)",
+    )
+    parser.add_argument(
+        "--relay-peer-levels",
+        default=None,
+        help="comma list of the peer's levels in the relay scenario ('' for none)",
+    )
+    parser.add_argument(
+        "--relay-window",
+        type=float,
+        default=None,
+        help="seconds measured per relay run (default 15): longer for steadier CPU per turn",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the services at the top load (see logs dir)"
     )
     args = parser.parse_args(argv)
@@ -870,6 +886,20 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 parser.error(f"{flag}: not a comma list of integers: {value!r}")
             plan = dataclasses.replace(plan, **{field: chosen})
+    for flag, field in (
+        ("--relay-gather-levels", "relay_gather_levels"),
+        ("--relay-peer-levels", "relay_peer_levels"),
+    ):
+        if (value := getattr(args, field)) is not None:
+            try:
+                chosen = tuple(int(x) for x in value.split(",") if x.strip())
+            except ValueError:
+                parser.error(f"{flag}: not a comma list of integers: {value!r}")
+            plan = dataclasses.replace(plan, **{field: chosen})
+    if args.relay_window is not None:
+        if args.relay_window <= 0:
+            parser.error("--relay-window: seconds > 0")
+        plan = dataclasses.replace(plan, relay_window_s=args.relay_window)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     logs = args.json.parent / f"{args.json.stem}-logs"
     shutil.rmtree(logs, ignore_errors=True)

@@ -417,8 +417,10 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
 
     def measured(services: dict[str, ServiceProcess], run: Any, turns_key: str) -> dict[str, Any]:
         settle(services, limit)
-        cpu_before = {name: svc.cpu_s() for name, svc in services.items()}
+        # The loop-lag probe (a /metrics scrape) before the CPU is read: the bench's own
+        # request is not charged to the turns.
         lag_before = {name: loop_lag(svc) for name, svc in services.items()}
+        cpu_before = {name: svc.cpu_s() for name, svc in services.items()}
         r = run()
         sent = r[turns_key]
         r["cpu_ms_per_turn"] = {
