@@ -336,8 +336,8 @@ end
 
 _CREATE_LUA = _CREATE_FN + "return create_call()"
 
-# + KEYS[4] the turn's seen key; ARGV[6] its ttl in ms; ARGV[7] n metadata pairs, then the
-# metadata pairs, then the call's fields
+# + KEYS[4] the turn's seen key; ARGV[6] its ttl in ms; ARGV[7] a JSON object of metadata
+# fields to set (`{}` for none); fields from ARGV[8]
 _BEGIN_TURN_LUA = (
     _CREATE_FN
     + """
@@ -347,11 +347,8 @@ if redis.call('SET', KEYS[4], '1', 'NX', 'PX', tonumber(ARGV[6])) then
   first = 1
   if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'turns', 1) end
 end
-local meta_n = tonumber(ARGV[7])
-if meta_n > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  local pairs_ = {}
-  for i = 8, 7 + 2 * meta_n do pairs_[#pairs_ + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[1], unpack(pairs_))
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  for field, value in pairs(cjson.decode(ARGV[7])) do redis.call('HSET', KEYS[1], field, value) end
 end
 return {created, first, redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[1])}
 """
@@ -420,12 +417,14 @@ return 1
 """
 
 
-def _meta_pairs(metadata: dict[str, Any]) -> list[str | float | int]:
+def _meta_fields(metadata: dict[str, Any]) -> dict[str, str]:
     """Metadata as the call hash holds it: a `meta:<key>` field per key, its value as JSON."""
-    pairs: list[str | float | int] = []
-    for k, v in metadata.items():
-        pairs += [f"meta:{k}", json.dumps(v)]
-    return pairs
+    return {f"meta:{k}": json.dumps(v) for k, v in metadata.items()}
+
+
+def _meta_pairs(metadata: dict[str, Any]) -> list[str | float | int]:
+    """`_meta_fields` as a flat field, value list (a script's arguments)."""
+    return [item for pair in _meta_fields(metadata).items() for item in pair]
 
 
 class RedisCallStore:
@@ -473,8 +472,8 @@ class RedisCallStore:
         ttl_s: float = 86_400,
         metadata: dict[str, Any] | None = None,
     ) -> TurnStep:
-        meta = _meta_pairs(metadata or {})
-        extra: list[str | float | int] = [max(1, int(ttl_s * 1000)), len(meta) // 2, *meta]
+        meta = json.dumps(_meta_fields(metadata or {}))
+        extra: list[str | float | int] = [max(1, int(ttl_s * 1000)), meta]
         _ROUND_TRIPS.inc()
         created, first, ended, raw = await self._begin_turn(
             keys=[*self._create_keys(call.call_id), f"{self._p}seen:{turn_key}"],
