@@ -336,10 +336,21 @@ end
 
 _CREATE_LUA = _CREATE_FN + "return create_call()"
 
+# Setting metadata on a call, shared by the scripts below: `encoded` is a JSON object of hash
+# fields (`_meta_json`); a call that is gone is not brought back as a hash of metadata.
+_SET_META_FN = """
+local function set_meta(encoded)
+  if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+  for field, value in pairs(cjson.decode(encoded)) do redis.call('HSET', KEYS[1], field, value) end
+  return 1
+end
+"""
+
 # + KEYS[4] the turn's seen key; ARGV[6] its ttl in ms; ARGV[7] a JSON object of metadata
 # fields to set (`{}` for none); fields from ARGV[8]
 _BEGIN_TURN_LUA = (
     _CREATE_FN
+    + _SET_META_FN
     + """
 local created = create_call()
 local first = 0
@@ -347,19 +358,17 @@ if redis.call('SET', KEYS[4], '1', 'NX', 'PX', tonumber(ARGV[6])) then
   first = 1
   if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HINCRBY', KEYS[1], 'turns', 1) end
 end
-if redis.call('EXISTS', KEYS[1]) == 1 then
-  for field, value in pairs(cjson.decode(ARGV[7])) do redis.call('HSET', KEYS[1], field, value) end
-end
+set_meta(ARGV[7])
 return {created, first, redis.call('EXISTS', KEYS[3]), redis.call('HGETALL', KEYS[1])}
 """
 )
 
-# ARGV[6] status, ARGV[7] its rank, ARGV[8] terminal rank, ARGV[9] n metadata pairs, then the
-# metadata pairs, then the call's fields
+# ARGV[6] status, ARGV[7] its rank, ARGV[8] terminal rank, ARGV[9] a JSON object of metadata
+# fields to set; fields from ARGV[10]
 _APPLY_STATUS_LUA = (
     _CREATE_FN
+    + _SET_META_FN
     + """
-local meta_n = tonumber(ARGV[9])
 local created = 0
 local changed = 0
 if redis.call('EXISTS', KEYS[1]) == 0 then
@@ -374,11 +383,7 @@ else
     changed = 1
   end
 end
-if meta_n > 0 and redis.call('EXISTS', KEYS[1]) == 1 then
-  local pairs_ = {}
-  for i = 10, 9 + 2 * meta_n do pairs_[#pairs_ + 1] = ARGV[i] end
-  redis.call('HSET', KEYS[1], unpack(pairs_))
-end
+set_meta(ARGV[9])
 return {created, changed, redis.call('HGETALL', KEYS[1])}
 """
 )
@@ -409,22 +414,14 @@ return 1
 """
 
 
-# KEYS[1] call hash; ARGV metadata field/value pairs: set only on a call that exists
-_MERGE_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV))
-return 1
-"""
+# KEYS[1] call hash; ARGV[1] a JSON object of metadata fields to set
+_MERGE_LUA = _SET_META_FN + "return set_meta(ARGV[1])"
 
 
-def _meta_fields(metadata: dict[str, Any]) -> dict[str, str]:
-    """Metadata as the call hash holds it: a `meta:<key>` field per key, its value as JSON."""
-    return {f"meta:{k}": json.dumps(v) for k, v in metadata.items()}
-
-
-def _meta_pairs(metadata: dict[str, Any]) -> list[str | float | int]:
-    """`_meta_fields` as a flat field, value list (a script's arguments)."""
-    return [item for pair in _meta_fields(metadata).items() for item in pair]
+def _meta_json(metadata: dict[str, Any]) -> str:
+    """Metadata as the call hash holds it (a `meta:<key>` field per key, its value as JSON),
+    encoded as one JSON object: the scripts' `set_meta` argument."""
+    return json.dumps({f"meta:{k}": json.dumps(v) for k, v in metadata.items()})
 
 
 class RedisCallStore:
@@ -472,8 +469,7 @@ class RedisCallStore:
         ttl_s: float = 86_400,
         metadata: dict[str, Any] | None = None,
     ) -> TurnStep:
-        meta = json.dumps(_meta_fields(metadata or {}))
-        extra: list[str | float | int] = [max(1, int(ttl_s * 1000)), meta]
+        extra: list[str | float | int] = [max(1, int(ttl_s * 1000)), _meta_json(metadata or {})]
         _ROUND_TRIPS.inc()
         created, first, ended, raw = await self._begin_turn(
             keys=[*self._create_keys(call.call_id), f"{self._p}seen:{turn_key}"],
@@ -493,8 +489,7 @@ class RedisCallStore:
             status,
             STATUS_ORDER[status],
             _TERMINAL_RANK,
-            len(metadata),
-            *_meta_pairs(metadata),
+            _meta_json(metadata),
         ]
         _ROUND_TRIPS.inc()
         created, changed, raw = await self._apply_status(
@@ -538,7 +533,7 @@ class RedisCallStore:
         if not updates:
             return False
         _ROUND_TRIPS.inc()
-        done = await self._merge(keys=[self._key(call_id)], args=_meta_pairs(updates))
+        done = await self._merge(keys=[self._key(call_id)], args=[_meta_json(updates)])
         return bool(done)
 
     async def first_time(self, key: str, ttl_s: float) -> bool:
