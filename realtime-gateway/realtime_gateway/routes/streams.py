@@ -206,7 +206,7 @@ async def generic(websocket: WebSocket) -> None:
         call.metadata[generic_stream.SOCKET_KEY] = socket_id  # this socket is the call's newest
         greeting = await rt.flow.start(call)
         session = await _session(rt, websocket, call, sink, driver)
-        sink.finish = functools.partial(_end_call, rt, call.call_id)
+        sink.finish = functools.partial(rt.flow.end, call.call_id)  # (reason)
         opened.append(call.call_id)
         await sink.started(call.call_id)
         if greeting.text:
@@ -218,10 +218,6 @@ async def generic(websocket: WebSocket) -> None:
         await websocket.close()
     if opened and not sink.ended:  # dropped: the call ends unless the client comes back
         rt.flow.keep(_end_if_abandoned(rt, opened[0], socket_id))
-
-
-async def _end_call(rt: GatewayRuntime, call_id: str, reason: str) -> None:
-    await rt.flow.end(call_id, reason=reason)
 
 
 async def _end_if_abandoned(rt: GatewayRuntime, call_id: str, socket_id: str) -> None:
