@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import Any
 
 CARD_PLACEHOLDER = "[card number redacted]"
 CVV_PLACEHOLDER = "[security code redacted]"
@@ -424,3 +425,16 @@ class StreamRedactor:
     def _pass(self, text: str) -> str:
         self._sentence += text
         return text
+
+
+def redact_value(value: Any) -> Any:
+    """`redact_secrets` over every text in a JSON-like value (keys too, at any depth): a tool's
+    arguments, which the model fills in from what the caller said. Numbers, flags and nulls as
+    they are; a tuple comes back as a list."""
+    if isinstance(value, str):
+        return redact_secrets(value)
+    if isinstance(value, dict):
+        return {redact_secrets(str(k)): redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_value(v) for v in value]
+    return value

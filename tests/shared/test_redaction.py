@@ -15,6 +15,7 @@ from shared.redaction import (
     is_card_number,
     luhn_valid,
     redact_secrets,
+    redact_value,
 )
 
 REDACTED: list[tuple[str, str]] = [
@@ -411,3 +412,28 @@ def test_fast_enough_for_every_turn() -> None:
         runs = 200
         per_call = min(timeit.repeat(lambda t=text: redact_secrets(t), number=runs, repeat=3))
         assert per_call / runs < 0.001, f"{per_call / runs * 1e6:.0f} us per utterance"
+
+
+def test_redact_value_redacts_every_text_at_any_depth_and_keeps_the_rest() -> None:
+    card, placeholder = "4111 1111 1111 1111", "[card number redacted]"
+    value = {
+        "query": f"card {card} fees",
+        "limit": 2,
+        "exact": True,
+        "none": None,
+        f"note {card}": [f"pin is 1234 and card {card}", 3.5, ("pin is 9876",)],
+        "nested": {"deeper": [{"fact": f"my card is {card}"}]},
+    }
+    assert redact_value(value) == {
+        "query": f"card {placeholder} fees",
+        "limit": 2,
+        "exact": True,
+        "none": None,
+        f"note {placeholder}": [
+            f"pin is [secret redacted] and card {placeholder}",
+            3.5,
+            ["pin is [secret redacted]"],
+        ],
+        "nested": {"deeper": [{"fact": f"my card is {placeholder}"}]},
+    }
+    assert redact_value("") == "" and redact_value(7) == 7

@@ -29,7 +29,7 @@ from orchestrator.store.records import Agent, Conversation, Message
 from orchestrator.turns import ReplyDraft, ToolRun, TurnInputs
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnReply
 from shared.errors import ApiError
-from shared.redaction import StreamRedactor, redact_secrets
+from shared.redaction import StreamRedactor, redact_secrets, redact_value
 
 log = logging.getLogger(__name__)
 
@@ -426,20 +426,8 @@ def _redacted(draft: ReplyDraft) -> ReplyDraft:
         a.model_copy(update={"text": redact_secrets(a.text)}) if a.text else a
         for a in draft.actions
     ]
-    tools = [ToolRun(t.name, _redacted_value(t.args), t.ok) for t in draft.tools]
+    tools = [ToolRun(t.name, redact_value(t.args), t.ok) for t in draft.tools]
     return ReplyDraft(text, actions, draft.timings_ms, tools)
-
-
-def _redacted_value(value: Any) -> Any:
-    """Every text in a tool's arguments (keys too, at any depth) redacted; numbers, flags and
-    nulls as they are."""
-    if isinstance(value, str):
-        return redact_secrets(value)
-    if isinstance(value, dict):
-        return {redact_secrets(str(k)): _redacted_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redacted_value(v) for v in value]
-    return value
 
 
 def _reply_metadata(draft: ReplyDraft) -> dict[str, Any]:
