@@ -15,7 +15,7 @@ from tests.gateway.conftest import gateway, new_call_id, said, settings_for, sta
 from tests.gateway.test_orchestrator_failures import orchestrator_router, transport
 from tests.metrics.conftest import delta, scrape
 from tests.orchestrator.conftest import SECRET, make_settings, new_id, run_app
-from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
+from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI, app_with_model
 
 GH = "generic-http"
 
@@ -56,28 +56,23 @@ async def test_gateway_counts_orchestrator_errors_by_reason(tmp_path: Path) -> N
 async def test_orchestrator_counts_llm_errors_and_stage_latencies(
     pg_dsn: str, tmp_path: Path
 ) -> None:
-    settings = make_settings(
-        tmp_path, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
-    )
     auth = {"Authorization": f"Bearer {ServiceTokenSource(SECRET).token()}"}
     cid = new_id()
-    with respx.mock(assert_all_called=False) as router:
-        fake = FakeOpenAI(router)
-        async with run_app(settings) as app:
-            before = await scrape(app.client)
-            start = {"call_id": cid, "provider": GH, "caller": "+15550003333"}
-            r = await app.client.post(f"/conversations/{cid}/start", json=start, headers=auth)
-            assert r.status_code == 200
-            fake.reply("We open at nine.")
-            turn = {"message": "When do you open?", "turn_id": "1"}
-            r = await app.client.post(f"/conversations/{cid}/messages", json=turn, headers=auth)
-            assert r.status_code == 200 and r.json()["reply"] == "We open at nine."
-            for _ in range(5):
-                fake.error(503)  # every attempt fails: the caller hears the fallback
-            turn = {"message": "And on Sunday?", "turn_id": "2"}
-            r = await app.client.post(f"/conversations/{cid}/messages", json=turn, headers=auth)
-            assert r.status_code == 200 and r.json()["reply"]
-            after = await scrape(app.client)
+    async with app_with_model(tmp_path, pg_dsn) as (app, fake):
+        before = await scrape(app.client)
+        start = {"call_id": cid, "provider": GH, "caller": "+15550003333"}
+        r = await app.client.post(f"/conversations/{cid}/start", json=start, headers=auth)
+        assert r.status_code == 200
+        fake.reply("We open at nine.")
+        turn = {"message": "When do you open?", "turn_id": "1"}
+        r = await app.client.post(f"/conversations/{cid}/messages", json=turn, headers=auth)
+        assert r.status_code == 200 and r.json()["reply"] == "We open at nine."
+        for _ in range(5):
+            fake.error(503)  # every attempt fails: the caller hears the fallback
+        turn = {"message": "And on Sunday?", "turn_id": "2"}
+        r = await app.client.post(f"/conversations/{cid}/messages", json=turn, headers=auth)
+        assert r.status_code == 200 and r.json()["reply"]
+        after = await scrape(app.client)
 
     assert delta(after, before, "voice_orchestrator_errors_total", reason="llm") == 1
     stage = "voice_turn_stage_duration_seconds"

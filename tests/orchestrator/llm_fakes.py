@@ -8,11 +8,17 @@ parse the JSON / server-sent-event responses. Each request takes the next script
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import respx
+
+if TYPE_CHECKING:
+    from tests.orchestrator.conftest import RunningApp
 
 OPENAI_BASE = "https://api.openai.test/v1"
 
@@ -222,3 +228,20 @@ def _transcript_problem(messages: list[dict[str, Any]]) -> str | None:
 def _split(text: str) -> list[str]:
     words = text.split(" ")
     return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
+@asynccontextmanager
+async def app_with_model(
+    data_dir: Path, pg_dsn: str
+) -> AsyncIterator[tuple[RunningApp, FakeOpenAI]]:
+    """The real app on Postgres with its model faked at the HTTP layer: the app, and the fake
+    to script its answers with."""
+    from tests.orchestrator.conftest import make_settings, run_app
+
+    settings = make_settings(
+        data_dir, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
+    )
+    with respx.mock(assert_all_called=False) as router:
+        fake = FakeOpenAI(router)
+        async with run_app(settings) as app:
+            yield app, fake

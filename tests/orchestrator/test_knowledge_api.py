@@ -11,7 +11,6 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-import respx
 
 from tests.orchestrator.conftest import (
     ChromaServer,
@@ -20,7 +19,7 @@ from tests.orchestrator.conftest import (
     new_id,
     run_app,
 )
-from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
+from tests.orchestrator.llm_fakes import app_with_model
 
 FAQ = (
     "Our clinic opens at 8am and closes at 6pm on weekdays.\n\n"
@@ -222,23 +221,18 @@ async def test_messages_stream_as_server_sent_events_offline(
 async def test_messages_stream_token_by_token_from_the_llm(
     pg_dsn: str, data_dir: Path, service_headers: dict[str, str], admin_headers: dict[str, str]
 ) -> None:
-    settings = make_settings(
-        data_dir, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
-    )
-    with respx.mock(assert_all_called=False) as router:
-        fake = FakeOpenAI(router)
-        async with run_app(settings) as app:
-            cid = new_id()
-            body = {"call_id": cid, "provider": "generic-http", "caller": phone()}
-            await app.client.post(f"/conversations/{cid}/start", json=body, headers=service_headers)
-            fake.reply("Happy to help with that.", tokens=["Happy", " to help", " with that."])
-            r = await app.client.post(
-                f"/conversations/{cid}/messages",
-                json={"message": "Can you help?", "turn_id": "1"},
-                headers={**service_headers, "Accept": "text/event-stream"},
-            )
-            events = parse_sse(r.text)
-            stored = await app.client.get(f"/conversations/{cid}", headers=admin_headers)
+    async with app_with_model(data_dir, pg_dsn) as (app, fake):
+        cid = new_id()
+        body = {"call_id": cid, "provider": "generic-http", "caller": phone()}
+        await app.client.post(f"/conversations/{cid}/start", json=body, headers=service_headers)
+        fake.reply("Happy to help with that.", tokens=["Happy", " to help", " with that."])
+        r = await app.client.post(
+            f"/conversations/{cid}/messages",
+            json={"message": "Can you help?", "turn_id": "1"},
+            headers={**service_headers, "Accept": "text/event-stream"},
+        )
+        events = parse_sse(r.text)
+        stored = await app.client.get(f"/conversations/{cid}", headers=admin_headers)
     assert [e[1]["text"] for e in events if e[0] == "token"] == ["Happy", " to help", " with that."]
     assert events[-1][0] == "reply" and events[-1][1]["reply"] == "Happy to help with that."
     assert stored.json()["messages"][-1]["content"] == "Happy to help with that."

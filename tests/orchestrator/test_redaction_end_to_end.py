@@ -11,10 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import respx
 
-from tests.orchestrator.conftest import make_settings, management_headers, new_id, run_app
-from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
+from tests.orchestrator.conftest import management_headers, new_id
+from tests.orchestrator.llm_fakes import app_with_model
 
 CARD = "4111 1111 1111 1111"
 CALLER_SAYS = f"My card is {CARD} 123, can you book it?"
@@ -52,51 +51,44 @@ SECRETS = ("4111", "1111", "123", "1234")
 async def test_card_cvv_and_pin_never_reach_storage_the_model_or_viewers(
     pg_dsn: str, data_dir: Path, service_headers: dict[str, str]
 ) -> None:
-    settings = make_settings(
-        data_dir, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
-    )
     cid = new_id()
     caller = "+14155550142"
-    with respx.mock(assert_all_called=False) as router:
-        fake = FakeOpenAI(router)
-        async with run_app(settings) as app:
-            r = await app.client.post(
-                f"/conversations/{cid}/start",
-                json={"call_id": cid, "provider": "generic-http", "caller": caller},
-                headers=service_headers,
-            )
-            assert r.status_code == 200, r.text
-            # Turn 1: the model notes the card (remember tool) and repeats it.
-            fake.tool_call("remember", {"fact": FACT}).reply(MODEL_ECHO)
-            r = await app.client.post(
-                f"/conversations/{cid}/messages",
-                json={"message": CALLER_SAYS, "turn_id": "1", "context": {"call_id": cid}},
-                headers=service_headers,
-            )
-            assert r.status_code == 200, r.text
-            first = r.json()
-            # Turn 2, streamed: the PIN spoken as words, echoed token by token.
-            fake.reply(MODEL_PIN_ECHO)
-            r = await app.client.post(
-                f"/conversations/{cid}/messages",
-                json={"message": PIN_SAID, "turn_id": "2", "context": {"call_id": cid}},
-                headers={**service_headers, "Accept": "text/event-stream"},
-            )
-            assert r.status_code == 200, r.text
-            streamed = r.text
-            # The end: the model's summary repeats everything.
-            fake.reply(SUMMARY_ECHO)
-            r = await app.client.post(
-                f"/conversations/{cid}/end", json={"reason": "hangup"}, headers=service_headers
-            )
-            assert r.status_code == 200, r.text
-            await app.state["conversations"].drain()
-            viewer = await app.client.get(
-                f"/conversations/{cid}", headers=management_headers("viewer")
-            )
-            memories = app.state["responder"].chroma.memories.get(
-                where={"caller": caller}, include=["documents"]
-            )
+    async with app_with_model(data_dir, pg_dsn) as (app, fake):
+        r = await app.client.post(
+            f"/conversations/{cid}/start",
+            json={"call_id": cid, "provider": "generic-http", "caller": caller},
+            headers=service_headers,
+        )
+        assert r.status_code == 200, r.text
+        # Turn 1: the model notes the card (remember tool) and repeats it.
+        fake.tool_call("remember", {"fact": FACT}).reply(MODEL_ECHO)
+        r = await app.client.post(
+            f"/conversations/{cid}/messages",
+            json={"message": CALLER_SAYS, "turn_id": "1", "context": {"call_id": cid}},
+            headers=service_headers,
+        )
+        assert r.status_code == 200, r.text
+        first = r.json()
+        # Turn 2, streamed: the PIN spoken as words, echoed token by token.
+        fake.reply(MODEL_PIN_ECHO)
+        r = await app.client.post(
+            f"/conversations/{cid}/messages",
+            json={"message": PIN_SAID, "turn_id": "2", "context": {"call_id": cid}},
+            headers={**service_headers, "Accept": "text/event-stream"},
+        )
+        assert r.status_code == 200, r.text
+        streamed = r.text
+        # The end: the model's summary repeats everything.
+        fake.reply(SUMMARY_ECHO)
+        r = await app.client.post(
+            f"/conversations/{cid}/end", json={"reason": "hangup"}, headers=service_headers
+        )
+        assert r.status_code == 200, r.text
+        await app.state["conversations"].drain()
+        viewer = await app.client.get(f"/conversations/{cid}", headers=management_headers("viewer"))
+        memories = app.state["responder"].chroma.memories.get(
+            where={"caller": caller}, include=["documents"]
+        )
     # The model was asked, and it echoed: the test exercised the echo paths.
     assert len(fake.requests) == 4 and not fake.script
     # What the caller and the gateway were given back.

@@ -11,19 +11,16 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import respx
 
 from orchestrator.agents.orchestrator_agent import FALLBACK_REPLY
 from shared.contract import TurnContext, TurnReply
 from tests.orchestrator.conftest import (
     RunningApp,
-    make_settings,
     management_headers,
     new_id,
-    run_app,
 )
 from tests.orchestrator.graph_harness import graph_stack, new_phone
-from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
+from tests.orchestrator.llm_fakes import app_with_model
 
 STREAM = {"Accept": "text/event-stream"}
 
@@ -236,19 +233,14 @@ async def test_an_offline_streamed_turn_streams_its_reply_word_by_word(
 async def test_a_model_that_says_nothing_streams_the_fallback_it_stores(
     pg_dsn: str, data_dir: Path, service_headers: dict[str, str]
 ) -> None:
-    settings = make_settings(
-        data_dir, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
-    )
-    with respx.mock(assert_all_called=False) as router:
-        fake = FakeOpenAI(router)
-        async with run_app(settings) as app:
-            cid, _ = await start(app, service_headers)
-            fake.reply("")
-            r = await app.client.post(
-                f"/conversations/{cid}/messages",
-                json={"message": "Hmm, tell me something", "turn_id": "1"},
-                headers={**service_headers, **STREAM},
-            )
+    async with app_with_model(data_dir, pg_dsn) as (app, fake):
+        cid, _ = await start(app, service_headers)
+        fake.reply("")
+        r = await app.client.post(
+            f"/conversations/{cid}/messages",
+            json={"message": "Hmm, tell me something", "turn_id": "1"},
+            headers={**service_headers, **STREAM},
+        )
     assert r.status_code == 200, r.text
     events = sse(r.text)
     pieces = [data["text"] for event, data in events if event == "token"]

@@ -10,16 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import respx
 
 from tests.orchestrator.conftest import (
     RunningApp,
-    make_settings,
     management_headers,
     new_id,
-    run_app,
 )
-from tests.orchestrator.llm_fakes import OPENAI_BASE, FakeOpenAI
+from tests.orchestrator.llm_fakes import app_with_model
 
 CARD = "4111 1111 1111 1111"
 STREAM = {"Accept": "text/event-stream"}
@@ -50,44 +47,35 @@ async def tools_by_turn(app: RunningApp, cid: str, role: str) -> dict[str, list[
     return {m["turn_id"]: m["tools"] for m in r.json()["messages"] if m["role"] == "assistant"}
 
 
-async def stored_metadata(pg_dsn: str, cid: str) -> list[str]:
-    conn = await asyncpg.connect(pg_dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT metadata::text AS m FROM messages WHERE conversation_id = $1 ORDER BY id", cid
-        )
-    finally:
-        await conn.close()
+async def stored_metadata(db: asyncpg.Connection, cid: str) -> list[str]:
+    rows = await db.fetch(
+        "SELECT metadata::text AS m FROM messages WHERE conversation_id = $1 ORDER BY id", cid
+    )
     return [r["m"] for r in rows]
 
 
 async def test_the_models_tools_are_stored_redacted_on_both_turn_paths(
-    pg_dsn: str, data_dir: Path, service_headers: dict[str, str]
+    pg_dsn: str, data_dir: Path, service_headers: dict[str, str], db: asyncpg.Connection
 ) -> None:
-    settings = make_settings(
-        data_dir, pg_dsn, openai_api_key="sk-test", openai_base_url=OPENAI_BASE
-    )
-    with respx.mock(assert_all_called=False) as router:
-        fake = FakeOpenAI(router)
-        async with run_app(settings) as app:
-            cid = await start(app, service_headers)
-            # Plain turn: the model looks the card up, then answers.
-            fake.tool_call("search_knowledge", {"query": f"card {CARD} fees", "limit": 2})
-            fake.reply("There are no fees.")
-            await say(app, service_headers, cid, "1", f"Fees for card {CARD}?", stream=False)
-            # Streamed turn: the model notes a PIN, then transfers (no number to transfer to:
-            # the tool fails, and the model says so).
-            fake.tool_call("remember", {"fact": "my pin is 1234"}, call_id="call_2")
-            fake.tool_call("transfer_call", {}, call_id="call_3")
-            fake.reply("I cannot transfer you right now.")
-            await say(app, service_headers, cid, "2", "Note my PIN, then a person", stream=True)
-            # A turn that runs no tool records none.
-            fake.reply("Anything else?")
-            await say(app, service_headers, cid, "3", "Thanks", stream=False)
-            assert not fake.script
-            operator = await tools_by_turn(app, cid, "operator")
-            admin = await tools_by_turn(app, cid, "admin")
-            viewer = await tools_by_turn(app, cid, "viewer")
+    async with app_with_model(data_dir, pg_dsn) as (app, fake):
+        cid = await start(app, service_headers)
+        # Plain turn: the model looks the card up, then answers.
+        fake.tool_call("search_knowledge", {"query": f"card {CARD} fees", "limit": 2})
+        fake.reply("There are no fees.")
+        await say(app, service_headers, cid, "1", f"Fees for card {CARD}?", stream=False)
+        # Streamed turn: the model notes a PIN, then transfers (no number to transfer to:
+        # the tool fails, and the model says so).
+        fake.tool_call("remember", {"fact": "my pin is 1234"}, call_id="call_2")
+        fake.tool_call("transfer_call", {}, call_id="call_3")
+        fake.reply("I cannot transfer you right now.")
+        await say(app, service_headers, cid, "2", "Note my PIN, then a person", stream=True)
+        # A turn that runs no tool records none.
+        fake.reply("Anything else?")
+        await say(app, service_headers, cid, "3", "Thanks", stream=False)
+        assert not fake.script
+        operator = await tools_by_turn(app, cid, "operator")
+        admin = await tools_by_turn(app, cid, "admin")
+        viewer = await tools_by_turn(app, cid, "viewer")
     assert operator == admin
     assert operator["greeting"] == [] and operator["3"] == []
     assert operator["1"] == [
@@ -110,13 +98,13 @@ async def test_the_models_tools_are_stored_redacted_on_both_turn_paths(
         ("transfer_call", None),
     ]
     # Postgres holds no digit of the card or the PIN.
-    stored = await stored_metadata(pg_dsn, cid)
+    stored = await stored_metadata(db, cid)
     assert any('"tools"' in m for m in stored)
     assert all("4111" not in m and "1234" not in m for m in stored), stored
 
 
 async def test_offline_tools_are_stored_on_both_turn_paths(
-    orch: RunningApp, service_headers: dict[str, str], pg_dsn: str
+    orch: RunningApp, service_headers: dict[str, str], db: asyncpg.Connection
 ) -> None:
     cid = await start(orch, service_headers)
     await say(orch, service_headers, cid, "1", "Remember that I like tea", stream=False)
@@ -124,7 +112,7 @@ async def test_offline_tools_are_stored_on_both_turn_paths(
     tools = await tools_by_turn(orch, cid, "operator")
     assert tools["1"] == [{"name": "remember", "args": {"fact": "I like tea"}, "ok": True}]
     assert tools["2"] == [{"name": "end_call", "args": {"reason": "caller_goodbye"}, "ok": True}]
-    stored = [json.loads(m) for m in await stored_metadata(pg_dsn, cid)]
+    stored = [json.loads(m) for m in await stored_metadata(db, cid)]
     assert [m.get("tools", [{}])[0].get("name") for m in stored] == [
         None,
         None,
