@@ -135,25 +135,25 @@ BY_NAME = {m.name: m for m in MODULES}
 # A survivor not listed here is reported as a missing test.
 _ONLY_SPEED = "a short cut only: every size past 19 digits is not a card (no network is longer)"
 EQUIVALENT: dict[tuple[str, int, str] | tuple[str, int, str, str], str] = {
-    ("redaction", 128, "core/NumberReplacer", "> 8"): (
+    ("redaction", 129, "core/NumberReplacer", "> 8"): (
         "`d > 8` for `d > 9`: d was doubled, so it is even and never 9"
     ),
-    ("redaction", 154, "core/NumberReplacer", "> 20"): (
+    ("redaction", 155, "core/NumberReplacer", "> 20"): (
         "`size > 20` for `size > 19`: size 20 is then tried, and no card network has 20 digits"
     ),
-    ("redaction", 155, "core/ReplaceBreakWithContinue"): _ONLY_SPEED,
-    ("redaction", 158, "core/ReplaceComparisonOperator_GtE_Eq"): _ONLY_SPEED,
-    ("redaction", 159, "core/ReplaceBreakWithContinue"): _ONLY_SPEED,
-    ("redaction", 156, "core/NumberReplacer", ">= 12"): (
+    ("redaction", 156, "core/ReplaceBreakWithContinue"): _ONLY_SPEED,
+    ("redaction", 159, "core/ReplaceComparisonOperator_GtE_Eq"): _ONLY_SPEED,
+    ("redaction", 160, "core/ReplaceBreakWithContinue"): _ONLY_SPEED,
+    ("redaction", 157, "core/NumberReplacer", ">= 12"): (
         "`size >= 12` for `size >= 13`: no card network's number is shorter than 13 digits, "
         "so `is_card_number` refuses 12 anyway"
     ),
-    ("redaction", 158, "core/NumberReplacer", ">= 20"): _ONLY_SPEED,
-    ("redaction", 405, "core/NumberReplacer", ">= 2"): (
+    ("redaction", 159, "core/NumberReplacer", ">= 20"): _ONLY_SPEED,
+    ("redaction", 406, "core/NumberReplacer", ">= 2"): (
         "what is held always has a digit or digit word in it (nothing is held before one), so "
         "with two words one of the last two is one of them and the number is not over either way"
     ),
-    ("redaction", 182, "core/NumberReplacer", ">= 12"): (
+    ("redaction", 183, "core/NumberReplacer", ">= 12"): (
         "`total >= 12` for `total >= 13`: `_find_card` only tries 13 digits and more"
     ),
     ("auth", 79, "core/ReplaceBinaryOperator_BitOr_Add"): (
@@ -195,7 +195,7 @@ NO_TEST: dict[tuple[str, int, str] | tuple[str, int, str, str], str] = {
         "millisecond without a race, and the value sent sits at a position in the Lua script's "
         "arguments a test would have to hard-code (`first_time`'s is checked on `SET`)"
     ),
-    ("redaction", 356, "core/NumberReplacer", "range( 3)"): (
+    ("redaction", 357, "core/NumberReplacer", "range( 3)"): (
         "a third pass would also redact a 3-4 digit number said after a second date after a "
         "card; a test of two passes would pin a result that redacting once more changes"
     ),
