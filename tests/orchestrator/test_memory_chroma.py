@@ -16,8 +16,19 @@ import pytest
 
 from orchestrator.config import OrchestratorSettings
 from orchestrator.memory.caller_memory import CallerMemory
-from orchestrator.memory.chroma import ChromaHandle, open_chroma, open_client
-from orchestrator.memory.embeddings import HASHING_NAME, HashingEmbeddingFunction, hash_embed
+from orchestrator.memory.chroma import (
+    MEMORIES,
+    MEMORY_SYNC_THRESHOLD,
+    ChromaHandle,
+    open_chroma,
+    open_client,
+)
+from orchestrator.memory.embeddings import (
+    HASHING_NAME,
+    HashingEmbeddingFunction,
+    collection_name,
+    hash_embed,
+)
 from orchestrator.memory.knowledge import KnowledgeBase, chunk_text
 from orchestrator.memory.retention import RetentionTask
 from shared.phone import to_e164
@@ -88,6 +99,34 @@ async def test_embedded_chroma_lives_under_data_dir_and_reopens_with_our_embeddi
     stored = reopened.get(ids=["p:0"], include=["embeddings"])["embeddings"][0]
     assert np.allclose(stored, hash_embed("Parking is free behind the store."), atol=1e-6)
     assert no_outside_network == []
+
+
+@pytest.mark.parametrize("mode", ["embedded", "embedded-in-process", "server"])
+async def test_memories_flush_their_write_log_every_hundred_writes_even_if_made_before(
+    mode: str, data_dir: Path, request: pytest.FixtureRequest
+) -> None:
+    """Each add costs more the more rows Chroma's write log holds (up to its default 1000):
+    the memories collection is flushed every MEMORY_SYNC_THRESHOLD writes, also one an earlier
+    version made with the default."""
+    if mode == "server":
+        server: ChromaServer = request.getfixturevalue("chroma_server")
+        settings = chroma_settings(data_dir, chroma_host=server.host, chroma_port=server.port)
+    else:
+        settings = chroma_settings(data_dir, chroma_embedded_process=mode == "embedded")
+    ef = HashingEmbeddingFunction()
+    name = collection_name(MEMORIES, ef)
+    client = open_client(settings)
+    old = client.get_or_create_collection(
+        name, embedding_function=ef, configuration={"hnsw": {"space": "cosine"}}
+    )
+    old.modify(configuration={"hnsw": {"sync_threshold": 1000}})  # the default (server reused)
+    handle = await open_chroma(settings)
+    knowledge = handle.knowledge.name
+    await handle.close()
+    stored = client.get_collection(name).configuration_json["hnsw"]
+    assert MEMORY_SYNC_THRESHOLD == 100
+    assert stored["sync_threshold"] == MEMORY_SYNC_THRESHOLD and stored["space"] == "cosine"
+    assert client.get_collection(knowledge).configuration_json["hnsw"]["sync_threshold"] == 1000
 
 
 async def test_knowledge_is_chunked_filtered_by_agent_and_deleted(chroma: ChromaHandle) -> None:

@@ -35,6 +35,15 @@ log = logging.getLogger(__name__)
 KNOWLEDGE = "knowledge"
 MEMORIES = "memories"
 
+# Chroma keeps a collection's newest writes in a log (SQLite) until `sync_threshold` of them are
+# in the persisted HNSW index, and each add costs more the more rows that log holds: one
+# 1536-dimension memory (an OpenAI embedding) took 5 ms of CPU on an empty log and 28 ms at 999
+# rows, 15 ms on average at Chroma's default threshold of 1000 (BENCHMARKS.md, tenth session).
+# Every ended call adds one memory, so that was the largest single cost of a call's end. At 100
+# the average is 5-9 ms from 0 to 6000 memories, and 50 saves little more for twice the index
+# writes. Knowledge keeps the default: it is written in batches by operators, and read per turn.
+MEMORY_SYNC_THRESHOLD = 100
+
 
 def warm_chroma(settings: OrchestratorSettings | None = None) -> None:
     """Import chromadb (in a worker thread at start-up, `services.responder.warm_imports`); with
@@ -143,6 +152,12 @@ class ChromaHandle:
                 log.debug("chroma close failed", exc_info=True)
 
 
+def size_write_log(collection: ChromaCollection) -> None:
+    """Sync: the memories collection's write log flushed every MEMORY_SYNC_THRESHOLD writes,
+    also for a collection made before (its stored configuration is updated, once per open)."""
+    collection.modify(configuration={"hnsw": {"sync_threshold": MEMORY_SYNC_THRESHOLD}})
+
+
 def _open_sync(
     settings: OrchestratorSettings, embedding: EmbeddingFunction[Documents]
 ) -> ChromaHandle:
@@ -161,6 +176,7 @@ def _open_sync(
             configuration={"hnsw": {"space": "cosine"}},
             metadata={"purpose": purpose},
         )
+    size_write_log(collections[MEMORIES])
     if settings.chroma_host:
         mode, location = "http", f"{settings.chroma_host}:{settings.chroma_port}"
     else:

@@ -59,7 +59,7 @@ CHILD_THREADS = 4
 # took the cores from every turn in flight (the sixth session's 200-call runs).
 CHILD_NICE = 10
 
-COLLECTION_METHODS = frozenset({"add", "upsert", "get", "query", "delete", "count"})
+COLLECTION_METHODS = frozenset({"add", "upsert", "get", "query", "delete", "count", "modify"})
 CLIENT_METHODS = frozenset({"heartbeat"})
 OPEN = "open"
 
@@ -340,6 +340,9 @@ class RemoteCollection:
 
     def count(self) -> int:
         return int(self._process.call(self.name, "count"))
+
+    def modify(self, **kwargs: Any) -> None:
+        self._process.call(self.name, "modify", **kwargs)
 
 
 class RemoteClient:
