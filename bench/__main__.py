@@ -87,6 +87,7 @@ class Plan:
     relay_peer_levels: tuple[int, ...] = (1, 20)
     relay_window_s: float = 15.0
     relay_interrupt_every: int = 4  # each call's every 4th turn is cut short by the caller
+    relay_turns_per_call: int = 10
 
     @classmethod
     def make(cls, smoke: bool) -> Plan:
@@ -613,16 +614,21 @@ class Bench:
 
     @contextmanager
     def profiling(
-        self, services: dict[str, ServiceProcess], label: str, when: bool = True
+        self,
+        services: dict[str, ServiceProcess],
+        label: str,
+        when: bool = True,
+        seconds: float | None = None,
     ) -> Iterator[None]:
-        """py-spy on `services` for the next load (only with --profile)."""
+        """py-spy on `services` for the next load (only with --profile): its warm-up and
+        `seconds` (default: the paced window) measured."""
         if not (self.profile and when):
             yield
             return
         from bench.profiles import profiled
 
         sink = self.results.setdefault("profiles", {})
-        duration = self.plan.warmup_s + self.plan.paced_window_s
+        duration = self.plan.warmup_s + (self.plan.paced_window_s if seconds is None else seconds)
         with profiled(services, self.logs, label, duration, sink):
             yield
 
@@ -867,6 +873,12 @@ def main(argv: list[str] | None = None) -> int:
         help="seconds measured per relay run (default 15): longer for steadier CPU per turn",
     )
     parser.add_argument(
+        "--relay-turns-per-call",
+        type=int,
+        default=None,
+        help="turns in each relay call (default 10): 1 shows what a call's start and end cost",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the services at the top load (see logs dir)"
     )
     args = parser.parse_args(argv)
@@ -896,6 +908,10 @@ def main(argv: list[str] | None = None) -> int:
             except ValueError:
                 parser.error(f"{flag}: not a comma list of integers: {value!r}")
             plan = dataclasses.replace(plan, **{field: chosen})
+    if args.relay_turns_per_call is not None:
+        if args.relay_turns_per_call < 1:
+            parser.error("--relay-turns-per-call: an integer >= 1")
+        plan = dataclasses.replace(plan, relay_turns_per_call=args.relay_turns_per_call)
     if args.relay_window is not None:
         if args.relay_window <= 0:
             parser.error("--relay-window: seconds > 0")

@@ -84,7 +84,7 @@ def profiled(
     for name, svc in services.items():
         raw = out_dir / f"profile-{label}-{name}.txt"
         cmd = [tool, "record", "-p", str(svc.proc.pid), "-d", str(int(duration_s)), "-r", "250"]
-        cmd += ["-f", "raw", "-o", str(raw), "--nonblocking"]
+        cmd += ["-f", "raw", "-o", str(raw), "--nonblocking", "--subprocesses"]
         procs[name] = (
             subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE),
             raw,

@@ -406,7 +406,7 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
             "warmup_s": warmup,
             "duration_s": plan.relay_window_s,
             "ramp_s": plan.think_s[1] if paced else 0.0,
-            "turns_per_call": 10,
+            "turns_per_call": plan.relay_turns_per_call,
             "steady": paced and plan.churn,
             "interrupt_every": plan.relay_interrupt_every,
             "tag": tag,
@@ -415,13 +415,17 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         }
         return run_loadgen(spec, timeout_s=warmup + plan.relay_window_s + 120, module="bench.relay")
 
-    def measured(services: dict[str, ServiceProcess], run: Any, turns_key: str) -> dict[str, Any]:
+    def measured(
+        services: dict[str, ServiceProcess], run: Any, turns_key: str, profile: str = ""
+    ) -> dict[str, Any]:
         settle(services, limit)
         # The loop-lag probe (a /metrics scrape) before the CPU is read: the bench's own
         # request is not charged to the turns.
         lag_before = {name: loop_lag(svc) for name, svc in services.items()}
         cpu_before = {name: svc.cpu_s() for name, svc in services.items()}
-        r = run()
+        # --profile: py-spy from here (after the settling, which a start-up warm-up may fill)
+        with bench.profiling(services, profile, when=bool(profile), seconds=plan.relay_window_s):
+            r = run()
         sent = r[turns_key]
         r["cpu_ms_per_turn"] = {
             name: round((svc.cpu_s() - cpu_before[name]) * 1000 / sent, 2)
@@ -448,14 +452,14 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
             for level in plan.relay_levels:
                 print(f"[bench] relay ours @{level}", file=sys.stderr, flush=True)
                 top = level == plan.relay_levels[-1]
-                with bench.profiling(ours, f"relay-{level}", when=top):
-                    r = measured(
-                        ours,
-                        lambda level=level: _figures(
-                            client(gw.url, level, f"r{level}", ws_url=ws_url, voice_webhook=True)
-                        ),
-                        "prompts",
-                    )
+                r = measured(
+                    ours,
+                    lambda level=level: _figures(
+                        client(gw.url, level, f"r{level}", ws_url=ws_url, voice_webhook=True)
+                    ),
+                    "prompts",
+                    f"relay-{level}" if top else "",
+                )
                 block["relay"][str(level)] = r
         finally:
             bench.stop(gw)
