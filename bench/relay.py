@@ -26,6 +26,7 @@ import json
 import random
 import re
 import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -68,7 +69,8 @@ class Tally:
     window_start: float
     window_end: float
     turns: list[Turn] = field(default_factory=list)
-    prompts: int = 0  # every prompt sent, warm-up included (for CPU per turn)
+    prompts: int = 0  # every prompt sent, warm-up included
+    window_prompts: int = 0  # prompts sent in the measured window (CPU per turn, see measured)
     calls: int = 0
     dropped: int = 0  # sockets the server closed mid-call
     dropped_after_interrupt: int = 0
@@ -225,6 +227,7 @@ async def one_turn(
     except Exception as exc:  # the server closed the socket: the call is lost
         return dropped(tally, after_interrupt, f"socket closed: {type(exc).__name__}: {exc}")
     tally.prompts += 1
+    tally.window_prompts += measured
     heard = ""
     deadline = turn.sent + spec.get("turn_timeout_s", 15.0)
     cut_at: float | None = None
@@ -327,6 +330,9 @@ async def run_client(spec: dict[str, Any]) -> dict[str, Any]:
         "degraded": degraded,
         "turns": len(tally.turns),
         "prompts": tally.prompts,
+        "window_prompts": tally.window_prompts,
+        "window_start": tally.window_start,
+        "window_end": tally.window_end,
         "calls": tally.calls,
         "dropped": tally.dropped,
         "dropped_after_interrupt": tally.dropped_after_interrupt,
@@ -361,11 +367,57 @@ def _figures(raw: dict[str, Any]) -> dict[str, Any]:
         out[name] = {"n": s["n"], "p50": s["p50"], "p99": s["p99"], "max": s["max"]}
     for key in (
         "interrupts", "not_closed", "finished_before_interrupt", "unmatched", "degraded", "turns",
-        "prompts", "calls", "dropped", "dropped_after_interrupt", "errors", "error_samples",
+        "prompts", "window_prompts", "window_start", "window_end", "calls", "dropped",
+        "dropped_after_interrupt", "errors", "error_samples",
     ):  # fmt: skip
         out[key] = raw[key]
     out["throughput"] = raw["turns"] / raw["window_s"] if raw["window_s"] else 0.0
     return out
+
+
+class CpuTrace:
+    """Each service's CPU seconds sampled every `every_s` in a thread while a load runs;
+    `between(a, b)` the CPU each used from monotonic time a to b (linear between samples)."""
+
+    def __init__(self, services: dict[str, ServiceProcess], every_s: float = 0.2) -> None:
+        self.services = services
+        self.every_s = every_s
+        self.samples: list[tuple[float, dict[str, float]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.started = self.stopped = 0.0
+
+    def _sample(self) -> None:
+        self.samples.append(
+            (time.monotonic(), {n: svc.cpu_s() for n, svc in self.services.items()})
+        )
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self._sample()
+
+    def __enter__(self) -> CpuTrace:
+        self._sample()
+        self.started = self.samples[0][0]
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.stopped = self.samples[-1][0]
+
+    def at(self, t: float) -> dict[str, float]:
+        before = [s for s in self.samples if s[0] <= t] or self.samples[:1]
+        after = [s for s in self.samples if s[0] >= t] or self.samples[-1:]
+        (t0, a), (t1, b) = before[-1], after[0]
+        f = 0.0 if t1 == t0 else (t - t0) / (t1 - t0)
+        return {n: a[n] + (b[n] - a[n]) * f for n in a}
+
+    def between(self, t0: float, t1: float) -> dict[str, float]:
+        a, b = self.at(t0), self.at(t1)
+        return {n: b[n] - a[n] for n in a}
 
 
 def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> None:
@@ -418,20 +470,31 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
     def measured(
         services: dict[str, ServiceProcess], run: Any, turns_key: str, profile: str = ""
     ) -> dict[str, Any]:
+        """CPU per turn over the measured window: each service's CPU, sampled through the run,
+        read at the window's two ends (the client's clock: CLOCK_MONOTONIC is system-wide),
+        over the prompts sent in it. Not from the warm-up, whose calls all start together
+        (20 call starts charged to 85 turns in a 15 s window at 20 calls, 2 ms a turn more
+        than the steady state); the whole run's figure stays beside it (`cpu_ms_per_turn_run`).
+        Runs without window marks (the <Gather> load) keep the whole run's."""
         settle(services, limit)
         # The loop-lag probe (a /metrics scrape) before the CPU is read: the bench's own
         # request is not charged to the turns.
         lag_before = {name: loop_lag(svc) for name, svc in services.items()}
-        cpu_before = {name: svc.cpu_s() for name, svc in services.items()}
         # --profile: py-spy from here (after the settling, which a start-up warm-up may fill)
-        with bench.profiling(services, profile, when=bool(profile), seconds=plan.relay_window_s):
+        profiling = bench.profiling(
+            services, profile, when=bool(profile), seconds=plan.relay_window_s
+        )
+        with CpuTrace(services) as trace, profiling:
             r = run()
-        sent = r[turns_key]
-        r["cpu_ms_per_turn"] = {
-            name: round((svc.cpu_s() - cpu_before[name]) * 1000 / sent, 2)
-            for name, svc in services.items()
-            if sent
-        }
+        whole = trace.between(trace.started, trace.stopped)
+        if r[turns_key]:
+            r["cpu_ms_per_turn_run"] = {
+                n: round(v * 1000 / r[turns_key], 2) for n, v in whole.items()
+            }
+        sent, cpu = r[turns_key], whole
+        if r.get("window_prompts") and r.get("window_start") is not None:
+            sent, cpu = r["window_prompts"], trace.between(r["window_start"], r["window_end"])
+        r["cpu_ms_per_turn"] = {n: round(v * 1000 / sent, 2) for n, v in cpu.items() if sent}
         r["cpu_ms_per_turn_total"] = round(sum(r["cpu_ms_per_turn"].values()), 2)
         r["loop_blocked"] = {
             name: lag_delta(lag_before[name], loop_lag(svc)) for name, svc in services.items()

@@ -292,7 +292,7 @@ def relay_lines(relay: dict[str, Any]) -> list[str]:
         lines.append(f"twilio-agent-connect: {peer['status']}")
     lines.append(
         "  CPU/turn: ms of CPU of the gateway + orchestrator (ours) or of the peer's one process "
-        "per prompt sent;"
+        "per prompt sent, over the measured window (webhook <Gather>: the whole run);"
     )
     lines.append(
         "  webhook <Gather>: 1st word = the gather action's answer (the whole reply's TwiML)"
