@@ -85,6 +85,7 @@ class Plan:
     relay_levels: tuple[int, ...] = (1, 20, 50, 200)
     relay_gather_levels: tuple[int, ...] = (1, 20, 200)
     relay_peer_levels: tuple[int, ...] = (1, 20)
+    relay_floor_levels: tuple[int, ...] = (20, 200)  # the bare relay (bench/relay_floor.py)
     relay_window_s: float = 15.0
     relay_interrupt_every: int = 4  # each call's every 4th turn is cut short by the caller
     relay_turns_per_call: int = 10
@@ -115,6 +116,7 @@ class Plan:
                 relay_levels=(1,),
                 relay_gather_levels=(1,),
                 relay_peer_levels=(1,),
+                relay_floor_levels=(1,),
                 relay_window_s=2.0,
                 relay_interrupt_every=2,
             )
@@ -867,6 +869,11 @@ def main(argv: list[str] | None = None) -> int:
         help="comma list of the peer's levels in the relay scenario ('' for none)",
     )
     parser.add_argument(
+        "--relay-floor-levels",
+        default=None,
+        help="comma list of the bare relay's (floor) levels in the relay scenario ('' for none)",
+    )
+    parser.add_argument(
         "--relay-window",
         type=float,
         default=None,
@@ -901,6 +908,7 @@ def main(argv: list[str] | None = None) -> int:
     for flag, field in (
         ("--relay-gather-levels", "relay_gather_levels"),
         ("--relay-peer-levels", "relay_peer_levels"),
+        ("--relay-floor-levels", "relay_floor_levels"),
     ):
         if (value := getattr(args, field)) is not None:
             try:

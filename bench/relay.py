@@ -546,6 +546,7 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         finally:
             bench.stop(gw)
         peer_run(bench, block, fake, signing, client, measured)
+        floor_run(bench, block, fake, signing, client, measured)
     finally:
         bench.stop(orch)
         bench.stop(fake)
@@ -641,6 +642,39 @@ def peer_run(
         bench.stop(svc)
 
 
+def floor_run(
+    bench: Bench,
+    block: dict[str, Any],
+    fake: ServiceProcess,
+    signing: dict[str, str],
+    client: Any,
+    measured: Any,
+) -> None:
+    """The same client against the bare relay (bench/relay_floor.py): the machine's share."""
+    floor: dict[str, Any] = {"levels": {}}
+    block["floor"] = floor
+    if not bench.plan.relay_floor_levels:
+        return
+    svc = bench.spawn(
+        "relay-floor", "bench.relay_floor:create_app", {"FLOOR_OPENAI_BASE_URL": f"{fake.url}/v1"}
+    )
+    try:
+        svc.wait_ready(60)
+        ws_url = "ws" + svc.url[4:] + "/ws"
+        for level in bench.plan.relay_floor_levels:
+            print(f"[bench] relay floor @{level}", file=sys.stderr, flush=True)
+            floor["levels"][str(level)] = measured(
+                {"floor": svc},
+                lambda level=level: _figures(
+                    client(svc.url, level, f"f{level}", ws_url=ws_url, sign_url=ws_url)
+                ),
+                "prompts",
+            )
+        floor["status"] = "ok"
+    finally:
+        bench.stop(svc)
+
+
 def summarize(block: dict[str, Any]) -> None:
     """The comparisons the targets are set on, at the peer's level."""
     cmp: dict[str, Any] = {}
@@ -659,6 +693,18 @@ def summarize(block: dict[str, Any]) -> None:
             "cpu_ratio": None if not ca or not cb else ca / cb,
         }
     block["vs_peer"] = cmp
+    block["vs_floor"] = {
+        level: {
+            "added_p50_ours": ours["added"]["p50"],
+            "added_p99_ours": ours["added"]["p99"],
+            "added_p50_floor": floor["added"]["p50"],
+            "added_p99_floor": floor["added"]["p99"],
+            "interrupt_close_p99_ours": ours["interrupt_close"]["p99"],
+            "interrupt_close_p99_floor": floor["interrupt_close"]["p99"],
+        }
+        for level, floor in (block.get("floor", {}).get("levels") or {}).items()
+        if (ours := (block.get("relay") or {}).get(level))
+    }
 
 
 if __name__ == "__main__":

@@ -290,12 +290,15 @@ def relay_lines(relay: dict[str, Any]) -> list[str]:
         lines.append(row("twilio-agent-connect", level, r))
     if _status(peer):
         lines.append(f"twilio-agent-connect: {peer['status']}")
+    for level, r in ((relay.get("floor") or {}).get("levels") or {}).items():
+        lines.append(row("floor (bare relay)", level, r))
     lines.append(
         "  CPU/turn: ms of CPU of the gateway + orchestrator (ours) or of the peer's one process "
         "per prompt sent, over the measured window (webhook <Gather>: the whole run);"
     )
     lines.append(
-        "  webhook <Gather>: 1st word = the gather action's answer (the whole reply's TwiML)"
+        "  webhook <Gather>: 1st word = the gather action's answer (the whole reply's TwiML); "
+        "floor: bench/relay_floor.py, one hop, no checks, nothing stored"
     )
     for level, r in (relay.get("relay") or {}).items():
         bits = [f"{k} {v:.2f}" for k, v in (r.get("cpu_ms_per_turn") or {}).items()]
