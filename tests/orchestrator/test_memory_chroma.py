@@ -129,6 +129,25 @@ async def test_memories_flush_their_write_log_every_hundred_writes_even_if_made_
     assert client.get_collection(knowledge).configuration_json["hnsw"]["sync_threshold"] == 1000
 
 
+async def test_a_chroma_that_refuses_the_write_log_size_still_serves_memories(
+    data_dir: Path, no_outside_network: list[Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chromadb.api.models.Collection import Collection
+
+    def refuse(self: Collection, **kwargs: Any) -> None:
+        raise ValueError("test: this Chroma does not update configurations")
+
+    monkeypatch.setattr(Collection, "modify", refuse)
+    handle = await open_chroma(chroma_settings(data_dir, chroma_embedded_process=False))
+    try:
+        memory = CallerMemory(handle.memories)
+        await memory.remember("+15550001111", "Prefers email.", agent_id="agt_a")
+        recent = await memory.recent("+15550001111", agent_id="agt_a")
+        assert [m.text for m in recent] == ["Prefers email."]
+    finally:
+        await handle.close()
+
+
 async def test_knowledge_is_chunked_filtered_by_agent_and_deleted(chroma: ChromaHandle) -> None:
     kb = KnowledgeBase(chroma.knowledge)
     long_text = " ".join(f"Fact number {i} is about topic {i}." for i in range(80))

@@ -154,8 +154,15 @@ class ChromaHandle:
 
 def size_write_log(collection: ChromaCollection) -> None:
     """Sync: the memories collection's write log flushed every MEMORY_SYNC_THRESHOLD writes,
-    also for a collection made before (its stored configuration is updated, once per open)."""
-    collection.modify(configuration={"hnsw": {"sync_threshold": MEMORY_SYNC_THRESHOLD}})
+    also for a collection made before (its stored configuration is updated, once per open).
+    Best effort: a Chroma server that refuses the update still serves the memories, slower."""
+    try:
+        collection.modify(configuration={"hnsw": {"sync_threshold": MEMORY_SYNC_THRESHOLD}})
+    except Exception as exc:
+        log.warning(
+            "memories' write log not resized; Chroma's default stays",
+            extra={"error": type(exc).__name__},
+        )
 
 
 def _open_sync(
