@@ -546,7 +546,7 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         finally:
             bench.stop(gw)
         peer_run(bench, block, fake, signing, client, measured)
-        floor_run(bench, block, fake, signing, client, measured)
+        floor_run(bench, block, fake, (client, measured))
     finally:
         bench.stop(orch)
         bench.stop(fake)
@@ -620,56 +620,54 @@ def peer_run(
         peer["status"] = f"n/a (the peer did not start: {str(exc)[-800:]})"
         return
     try:
-        host = svc.url.split("//", 1)[1]
-        for level in bench.plan.relay_peer_levels:
-            print(f"[bench] relay peer @{level}", file=sys.stderr, flush=True)
-            r = measured(
-                {"peer": svc},
-                lambda level=level: _figures(
-                    client(
-                        svc.url,
-                        level,
-                        f"t{level}",
-                        ws_url=f"ws://{host}/ws",
-                        sign_url=f"ws://{host}/ws",  # TAC checks the Host it was reached on
-                    )
-                ),
-                "prompts",
-            )
-            peer["levels"][str(level)] = r
+        ws_url = f"ws://{svc.url.split('//', 1)[1]}/ws"  # TAC checks the Host it was reached on
+        peer["levels"] = other_levels(
+            "peer", svc, bench.plan.relay_peer_levels, "t", ws_url, client, measured
+        )
         peer["status"] = "ok"
     finally:
         bench.stop(svc)
 
 
-def floor_run(
-    bench: Bench,
-    block: dict[str, Any],
-    fake: ServiceProcess,
-    signing: dict[str, str],
+def other_levels(
+    who: str,
+    svc: ServiceProcess,
+    levels: tuple[int, ...],
+    tag: str,
+    ws_url: str,
     client: Any,
     measured: Any,
-) -> None:
-    """The same client against the bare relay (bench/relay_floor.py): the machine's share."""
+) -> dict[str, Any]:
+    """The same client against another relay server (`who`) at each level; the socket's URL
+    is the one its upgrade is signed over."""
+    out: dict[str, Any] = {}
+    for level in levels:
+        print(f"[bench] relay {who} @{level}", file=sys.stderr, flush=True)
+        out[str(level)] = measured(
+            {who: svc},
+            lambda level=level: _figures(
+                client(svc.url, level, f"{tag}{level}", ws_url=ws_url, sign_url=ws_url)
+            ),
+            "prompts",
+        )
+    return out
+
+
+def floor_run(bench: Bench, block: dict[str, Any], fake: ServiceProcess, measure: Any) -> None:
+    """The same client against the bare relay (bench/relay_floor.py): the machine's share.
+    `measure`: (client, measured) of the scenario."""
     floor: dict[str, Any] = {"levels": {}}
     block["floor"] = floor
     if not bench.plan.relay_floor_levels:
         return
-    svc = bench.spawn(
-        "relay-floor", "bench.relay_floor:create_app", {"FLOOR_OPENAI_BASE_URL": f"{fake.url}/v1"}
-    )
+    env = {"FLOOR_OPENAI_BASE_URL": f"{fake.url}/v1"}
+    svc = bench.spawn("relay-floor", "bench.relay_floor:create_app", env)
     try:
         svc.wait_ready(60)
         ws_url = "ws" + svc.url[4:] + "/ws"
-        for level in bench.plan.relay_floor_levels:
-            print(f"[bench] relay floor @{level}", file=sys.stderr, flush=True)
-            floor["levels"][str(level)] = measured(
-                {"floor": svc},
-                lambda level=level: _figures(
-                    client(svc.url, level, f"f{level}", ws_url=ws_url, sign_url=ws_url)
-                ),
-                "prompts",
-            )
+        floor["levels"] = other_levels(
+            "floor", svc, bench.plan.relay_floor_levels, "f", ws_url, *measure
+        )
         floor["status"] = "ok"
     finally:
         bench.stop(svc)

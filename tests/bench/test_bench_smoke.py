@@ -126,14 +126,15 @@ def test_relay_reports_ours_webhook_mode_and_the_peer_on_the_timed_fake_llm(
 ) -> None:
     """ConversationRelay at one call for a couple of seconds (its own run, ~25 s: the full
     smoke run leaves it out): ours streams (first token -> first frame, prompt -> first
-    frame), <Gather> answers, the peer ran or says why not."""
+    frame), <Gather> answers, the peer ran or says why not, the floor (a bare relay) streams;
+    CPU per turn is read over the measured window, the whole run's beside it."""
     out = tmp_path / "relay.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--smoke", "--only", "relay", "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=110,
+        timeout=150,
         check=False,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -145,6 +146,10 @@ def test_relay_reports_ours_webhook_mode_and_the_peer_on_the_timed_fake_llm(
     assert is_number(ours["added"]["p50"]) and is_number(ours["first_word"]["p50"]), ours
     assert ours["first_word"]["p50"] >= 300  # the model's first token came after 300 ms
     assert is_number(ours["cpu_ms_per_turn_total"])
+    assert ours["window_prompts"] > 0 and is_number(ours["cpu_ms_per_turn_run"]["gateway"]), ours
+    floor = relay["floor"]["levels"]["1"]
+    assert floor["errors"] == 0 and floor["unmatched"] == 0, floor
+    assert is_number(floor["added"]["p50"]) and floor["first_word"]["p50"] >= 300, floor
     gather = relay["gather"]["1"]
     assert gather["errors"] == 0 and gather["first_word"]["p50"] >= 300, gather
     peer = relay["peer"]
