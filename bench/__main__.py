@@ -86,7 +86,9 @@ class Plan:
     relay_gather_levels: tuple[int, ...] = (1, 20, 200)
     relay_peer_levels: tuple[int, ...] = (1, 20)
     relay_floor_levels: tuple[int, ...] = (20, 200)  # the bare relay (bench/relay_floor.py)
-    relay_window_s: float = 15.0
+    # 30 s: ~170 turns a run at 20 calls; 15 s runs (~85 turns) put the CPU ratio anywhere
+    # between 1.4x and 1.6x from one run to the next (BENCHMARKS.md, tenth session)
+    relay_window_s: float = 30.0
     relay_interrupt_every: int = 4  # each call's every 4th turn is cut short by the caller
     relay_turns_per_call: int = 10
 
@@ -877,7 +879,7 @@ def main(argv: list[str] | None = None) -> int:
         "--relay-window",
         type=float,
         default=None,
-        help="seconds measured per relay run (default 15): longer for steadier CPU per turn",
+        help="seconds measured per relay run (default 30): longer for steadier figures",
     )
     parser.add_argument(
         "--relay-turns-per-call",
