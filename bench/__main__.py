@@ -900,24 +900,22 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, saturation_levels=())
     if args.no_churn:
         plan = dataclasses.replace(plan, churn=False)
-    for flag, field in (("--levels", "levels"), ("--relay-levels", "relay_levels")):
-        if value := getattr(args, field):
-            try:
-                chosen = tuple(int(x) for x in value.split(",") if x.strip())
-            except ValueError:
-                parser.error(f"{flag}: not a comma list of integers: {value!r}")
-            plan = dataclasses.replace(plan, **{field: chosen})
-    for flag, field in (
-        ("--relay-gather-levels", "relay_gather_levels"),
-        ("--relay-peer-levels", "relay_peer_levels"),
-        ("--relay-floor-levels", "relay_floor_levels"),
+    # --levels and --relay-levels: '' keeps the plan's; the others: '' for none
+    for flag, field, empty_keeps in (
+        ("--levels", "levels", True),
+        ("--relay-levels", "relay_levels", True),
+        ("--relay-gather-levels", "relay_gather_levels", False),
+        ("--relay-peer-levels", "relay_peer_levels", False),
+        ("--relay-floor-levels", "relay_floor_levels", False),
     ):
-        if (value := getattr(args, field)) is not None:
-            try:
-                chosen = tuple(int(x) for x in value.split(",") if x.strip())
-            except ValueError:
-                parser.error(f"{flag}: not a comma list of integers: {value!r}")
-            plan = dataclasses.replace(plan, **{field: chosen})
+        value = getattr(args, field)
+        if value is None or (empty_keeps and not value):
+            continue
+        try:
+            chosen = tuple(int(x) for x in value.split(",") if x.strip())
+        except ValueError:
+            parser.error(f"{flag}: not a comma list of integers: {value!r}")
+        plan = dataclasses.replace(plan, **{field: chosen})
     if args.relay_turns_per_call is not None:
         if args.relay_turns_per_call < 1:
             parser.error("--relay-turns-per-call: an integer >= 1")

@@ -385,7 +385,6 @@ class CpuTrace:
         self.samples: list[tuple[float, dict[str, float]]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
-        self.started = self.stopped = 0.0
 
     def _sample(self) -> None:
         self.samples.append(
@@ -398,7 +397,6 @@ class CpuTrace:
 
     def __enter__(self) -> CpuTrace:
         self._sample()
-        self.started = self.samples[0][0]
         self._thread.start()
         return self
 
@@ -406,7 +404,10 @@ class CpuTrace:
         self._stop.set()
         self._thread.join()
         self._sample()
-        self.stopped = self.samples[-1][0]
+
+    def whole(self) -> dict[str, float]:
+        """The CPU each used from the first sample to the last."""
+        return self.between(self.samples[0][0], self.samples[-1][0])
 
     def at(self, t: float) -> dict[str, float]:
         before = [s for s in self.samples if s[0] <= t] or self.samples[:1]
@@ -486,7 +487,7 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         )
         with CpuTrace(services) as trace, profiling:
             r = run()
-        whole = trace.between(trace.started, trace.stopped)
+        whole = trace.whole()
         if r[turns_key]:
             r["cpu_ms_per_turn_run"] = {
                 n: round(v * 1000 / r[turns_key], 2) for n, v in whole.items()
@@ -546,7 +547,7 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         finally:
             bench.stop(gw)
         peer_run(bench, block, fake, signing, client, measured)
-        floor_run(bench, block, fake, (client, measured))
+        floor_run(bench, block, fake, client, measured)
     finally:
         bench.stop(orch)
         bench.stop(fake)
@@ -653,9 +654,10 @@ def other_levels(
     return out
 
 
-def floor_run(bench: Bench, block: dict[str, Any], fake: ServiceProcess, measure: Any) -> None:
-    """The same client against the bare relay (bench/relay_floor.py): the machine's share.
-    `measure`: (client, measured) of the scenario."""
+def floor_run(
+    bench: Bench, block: dict[str, Any], fake: ServiceProcess, client: Any, measured: Any
+) -> None:
+    """The same client against the bare relay (bench/relay_floor.py): the machine's share."""
     floor: dict[str, Any] = {"levels": {}}
     block["floor"] = floor
     if not bench.plan.relay_floor_levels:
@@ -666,7 +668,7 @@ def floor_run(bench: Bench, block: dict[str, Any], fake: ServiceProcess, measure
         svc.wait_ready(60)
         ws_url = "ws" + svc.url[4:] + "/ws"
         floor["levels"] = other_levels(
-            "floor", svc, bench.plan.relay_floor_levels, "f", ws_url, *measure
+            "floor", svc, bench.plan.relay_floor_levels, "f", ws_url, client, measured
         )
         floor["status"] = "ok"
     finally:
@@ -691,18 +693,6 @@ def summarize(block: dict[str, Any]) -> None:
             "cpu_ratio": None if not ca or not cb else ca / cb,
         }
     block["vs_peer"] = cmp
-    block["vs_floor"] = {
-        level: {
-            "added_p50_ours": ours["added"]["p50"],
-            "added_p99_ours": ours["added"]["p99"],
-            "added_p50_floor": floor["added"]["p50"],
-            "added_p99_floor": floor["added"]["p99"],
-            "interrupt_close_p99_ours": ours["interrupt_close"]["p99"],
-            "interrupt_close_p99_floor": floor["interrupt_close"]["p99"],
-        }
-        for level, floor in (block.get("floor", {}).get("levels") or {}).items()
-        if (ours := (block.get("relay") or {}).get(level))
-    }
 
 
 if __name__ == "__main__":
