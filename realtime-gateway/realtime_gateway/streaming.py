@@ -31,7 +31,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from realtime_gateway import metrics, prompts
 from realtime_gateway.speech import SpeechLimits, fit
@@ -224,28 +224,35 @@ class StreamSession:
         self, iterator: AsyncIterator[str | FlowReply], started: float, timing: StreamTimings
     ) -> str | FlowReply | None:
         """The stream's first item; the holding line past `first_token_timeout_s`, None (and
-        the read stopped) past the turn budget or at the stream's end."""
-        waiting = asyncio.ensure_future(iterator.__anext__())
-        held = False
+        the read stopped) past the turn budget or at the stream's end.
+
+        Read in this task, not in one of its own: the first piece is what the caller waits on,
+        and a read handed to another task reaches the socket two event-loop turns later (the
+        read's task, then the wait on it), each behind whatever else the loop has to run — on a
+        busy instance the largest part of what the gateway adds to the first word. The holding
+        line comes from a timer meanwhile, and always goes out before the first piece."""
+        loop = asyncio.get_running_loop()
+        holding: asyncio.Task[None] | None = None
+
+        def hold() -> None:
+            nonlocal holding
+            line = prompts.say("holding", self.language)
+            holding = loop.create_task(self._send(f"{line} ", False, started, timing, holding=True))
+
+        now = time.perf_counter()
+        timer = loop.call_later(max(0.0, started + self.first_token_timeout_s - now), hold)
         try:
-            while True:
-                limit = self.turn_budget_s if held else self.first_token_timeout_s
-                timeout = max(0.0, started + limit - time.perf_counter())
-                done, _ = await asyncio.wait({waiting}, timeout=timeout)
-                if done:
-                    return waiting.result()
-                if held:
-                    await _stop(waiting)
-                    log.warning("streamed reply took longer than the turn budget")
-                    return None
-                held = True
-                holding = prompts.say("holding", self.language)
-                await self._send(f"{holding} ", False, started, timing, holding=True)
+            async with asyncio.timeout(max(0.0, started + self.turn_budget_s - now)):
+                return await iterator.__anext__()
         except StopAsyncIteration:
             return None
-        except asyncio.CancelledError:  # barge-in: stop the read inside the stream first
-            await _stop(waiting)
-            raise
+        except TimeoutError:  # the read was cancelled, and the stream closed, by the timeout
+            log.warning("streamed reply took longer than the turn budget")
+            return None
+        finally:
+            timer.cancel()
+            if holding is not None:
+                await holding
 
     async def _send(
         self, token: str, last: bool, started: float, timing: StreamTimings, holding: bool = False
@@ -257,14 +264,6 @@ class StreamSession:
         if token and not holding:
             self._sent.append(token)
         timing.last_frame_ms = elapsed
-
-
-async def _stop(pending: asyncio.Future[Any]) -> None:
-    """Cancel a pending read of the reply stream and wait until it has stopped, so the stream
-    can be closed (its request closes with it)."""
-    pending.cancel()
-    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration, Exception):
-        await pending
 
 
 class StreamRegistry:

@@ -179,3 +179,38 @@ async def test_a_streamed_turn_the_orchestrator_refuses_is_reported_with_its_sta
         await asyncio.wait_for(sink.done.wait(), 5)
         assert "".join(token for token, _ in sink.frames).strip() == say("apology")
         assert any("refused the streamed turn (409)" in e for e in errors), errors
+
+
+async def test_a_reply_that_never_starts_gets_the_holding_line_then_the_apology_at_the_budget(
+    data_dir: Path,
+) -> None:
+    """No dead air, no endless wait: the holding line at the first-token timeout, the apology
+    at the turn budget, in that order, and the orchestrator's stream is closed (so is the
+    model's request behind it) rather than left to run."""
+    closed = asyncio.Event()
+
+    async def silent() -> AsyncIterator[bytes]:
+        try:
+            await asyncio.sleep(30)
+            yield b""
+        finally:
+            closed.set()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=silent())
+
+    async with gateway(settings_for(data_dir), httpx.MockTransport(handler)) as gw:
+        sink = Recorder()
+        call = CallInfo(call_id=new_call_id(), provider="twilio")
+        session = StreamSession(
+            gw.rt.flow, call, sink, first_token_timeout_s=0.1, turn_budget_s=0.5
+        )
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await session.prompt("When are you open?")
+        await asyncio.wait_for(sink.done.wait(), 5)
+        took = loop.time() - began
+        tokens = [token.strip() for token, _ in sink.frames]
+        assert tokens == [say("holding"), say("apology"), ""], tokens
+        assert 0.45 <= took < 2.0, took
+        await asyncio.wait_for(closed.wait(), 1)
