@@ -7,11 +7,15 @@ for its vocabulary.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from orchestrator.store.records import Agent, Conversation, Message
 from shared.contract import Action, TurnContext
+
+# Where a streamed reply's text goes, piece by piece, as it is produced (awaited before the next).
+TokenSink = Callable[[str], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,15 +42,13 @@ async def stream_turn(
     agent = await stack.database.agents.get(conversation.agent_id)
     assert agent is not None
     tokens: list[str] = []
-    final: ReplyDraft | None = None
-    async for item in responder.stream(
-        TurnInputs(conversation, agent, "s1", text, TurnContext(), history=[])
-    ):
-        if isinstance(item, ReplyDraft):
-            final = item
-        else:
-            tokens.append(item)
-    assert final is not None
+
+    async def heard(token: str) -> None:
+        tokens.append(token)
+
+    final = await responder.stream(
+        TurnInputs(conversation, agent, "s1", text, TurnContext(), history=[]), heard
+    )
     return tokens, final
 
 
@@ -333,12 +331,26 @@ async def test_closing_the_stream_cancels_the_turn(
     call = await llm_stack.start(agent, new_phone())
     conversation = await llm_stack.database.conversations.get(call.conversation_id)
     assert conversation is not None
-    stream = llm_stack.responder.stream(
-        TurnInputs(conversation, agent, "s1", "hi", TurnContext(), history=[])
+    tokens: list[str] = []
+    first = asyncio.Event()
+
+    async def heard(token: str) -> None:
+        tokens.append(token)
+        first.set()
+        await asyncio.Event().wait()  # the caller's socket write, when the caller barges in
+
+    turn = asyncio.create_task(
+        llm_stack.responder.stream(
+            TurnInputs(conversation, agent, "s1", "hi", TurnContext(), history=[]), heard
+        )
     )
-    first = await anext(stream)
-    assert first == "one"
-    await stream.aclose()  # barge-in: nothing more is produced, nothing leaks
+    await asyncio.wait_for(first.wait(), 5)
+    assert tokens == ["one"]
+    turn.cancel()  # barge-in: nothing more is produced, nothing leaks
+    with pytest.raises(asyncio.CancelledError):
+        await turn
+    await asyncio.sleep(0.1)
+    assert tokens == ["one"]
 
 
 async def test_the_tool_loop_is_bounded_and_the_last_round_must_answer(
@@ -468,3 +480,32 @@ async def test_a_plain_turn_takes_no_thread_hop(
         loop._default_executor = previous  # type: ignore[attr-defined]
         executor.shutdown(wait=False)
     assert submitted == []
+
+
+async def test_a_question_that_cannot_be_stored_fails_the_streamed_turn_not_the_model(
+    llm_stack: GraphStack, fake_openai: FakeOpenAI, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A streamed reply's words are pushed to the caller from inside the model read; when what
+    they are pushed to fails (the caller's question could not be stored, so no word may go out),
+    the turn fails with that error: the model is not retried, nor reported as failing."""
+    agent = await llm_stack.agent()
+    call = await llm_stack.start(agent, new_phone())
+    fake_openai.reply("We open at nine.", tokens=["We", " open", " at nine."])
+    asked = len(fake_openai.requests)
+
+    async def refused(*args: object, **kwargs: object) -> bool:
+        raise RuntimeError("the store refused the question")
+
+    llm_stack.database.conversations.record_question = refused  # type: ignore[method-assign]
+    cid = call.conversation_id
+    turn = await llm_stack.service.open_stream(cid, "1", "When are you open?", TurnContext())
+    heard: list[str] = []
+
+    async def on_text(piece: str) -> None:
+        heard.append(piece)
+
+    with pytest.raises(RuntimeError, match="refused the question"):
+        await turn(on_text)
+    assert heard == []  # not a word before the question is on record
+    assert len(fake_openai.requests) == asked + 1  # one model call, not retried
+    assert "llm call failed" not in caplog.text

@@ -183,7 +183,7 @@ async def test_expired_memories_are_purged_when_the_service_starts(
 
 
 async def test_offline_streamed_text_is_the_final_reply(pg_dsn: str, data_dir: Path) -> None:
-    from orchestrator.turns import ReplyDraft, TurnInputs
+    from orchestrator.turns import TurnInputs
     from shared.contract import TurnContext
 
     async with graph_stack(data_dir, pg_dsn) as stack:
@@ -197,14 +197,13 @@ async def test_offline_streamed_text_is_the_final_reply(pg_dsn: str, data_dir: P
             ("hello", "Hello! How can I help you today?"),
         ]:
             tokens: list[str] = []
-            final = None
+
+            async def heard(token: str, tokens: list[str] = tokens) -> None:
+                tokens.append(token)
+
             turn = TurnInputs(conversation, agent, "s", text, TurnContext(), history=[])
-            async for item in stack.responder.stream(turn):
-                if isinstance(item, ReplyDraft):
-                    final = item
-                else:
-                    tokens.append(item)
-            assert final is not None and final.text == expected == "".join(tokens)
+            final = await stack.responder.stream(turn, heard)
+            assert final.text == expected == "".join(tokens)
 
 
 async def test_offline_mode_makes_no_outside_network_calls(

@@ -6,11 +6,13 @@ the fallback line when the model says nothing)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import pytest
 
 from orchestrator.agents.orchestrator_agent import FALLBACK_REPLY
 from shared.contract import TurnContext, TurnReply
@@ -184,7 +186,7 @@ async def test_interrupting_an_unknown_conversation_or_turn_is_a_404_and_stores_
 async def test_a_streamed_turn_cut_short_keeps_the_callers_words_and_can_be_answered_later(
     pg_dsn: str, data_dir: Path
 ) -> None:
-    """The service's stream closed after its first piece (the gateway went away): the caller's
+    """The service's turn cancelled after its first piece (the gateway went away): the caller's
     message is stored though no reply is; the same turn asked again (JSON) is answered and
     stored once."""
     async with graph_stack(data_dir, pg_dsn) as stack:
@@ -192,10 +194,19 @@ async def test_a_streamed_turn_cut_short_keeps_the_callers_words_and_can_be_answ
         greeting = await stack.start(agent, new_phone())
         cid = greeting.conversation_id
         context = TurnContext(call_id=cid)
-        stream = stack.service.message_stream(cid, "1", "Do you sell helicopters?", context)
-        first = await anext(stream)
-        assert isinstance(first, str) and first
-        await stream.aclose()  # type: ignore[attr-defined]
+        turn = await stack.service.open_stream(cid, "1", "Do you sell helicopters?", context)
+        heard = asyncio.Event()
+
+        async def on_text(piece: str) -> None:
+            assert piece
+            heard.set()
+            await asyncio.Event().wait()  # a write that never completes: the gateway is gone
+
+        running = asyncio.create_task(turn(on_text))
+        await asyncio.wait_for(heard.wait(), 10)
+        running.cancel()  # the gateway went away (barge-in)
+        with pytest.raises(asyncio.CancelledError):
+            await running
         await stack.service.drain()
         stored = await stack.database.conversations.messages(cid)
         assert [(m.turn_id, m.role, m.content) for m in stored[1:]] == [

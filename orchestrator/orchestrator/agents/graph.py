@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TypedDict
 
@@ -38,11 +38,10 @@ from orchestrator.agents.orchestrator_agent import (
 )
 from orchestrator.agents.tool_agent import ToolAgent, ToolCall, ToolContext, ToolOutcome
 from orchestrator.llm.calls import LLMUnavailable
+from orchestrator.turns import TokenSink
 from shared.contract import Action
 
 log = logging.getLogger(__name__)
-
-TokenSink = Callable[[str], Awaitable[None]]
 
 
 class TurnGraphState(TypedDict, total=False):

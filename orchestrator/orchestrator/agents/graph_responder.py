@@ -19,7 +19,6 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING
 
 import httpx
@@ -32,14 +31,14 @@ from orchestrator.agents.orchestrator_agent import FALLBACK_REPLY, OrchestratorA
 from orchestrator.agents.stats import AgentStats
 from orchestrator.agents.tool_agent import ToolAgent, ToolContext
 from orchestrator.config import OrchestratorSettings
-from orchestrator.llm.calls import LLMUnavailable, RetryPolicy, TokenSink
+from orchestrator.llm.calls import LLMUnavailable, RetryPolicy
 from orchestrator.memory.caller_memory import FACT, CallerMemory, MemoryUnavailable
 from orchestrator.memory.embeddings import HASHING_NAME
 from orchestrator.memory.knowledge import KnowledgeBase
 from orchestrator.memory.retention import RetentionTask
 from orchestrator.store.conversations import GREETING_TURN_ID
 from orchestrator.store.records import Agent, Conversation
-from orchestrator.turns import ReplyDraft, ToolRun, TurnInputs
+from orchestrator.turns import ReplyDraft, TokenSink, ToolRun, TurnInputs
 from shared.contract import Action, TurnContext
 from shared.phone import to_e164
 from shared.redaction import redact_secrets
@@ -252,23 +251,8 @@ class GraphResponder:
     async def respond(self, turn: TurnInputs) -> ReplyDraft:
         return await self._run(turn, None)
 
-    async def stream(self, turn: TurnInputs) -> AsyncGenerator[str | ReplyDraft, None]:
-        queue: asyncio.Queue[str | None] = asyncio.Queue()
-
-        async def sink(token: str) -> None:
-            queue.put_nowait(token)
-
-        task = asyncio.create_task(self._run(turn, sink))
-        task.add_done_callback(lambda _: queue.put_nowait(None))
-        try:
-            while (token := await queue.get()) is not None:
-                yield token
-            yield task.result()
-        finally:
-            if not task.done():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+    async def stream(self, turn: TurnInputs, on_text: TokenSink) -> ReplyDraft:
+        return await self._run(turn, on_text)
 
     async def _run(self, turn: TurnInputs, sink: TokenSink | None) -> ReplyDraft:
         started = time.perf_counter()

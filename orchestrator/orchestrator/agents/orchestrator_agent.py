@@ -16,8 +16,9 @@ from orchestrator.agents.configuration import AgentConfiguration
 from orchestrator.agents.input_agent import NormalisedInput
 from orchestrator.agents.memory_agent import MemoryView, Turn
 from orchestrator.agents.tool_agent import ToolCall, ToolOutcome, tool_specs
-from orchestrator.llm.calls import LLMResult, RetryPolicy, TokenSink, call_llm
+from orchestrator.llm.calls import LLMResult, RetryPolicy, call_llm
 from orchestrator.memory.caller_memory import MemoryRecord
+from orchestrator.turns import TokenSink
 
 if TYPE_CHECKING:
     from langchain_core.messages import BaseMessage

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from orchestrator.metrics import count_error
+from orchestrator.turns import TokenSink
 from shared.errors import connection_refused
 
 if TYPE_CHECKING:
@@ -25,8 +26,6 @@ if TYPE_CHECKING:
     from langchain_openai import ChatOpenAI
 
 log = logging.getLogger(__name__)
-
-TokenSink = Callable[[str], Awaitable[None]]
 
 
 class LLMUnavailable(Exception):
@@ -75,11 +74,18 @@ async def call_llm(
     started = time.perf_counter()
     errors: list[str] = []
     streamed = 0
+    # What the text is handed to can fail (the caller's question could not be stored, ...):
+    # that is not the model's failure, so it is neither retried nor reported as one.
+    sink_failure: Exception | None = None
 
     async def counted(text: str) -> None:
-        nonlocal streamed
+        nonlocal streamed, sink_failure
         streamed += len(text)
-        await on_token(text)  # type: ignore[misc]
+        try:
+            await on_token(text)  # type: ignore[misc]
+        except Exception as exc:
+            sink_failure = exc
+            raise
 
     lean = on_token is not None and isinstance(llm, PhoneChatOpenAI) and llm.streams_lean()
     runnable: Any = None if lean else (llm.bind_tools(tools) if tools else llm)
@@ -97,8 +103,7 @@ async def call_llm(
                     full = chunk if full is None else full + chunk
                     text = chunk.content if isinstance(chunk.content, str) else ""
                     if text:
-                        streamed += len(text)
-                        await on_token(text)
+                        await counted(text)
                 message = AIMessage(
                     content=full.content if full is not None else "",
                     tool_calls=full.tool_calls if full is not None else [],
@@ -108,6 +113,8 @@ async def call_llm(
                 message, attempt, round((time.perf_counter() - started) * 1000, 3), streamed, errors
             )
         except Exception as exc:
+            if exc is sink_failure:
+                raise
             errors.append(_describe(exc))
             elapsed_s = time.perf_counter() - started
             if (

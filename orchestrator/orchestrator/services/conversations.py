@@ -16,17 +16,17 @@ stored, redacted turns (and redacted again where it is written).
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import functools
 import logging
 import time
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Literal, TypeVar
 
 from orchestrator.services.responder import Responder, StreamingResponder
 from orchestrator.store.agents import AgentStore
 from orchestrator.store.conversations import GREETING_TURN_ID, ConversationStore
 from orchestrator.store.records import Agent, Conversation, Message
-from orchestrator.turns import ReplyDraft, ToolRun, TurnInputs
+from orchestrator.turns import ReplyDraft, TokenSink, ToolRun, TurnInputs
 from shared.contract import Action, CallEnd, CallStart, TurnContext, TurnReply
 from shared.errors import ApiError
 from shared.redaction import StreamRedactor, redact_secrets, redact_value
@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 # A streamed duplicate of a turn with other words waits this long for the first version's reply.
 DUPLICATE_REPLY_WAIT_S = 2.0
+
+# A streamed turn, checked and ready: `await turn(on_text)` runs it (`open_stream`).
+StreamedTurn = Callable[[TokenSink], Awaitable[TurnReply]]
 
 _T = TypeVar("_T")
 
@@ -172,54 +175,63 @@ class ConversationService:
         timer.lap("respond")
         return await self._finish_turn(begun, draft, timer)
 
-    async def message_stream(
+    async def open_stream(
         self, conversation_id: str, turn_id: str, message: str, context: TurnContext
-    ) -> AsyncIterator[str | TurnReply]:
-        """Like `message`, yielding the reply's text as the responder produces it, then the
-        stored `TurnReply`. A replayed turn yields its stored text once; a responder without
-        `stream` yields its whole reply as one piece. Errors before the first piece raise.
+    ) -> StreamedTurn:
+        """Like `message`, streamed: checks the turn now (raises `ApiError`: unknown or ended
+        conversation, ...) and returns the turn to run, `await turn(on_text)`: it hands the
+        reply's text to `on_text` piece by piece as the responder produces it, and returns the
+        stored `TurnReply`. A replayed turn hands over its stored text once; a responder that
+        cannot stream, its whole reply as one piece. Cancelling the run cancels the turn (the
+        caller barged in).
 
-        The caller's message is stored as the turn begins, beside the model call (it costs the
-        caller no wait) and before any of the reply goes out, in a task the stream's end does
-        not cancel: when the caller barges in, the stream is cancelled and no reply is stored
-        (what they heard of it comes with `interrupted`), but what they said is on record, and
-        the gateway's `interrupted` finds the turn."""
+        Two steps so the route can open its response before the model has written a word (the
+        event stream's head goes out while the model thinks, not on the first token's path);
+        pieces pushed, not pulled, so each one is written out in the task that read it from the
+        model: no hand-off to another task, which on a busy instance is a turn of the event
+        loop behind every other call's work."""
         timer = StageTimer()
         begun = await self._begin_turn(conversation_id, turn_id, message, context, timer)
+        return functools.partial(self._stream, begun, timer)
+
+    async def _stream(
+        self, begun: TurnReply | TurnInputs, timer: StageTimer, on_text: TokenSink
+    ) -> TurnReply:
+        """The caller's message is stored as the turn begins, beside the model call (it costs the
+        caller no wait) and before any of the reply goes out, in a task the turn's cancellation
+        does not reach: when the caller barges in, the turn is cancelled and no reply is stored
+        (what they heard of it comes with `interrupted`), but what they said is on record, and
+        the gateway's `interrupted` finds the turn."""
         if isinstance(begun, TurnReply):
-            yield begun.reply
-            yield begun
-            return
+            await on_text(begun.reply)
+            return begun
+        conversation_id, turn_id, context = begun.conversation.id, begun.turn_id, begun.context
         asked = self._keep(
             self.conversations.record_question(
                 conversation_id, turn_id, begun.message, _user_metadata(context)
             )
         )
-        draft: ReplyDraft | None = None
         if isinstance(self.responder, StreamingResponder):
             redactor = StreamRedactor()  # a number is held back until it is whole, then redacted
-            # aclosing: a client that goes away (barge-in) cancels the turn at once.
-            async with contextlib.aclosing(self.responder.stream(begun)) as stream:
-                async for item in stream:
-                    if isinstance(item, ReplyDraft):
-                        draft = item
-                    elif passed := redactor.feed(item):
-                        await asyncio.shield(asked)  # stored (or raised) before a word goes out
-                        yield passed
+
+            async def redacted(piece: str) -> None:
+                if passed := redactor.feed(piece):
+                    await asyncio.shield(asked)  # stored (or raised) before a word goes out
+                    await on_text(passed)
+
+            draft = await self.responder.stream(begun, redacted)
             if rest := redactor.finish():
                 await asyncio.shield(asked)
-                yield rest
+                await on_text(rest)
         else:
             draft = await self.responder.respond(begun)
             await asyncio.shield(asked)
-            yield redact_secrets(draft.text)
-        assert draft is not None, "a streaming responder must end with its ReplyDraft"
+            await on_text(redact_secrets(draft.text))
         won = await asyncio.shield(asked)
         timer.lap("respond")
         if not won and (stored := await self._first_versions_reply(begun)) is not None:
-            yield _reply(begun.conversation, stored, timer.done(), replayed=True)
-            return
-        yield await self._finish_turn(begun, draft, timer, question_stored=True)
+            return _reply(begun.conversation, stored, timer.done(), replayed=True)
+        return await self._finish_turn(begun, draft, timer, question_stored=True)
 
     async def _first_versions_reply(self, turn: TurnInputs) -> Message | None:
         """For a duplicate whose question was not stored: when the stored question has other

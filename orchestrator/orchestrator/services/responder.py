@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from orchestrator.store.records import Agent, Conversation
-from orchestrator.turns import ReplyDraft, TurnInputs
+from orchestrator.turns import ReplyDraft, TokenSink, TurnInputs
 from shared.contract import Action
 
 if TYPE_CHECKING:
@@ -43,9 +42,11 @@ class Responder(Protocol):
 
 @runtime_checkable
 class StreamingResponder(Responder, Protocol):
-    def stream(self, turn: TurnInputs) -> AsyncGenerator[str | ReplyDraft, None]:
-        """The reply's text as it is produced, then the final `ReplyDraft` (last item).
-        Closing the iterator early cancels the turn (the caller barged in)."""
+    async def stream(self, turn: TurnInputs, on_text: TokenSink) -> ReplyDraft:
+        """Like `respond`, handing the reply's text to `on_text` as it is produced, each piece
+        awaited before the next is read (what `on_text` does — write it to the caller — runs
+        in the task that read it from the model). Cancelling it cancels the turn (the caller
+        barged in)."""
         ...
 
 

@@ -3,21 +3,23 @@ view for operators. Thin: parse, call `ConversationService`, render."""
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import re
 import uuid
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Path
-from fastapi.responses import PlainTextResponse, StreamingResponse
+from fastapi.responses import PlainTextResponse
 
+from orchestrator.api.event_stream import Emit, PushedEventStream
 from orchestrator.api.read_model import conversation_view
 from orchestrator.api.scenario_export import scenario_yaml
 from orchestrator.api.schemas import ConversationView
 from orchestrator.deps import ReaderDep, ServiceDep, StoreDep, WriterDep, require_roles
 from orchestrator.metrics import count_error, observe_turn
+from orchestrator.services.conversations import StreamedTurn
 from shared.auth import Principal
 from shared.contract import (
     ID_PATTERN,
@@ -62,19 +64,18 @@ async def post_message(
     _: WriterDep,
     idempotency_key: Annotated[str | None, Header(alias=IDEMPOTENCY_HEADER)] = None,
     accept: Annotated[str | None, Header()] = None,
-) -> TurnReply | StreamingResponse:
+) -> TurnReply | PushedEventStream:
     """JSON `TurnReply`; with `Accept: text/event-stream` the reply streams as server-sent events:
     `event: token` (`{"text": "..."}`) as the text is produced, then `event: reply` (the stored
     `TurnReply`), or `event: error` (`{"error": {"code", "message"}}`) if it fails midway. Errors
-    found before the first token (404, 409, 400) are plain JSON errors."""
+    found before the turn is accepted (404, 409, 400) are plain JSON errors; once it is, the
+    stream opens at once (its head goes out while the model thinks, not with its first token)."""
     call_id_var.set(body.context.call_id or conversation_id)
     turn_id = resolve_turn_id(conversation_id, body.turn_id, idempotency_key)
     if accept and "text/event-stream" in accept:
-        stream = service.message_stream(conversation_id, turn_id, body.message, body.context)
-        first = await anext(stream)  # raises ApiError (JSON) before anything is streamed
-        return StreamingResponse(
-            sse_events(first, stream),
-            media_type="text/event-stream",
+        turn = await service.open_stream(conversation_id, turn_id, body.message, body.context)
+        return PushedEventStream(
+            functools.partial(turn_events, turn),
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
     reply = await service.message(conversation_id, turn_id, body.message, body.context)
@@ -82,31 +83,31 @@ async def post_message(
     return reply
 
 
-async def sse_events(
-    first: str | TurnReply, rest: AsyncIterator[str | TurnReply]
-) -> AsyncIterator[bytes]:
-    async def items() -> AsyncIterator[str | TurnReply]:
-        yield first
-        async for item in rest:
-            yield item
+async def turn_events(turn: StreamedTurn, emit: Emit) -> None:
+    """Runs the turn, writing `event: token` for each piece of its text as it comes, then
+    `event: reply`, or `event: error` where it fails."""
+
+    async def token(text: str) -> None:
+        if text:
+            await emit(_event("token", json.dumps({"text": text})))
 
     try:
-        async for item in items():
-            if isinstance(item, TurnReply):
-                observe_turn(item)
-                data = item.model_dump_json(exclude_none=True)
-                yield f"event: reply\ndata: {data}\n\n".encode()
-            elif item:
-                yield f"event: token\ndata: {json.dumps({'text': item})}\n\n".encode()
+        reply = await turn(token)
     except ApiError as exc:
-        yield f"event: error\ndata: {json.dumps(error_body(exc.code, exc.message))}\n\n".encode()
+        await emit(_event("error", json.dumps(error_body(exc.code, exc.message))))
+        return
     except Exception:
         count_error("internal")
         log.exception("streamed turn failed")
         body = error_body("internal_error", "internal error; see the service logs")
-        yield f"event: error\ndata: {json.dumps(body)}\n\n".encode()
-    finally:
-        await rest.aclose()  # type: ignore[attr-defined]
+        await emit(_event("error", json.dumps(body)))
+        return
+    observe_turn(reply)
+    await emit(_event("reply", reply.model_dump_json(exclude_none=True)))
+
+
+def _event(name: str, data: str) -> bytes:
+    return f"event: {name}\ndata: {data}\n\n".encode()
 
 
 @router.post(
