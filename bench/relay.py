@@ -502,8 +502,11 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
         }
         return r
 
+    peer, peer_svc = start_peer(bench, fake, signing)
+    block["peer"] = peer
     try:
-        # ours, relay mode
+        # ours, relay mode; the peer at the same level right after ours (back to back: the
+        # CPU ratio compares two runs, and a VM's speed drifts by 10-20 % over minutes)
         relay_env = {**bench.gateway_env(orch.url), "TWILIO_VOICE_MODE": "relay"}
         gw = bench.spawn(
             "gateway-relay", "realtime_gateway.app:create_app", relay_env, ROOT / "realtime-gateway"
@@ -525,6 +528,8 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
                     f"relay-{level}" if top else "",
                 )
                 block["relay"][str(level)] = r
+                if peer_svc is not None and level in plan.relay_peer_levels:
+                    peer["levels"].update(peer_level(peer_svc, level, client, measured))
         finally:
             bench.stop(gw)
         # ours, webhook (<Gather>) mode: the caller's first word is the whole reply's TwiML
@@ -546,9 +551,15 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
                 block["gather"][str(level)] = r
         finally:
             bench.stop(gw)
-        peer_run(bench, block, fake, signing, client, measured)
+        if peer_svc is not None:  # peer levels ours did not run
+            for level in plan.relay_peer_levels:
+                if str(level) not in peer["levels"]:
+                    peer["levels"].update(peer_level(peer_svc, level, client, measured))
+            peer["status"] = "ok"
         floor_run(bench, block, fake, client, measured)
     finally:
+        if peer_svc is not None:
+            bench.stop(peer_svc)
         bench.stop(orch)
         bench.stop(fake)
     summarize(block)
@@ -588,23 +599,21 @@ def gather_run(bench: Bench, url: str, level: int, signing: dict[str, str]) -> d
     }
 
 
-def peer_run(
-    bench: Bench,
-    block: dict[str, Any],
-    fake: ServiceProcess,
-    signing: dict[str, str],
-    client: Any,
-    measured: Any,
-) -> None:
+def start_peer(
+    bench: Bench, fake: ServiceProcess, signing: dict[str, str]
+) -> tuple[dict[str, Any], ServiceProcess | None]:
+    """twilio-agent-connect serving the same fake model (its ConversationRelay-only mode, fake
+    credentials, analytics off); None with the reason in `status` when it cannot run here."""
     peer: dict[str, Any] = {"levels": {}}
-    block["peer"] = peer
+    if not bench.plan.relay_peer_levels:
+        return peer, None
     try:
         from importlib.metadata import version
 
         peer["package"] = f"twilio-agent-connect {version('twilio-agent-connect')}"
     except Exception as exc:
         peer["status"] = f"n/a (twilio-agent-connect is not installed: {exc})"
-        return
+        return peer, None
     env = {
         "TWILIO_ACCOUNT_SID": signing["twilio_account_sid"],
         "TWILIO_AUTH_TOKEN": signing["twilio_token"],
@@ -614,20 +623,21 @@ def peer_run(
         "TAC_ANALYTICS_DISABLED": "true",
         "PEER_OPENAI_BASE_URL": f"{fake.url}/v1",
     }
+    svc = None
     try:
         svc = bench.spawn("peer-tac", "bench.peer_tac:create_app", env)
         svc.wait_ready(60)
     except Exception as exc:
+        if svc is not None:
+            bench.stop(svc)
         peer["status"] = f"n/a (the peer did not start: {str(exc)[-800:]})"
-        return
-    try:
-        ws_url = f"ws://{svc.url.split('//', 1)[1]}/ws"  # TAC checks the Host it was reached on
-        peer["levels"] = other_levels(
-            "peer", svc, bench.plan.relay_peer_levels, "t", ws_url, client, measured
-        )
-        peer["status"] = "ok"
-    finally:
-        bench.stop(svc)
+        return peer, None
+    return peer, svc
+
+
+def peer_level(svc: ServiceProcess, level: int, client: Any, measured: Any) -> dict[str, Any]:
+    ws_url = f"ws://{svc.url.split('//', 1)[1]}/ws"  # TAC checks the Host it was reached on
+    return other_levels("peer", svc, (level,), "t", ws_url, client, measured)
 
 
 def other_levels(
