@@ -16,11 +16,13 @@ model's request it holds is closed, not left to run and bill.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
+
+from shared.tasks import cancel_and_wait
 
 Emit = Callable[[bytes], Awaitable[None]]
 
@@ -29,7 +31,9 @@ class PushedEventStream(Response):
     media_type = "text/event-stream"
 
     def __init__(
-        self, write: Callable[[Emit], Awaitable[None]], headers: Mapping[str, str] | None = None
+        self,
+        write: Callable[[Emit], Coroutine[Any, Any, None]],
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         self.write = write
         self.status_code = 200
@@ -42,16 +46,13 @@ class PushedEventStream(Response):
         async def emit(chunk: bytes) -> None:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-        writer = asyncio.ensure_future(self.write(emit))
-        gone = asyncio.ensure_future(_disconnected(receive))
+        writer = asyncio.create_task(self.write(emit))
+        gone = asyncio.create_task(_disconnected(receive))
         try:
             await asyncio.wait((writer, gone), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (writer, gone):
-                if not task.done():
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
+        finally:  # the client gone: the writer stops (and closes the model's request)
+            await cancel_and_wait(writer)
+            await cancel_and_wait(gone)
         if writer.cancelled():
             return  # the client went away first: nothing more to send it
         writer.result()  # a failure of the writer itself (it sends its turn's errors as events)
