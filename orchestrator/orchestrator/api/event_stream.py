@@ -47,7 +47,7 @@ class PushedEventStream(Response):
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
         writer = asyncio.create_task(self.write(emit))
-        gone = asyncio.create_task(_disconnected(receive))
+        gone = asyncio.create_task(_stop_when_gone(receive, writer))
         try:
             await asyncio.wait((writer, gone), return_when=asyncio.FIRST_COMPLETED)
         finally:  # the client gone: the writer stops (and closes the model's request)
@@ -59,6 +59,9 @@ class PushedEventStream(Response):
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
-async def _disconnected(receive: Receive) -> None:
+async def _stop_when_gone(receive: Receive, writer: asyncio.Task[None]) -> None:
+    """Cancels the writer as soon as the client is gone, from here: one turn of the event loop
+    sooner than by way of the response's own task."""
     while (await receive())["type"] != "http.disconnect":
         pass
+    writer.cancel()
