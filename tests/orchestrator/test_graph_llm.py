@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 import respx
@@ -487,25 +488,40 @@ async def test_a_question_that_cannot_be_stored_fails_the_streamed_turn_not_the_
 ) -> None:
     """A streamed reply's words are pushed to the caller from inside the model read; when what
     they are pushed to fails (the caller's question could not be stored, so no word may go out),
-    the turn fails with that error: the model is not retried, nor reported as failing."""
+    the turn fails with that error: the model is not retried, nor reported as failing. The
+    store's failure is Postgres's own: a trigger refusing this call's question."""
     agent = await llm_stack.agent()
     call = await llm_stack.start(agent, new_phone())
     fake_openai.reply("We open at nine.", tokens=["We", " open", " at nine."])
     asked = len(fake_openai.requests)
-
-    async def refused(*args: object, **kwargs: object) -> bool:
-        raise RuntimeError("the store refused the question")
-
-    llm_stack.database.conversations.record_question = refused  # type: ignore[method-assign]
     cid = call.conversation_id
-    turn = await llm_stack.service.open_stream(cid, "1", "When are you open?", TurnContext())
-    heard: list[str] = []
+    pool = llm_stack.database.pool
+    await pool.execute(
+        f"""
+        CREATE FUNCTION refuse_question() RETURNS trigger AS $$
+        BEGIN
+            IF NEW.conversation_id = '{cid}' AND NEW.role = 'user' THEN
+                RAISE EXCEPTION 'the store refused the question';
+            END IF;
+            RETURN NEW;
+        END $$ LANGUAGE plpgsql;
+        CREATE TRIGGER refuse_question BEFORE INSERT ON messages
+            FOR EACH ROW EXECUTE FUNCTION refuse_question();
+        """
+    )
+    try:
+        turn = await llm_stack.service.open_stream(cid, "1", "When are you open?", TurnContext())
+        heard: list[str] = []
 
-    async def on_text(piece: str) -> None:
-        heard.append(piece)
+        async def on_text(piece: str) -> None:
+            heard.append(piece)
 
-    with pytest.raises(RuntimeError, match="refused the question"):
-        await turn(on_text)
+        with pytest.raises(asyncpg.exceptions.RaiseError, match="refused the question"):
+            await turn(on_text)
+    finally:
+        await pool.execute(
+            "DROP TRIGGER refuse_question ON messages; DROP FUNCTION refuse_question()"
+        )
     assert heard == []  # not a word before the question is on record
     assert len(fake_openai.requests) == asked + 1  # one model call, not retried
     assert "llm call failed" not in caplog.text
