@@ -256,3 +256,26 @@ async def test_a_model_that_says_nothing_streams_the_fallback_it_stores(
     events = sse(r.text)
     pieces = [data["text"] for event, data in events if event == "token"]
     assert events[-1][1]["reply"] == FALLBACK_REPLY == "".join(pieces)
+
+
+async def test_a_card_number_the_model_repeats_is_redacted_in_what_streams_out(
+    pg_dsn: str, data_dir: Path, service_headers: dict[str, str]
+) -> None:
+    """A model echoing a card number, token by token: the number is held back until it is
+    whole, then streamed redacted — the caller's socket, like the store, never gets it."""
+    async with app_with_model(data_dir, pg_dsn) as (app, fake):
+        cid, _ = await start(app, service_headers)
+        fake.reply(
+            "Your card 4111 1111 1111 1111 is noted.",
+            tokens=["Your card ", "4111 ", "1111 ", "1111", " 1111", " is noted."],
+        )
+        r = await app.client.post(
+            f"/conversations/{cid}/messages",
+            json={"message": "Can you read my card back?", "turn_id": "1"},
+            headers={**service_headers, **STREAM},
+        )
+    assert r.status_code == 200, r.text
+    events = sse(r.text)
+    streamed = "".join(data["text"] for event, data in events if event == "token")
+    assert "4111" not in streamed and "1111" not in streamed, streamed
+    assert streamed == events[-1][1]["reply"] == "Your card [card number redacted] is noted."
