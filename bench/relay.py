@@ -529,7 +529,7 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
                 )
                 block["relay"][str(level)] = r
                 if peer_svc is not None and level in plan.relay_peer_levels:
-                    peer["levels"].update(peer_level(peer_svc, level, client, measured))
+                    peer["levels"].update(peer_levels(peer_svc, (level,), client, measured))
         finally:
             bench.stop(gw)
         # ours, webhook (<Gather>) mode: the caller's first word is the whole reply's TwiML
@@ -551,10 +551,9 @@ def run_relay(bench: Bench, block: dict[str, Any], signing: dict[str, str]) -> N
                 block["gather"][str(level)] = r
         finally:
             bench.stop(gw)
-        if peer_svc is not None:  # peer levels ours did not run
-            for level in plan.relay_peer_levels:
-                if str(level) not in peer["levels"]:
-                    peer["levels"].update(peer_level(peer_svc, level, client, measured))
+        if peer_svc is not None:  # and the peer's levels ours did not run
+            rest = tuple(lv for lv in plan.relay_peer_levels if lv not in plan.relay_levels)
+            peer["levels"].update(peer_levels(peer_svc, rest, client, measured))
             peer["status"] = "ok"
         floor_run(bench, block, fake, client, measured)
     finally:
@@ -635,9 +634,11 @@ def start_peer(
     return peer, svc
 
 
-def peer_level(svc: ServiceProcess, level: int, client: Any, measured: Any) -> dict[str, Any]:
+def peer_levels(
+    svc: ServiceProcess, levels: tuple[int, ...], client: Any, measured: Any
+) -> dict[str, Any]:
     ws_url = f"ws://{svc.url.split('//', 1)[1]}/ws"  # TAC checks the Host it was reached on
-    return other_levels("peer", svc, (level,), "t", ws_url, client, measured)
+    return other_levels("peer", svc, levels, "t", ws_url, client, measured)
 
 
 def other_levels(

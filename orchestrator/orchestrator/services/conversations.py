@@ -211,22 +211,24 @@ class ConversationService:
                 conversation_id, turn_id, begun.message, _user_metadata(context)
             )
         )
+
+        async def say(text: str) -> None:
+            await asyncio.shield(asked)  # stored (or raised) before a word goes out
+            await on_text(text)
+
         if isinstance(self.responder, StreamingResponder):
             redactor = StreamRedactor()  # a number is held back until it is whole, then redacted
 
             async def redacted(piece: str) -> None:
                 if passed := redactor.feed(piece):
-                    await asyncio.shield(asked)  # stored (or raised) before a word goes out
-                    await on_text(passed)
+                    await say(passed)
 
             draft = await self.responder.stream(begun, redacted)
             if rest := redactor.finish():
-                await asyncio.shield(asked)
-                await on_text(rest)
+                await say(rest)
         else:
             draft = await self.responder.respond(begun)
-            await asyncio.shield(asked)
-            await on_text(redact_secrets(draft.text))
+            await say(redact_secrets(draft.text))
         won = await asyncio.shield(asked)
         timer.lap("respond")
         if not won and (stored := await self._first_versions_reply(begun)) is not None:
