@@ -46,6 +46,20 @@ def sse(text: str) -> list[tuple[str, dict[str, Any]]]:
     return out
 
 
+async def streamed_turn(
+    app: RunningApp, headers: dict[str, str], cid: str, message: str
+) -> tuple[list[tuple[str, dict[str, Any]]], str]:
+    """Turn "1" of `cid` streamed: its events, and the text of its `token` events joined."""
+    r = await app.client.post(
+        f"/conversations/{cid}/messages",
+        json={"message": message, "turn_id": "1"},
+        headers={**headers, **STREAM},
+    )
+    assert r.status_code == 200, r.text
+    events = sse(r.text)
+    return events, "".join(data["text"] for event, data in events if event == "token")
+
+
 async def interrupt(
     orch: RunningApp, headers: dict[str, str], cid: str, turn_id: str, heard: str
 ) -> Any:
@@ -226,13 +240,7 @@ async def test_an_offline_streamed_turn_streams_its_reply_word_by_word(
     orch: RunningApp, service_headers: dict[str, str]
 ) -> None:
     cid, _ = await start(orch, service_headers)
-    r = await orch.client.post(
-        f"/conversations/{cid}/messages",
-        json={"message": "Do you sell helicopters?", "turn_id": "1"},
-        headers={**service_headers, **STREAM},
-    )
-    assert r.status_code == 200, r.text
-    events = sse(r.text)
+    events, _ = await streamed_turn(orch, service_headers, cid, "Do you sell helicopters?")
     pieces = [data["text"] for event, data in events if event == "token"]
     assert events[-1][0] == "reply"
     reply = events[-1][1]["reply"]
@@ -247,15 +255,8 @@ async def test_a_model_that_says_nothing_streams_the_fallback_it_stores(
     async with app_with_model(data_dir, pg_dsn) as (app, fake):
         cid, _ = await start(app, service_headers)
         fake.reply("")
-        r = await app.client.post(
-            f"/conversations/{cid}/messages",
-            json={"message": "Hmm, tell me something", "turn_id": "1"},
-            headers={**service_headers, **STREAM},
-        )
-    assert r.status_code == 200, r.text
-    events = sse(r.text)
-    pieces = [data["text"] for event, data in events if event == "token"]
-    assert events[-1][1]["reply"] == FALLBACK_REPLY == "".join(pieces)
+        events, streamed = await streamed_turn(app, service_headers, cid, "Hmm, tell me something")
+    assert events[-1][1]["reply"] == FALLBACK_REPLY == streamed
 
 
 async def test_a_card_number_the_model_repeats_is_redacted_in_what_streams_out(
@@ -269,13 +270,8 @@ async def test_a_card_number_the_model_repeats_is_redacted_in_what_streams_out(
             "Your card 4111 1111 1111 1111 is noted.",
             tokens=["Your card ", "4111 ", "1111 ", "1111", " 1111", " is noted."],
         )
-        r = await app.client.post(
-            f"/conversations/{cid}/messages",
-            json={"message": "Can you read my card back?", "turn_id": "1"},
-            headers={**service_headers, **STREAM},
+        events, streamed = await streamed_turn(
+            app, service_headers, cid, "Can you read my card back?"
         )
-    assert r.status_code == 200, r.text
-    events = sse(r.text)
-    streamed = "".join(data["text"] for event, data in events if event == "token")
     assert "4111" not in streamed and "1111" not in streamed, streamed
     assert streamed == events[-1][1]["reply"] == "Your card [card number redacted] is noted."
